@@ -1,0 +1,260 @@
+"""CreateEndpoint, DescribeEndpoint, ListEndpoints, UpdateEndpoint,
+UpdateEndpointWeightsAndCapacities, DeleteEndpoint.
+
+Each writes desired state and nudges the controller; the controller brings instances up and
+moves the status on (Creating -> InService | Failed, Updating -> InService, Deleting -> gone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api.operations.context import Context, Request, Response, ts
+from modelhost.api.operations.listing import page
+from modelhost.errors import ValidationException, already_exists, not_found
+from modelhost.state.records import (
+    Endpoint,
+    EndpointStatus,
+    Resource,
+    UpdateKind,
+    VariantState,
+    variants_from_config,
+)
+from modelhost.state.store import Duplicate
+
+KIND = "endpoint"
+
+
+def _config(ctx: Context, name: str) -> Resource:
+    config = ctx.store.resource("endpoint_config", name)
+    if config is None:
+        arn = ctx.arns.arn("endpoint_config", name)
+        raise ValidationException(f'Could not find endpoint configuration "{arn}".')
+    return config
+
+
+def _endpoint(ctx: Context, name: str) -> Endpoint:
+    ep = ctx.store.endpoint(name)
+    if ep is None:
+        raise not_found("endpoint", ctx.arns.arn(KIND, name))
+    return ep
+
+
+def create_endpoint(ctx: Context, req: Request) -> Response:
+    name = req["EndpointName"]
+    arn = ctx.arns.arn(KIND, name)
+    if ctx.store.get(KIND, name) is not None:
+        raise already_exists("endpoint", arn)
+    config = _config(ctx, req["EndpointConfigName"])
+    now = ctx.clock()
+    ep = Endpoint(
+        name=name,
+        arn=arn,
+        config_name=config.name,
+        status=EndpointStatus.CREATING,
+        created=now,
+        modified=now,
+        variants=variants_from_config(config),
+    )
+    try:
+        ctx.store.add_endpoint(ep)
+    except Duplicate:
+        raise already_exists("endpoint", arn) from None
+    if tags := req.get("Tags"):
+        ctx.store.add_tags(arn, tags)
+    ctx.wake()
+    return {"EndpointArn": arn}
+
+
+def describe_endpoint(ctx: Context, req: Request) -> Response:
+    ep = _endpoint(ctx, req["EndpointName"])
+    out: dict[str, Any] = {
+        "EndpointName": ep.name,
+        "EndpointArn": ep.arn,
+        "EndpointConfigName": ep.config_name,
+        "ProductionVariants": _describe_variants(ctx, ep),
+        "EndpointStatus": ep.status.value,
+        "CreationTime": ts(ep.created),
+        "LastModifiedTime": ts(ep.modified),
+    }
+    if ep.failure_reason:
+        out["FailureReason"] = ep.failure_reason
+    config = ctx.store.resource("endpoint_config", ep.config_name)
+    if config is not None and "AsyncInferenceConfig" in config.spec:
+        out["AsyncInferenceConfig"] = config.spec["AsyncInferenceConfig"]
+    return out
+
+
+def _describe_variants(ctx: Context, ep: Endpoint) -> list[dict[str, Any]]:
+    config = ctx.store.resource("endpoint_config", ep.config_name)
+    models = {
+        pv["VariantName"]: pv.get("ModelName")
+        for pv in (config.spec if config else {}).get("ProductionVariants", [])
+    }
+    out = []
+    for v in ep.variants:
+        item: dict[str, Any] = {
+            "VariantName": v.name,
+            "DesiredWeight": v.desired_weight,
+            "DesiredInstanceCount": v.desired_count,
+        }
+        if v.current_weight is not None:
+            item["CurrentWeight"] = v.current_weight
+        if v.current_count is not None:
+            item["CurrentInstanceCount"] = v.current_count
+        images = _images(ctx, models.get(v.name), ep.created)
+        if images:
+            item["DeployedImages"] = images
+        out.append(item)
+    return out
+
+
+def _images(ctx: Context, model_name: str | None, when: float) -> list[dict[str, Any]]:
+    model = ctx.store.resource("model", model_name) if model_name else None
+    if model is None:
+        return []
+    containers = [model.spec["PrimaryContainer"]] if "PrimaryContainer" in model.spec else []
+    containers += model.spec.get("Containers", [])
+    return [
+        {"SpecifiedImage": c["Image"], "ResolvedImage": c["Image"], "ResolutionTime": ts(when)}
+        for c in containers
+        if c.get("Image")
+    ]
+
+
+def list_endpoints(ctx: Context, req: Request) -> Response:
+    endpoints = ctx.store.endpoints()
+    if status := req.get("StatusEquals"):
+        endpoints = [e for e in endpoints if e.status.value == status]
+    if before := req.get("LastModifiedTimeBefore"):
+        endpoints = [e for e in endpoints if e.modified < before.timestamp()]
+    if after := req.get("LastModifiedTimeAfter"):
+        endpoints = [e for e in endpoints if e.modified > after.timestamp()]
+    items, token = page(
+        endpoints,
+        req,
+        name=lambda e: e.name,
+        created=lambda e: e.created,
+        sort_keys={
+            "Name": lambda e: e.name.lower(),
+            "CreationTime": lambda e: e.created,
+            "Status": lambda e: e.status.value,
+        },
+    )
+    summaries = [
+        {
+            "EndpointName": e.name,
+            "EndpointArn": e.arn,
+            "CreationTime": ts(e.created),
+            "LastModifiedTime": ts(e.modified),
+            "EndpointStatus": e.status.value,
+        }
+        for e in items
+    ]
+    return {"Endpoints": summaries, **({"NextToken": token} if token else {})}
+
+
+def _require_in_service(ctx: Context, ep: Endpoint) -> None:
+    if ep.status is not EndpointStatus.IN_SERVICE:
+        raise ValidationException(
+            f'Cannot update in-progress endpoint "{ep.arn}".'
+            if ep.status is not EndpointStatus.FAILED
+            else f'Cannot update failed endpoint "{ep.arn}". Delete it and create it again.'
+        )
+
+
+def update_endpoint(ctx: Context, req: Request) -> Response:
+    name = req["EndpointName"]
+    current = _endpoint(ctx, name)
+    _require_in_service(ctx, current)
+    config = _config(ctx, req["EndpointConfigName"])
+    variants = _updated_variants(current, config, req)
+
+    def change(ep: Endpoint) -> None:
+        _require_in_service(ctx, ep)
+        ep.status = EndpointStatus.UPDATING
+        ep.update = UpdateKind.CONFIG
+        ep.pending_config = config.name
+        ep.pending_variants = variants
+        ep.failure_reason = None
+        ep.modified = ctx.clock()
+        ep.generation += 1
+
+    ctx.store.update_endpoint(name, change)
+    ctx.wake()
+    return {"EndpointArn": current.arn}
+
+
+def _updated_variants(ep: Endpoint, config: Resource, req: Request) -> list[VariantState]:
+    fresh = variants_from_config(config)
+    if not req.get("RetainAllVariantProperties"):
+        return fresh
+    excluded = {p["VariantPropertyType"] for p in req.get("ExcludeRetainedVariantProperties", [])}
+    for v in fresh:
+        old = ep.variant(v.name)
+        if old is None:
+            continue
+        if "DesiredInstanceCount" not in excluded:
+            v.desired_count = old.desired_count
+        if "DesiredWeight" not in excluded:
+            v.desired_weight = old.desired_weight
+    return fresh
+
+
+def update_endpoint_weights_and_capacities(ctx: Context, req: Request) -> Response:
+    name = req["EndpointName"]
+    current = _endpoint(ctx, name)
+    _require_in_service(ctx, current)
+    wanted = req["DesiredWeightsAndCapacities"]
+    unknown = [d["VariantName"] for d in wanted if current.variant(d["VariantName"]) is None]
+    if unknown:
+        raise ValidationException(
+            f"The variant name(s) [{', '.join(unknown)}] is/are not present in endpoint {name}."
+        )
+    for d in wanted:
+        if "DesiredWeight" not in d and "DesiredInstanceCount" not in d:
+            raise ValidationException(
+                f"Specify DesiredWeight or DesiredInstanceCount for variant {d['VariantName']}."
+            )
+
+    def change(ep: Endpoint) -> None:
+        _require_in_service(ctx, ep)
+        for d in wanted:
+            v = ep.variant(d["VariantName"])
+            assert v is not None
+            v.desired_weight = float(d.get("DesiredWeight", v.desired_weight))
+            v.desired_count = int(d.get("DesiredInstanceCount", v.desired_count))
+        ep.status = EndpointStatus.UPDATING
+        ep.update = UpdateKind.CAPACITY
+        ep.modified = ctx.clock()
+        ep.generation += 1
+
+    ctx.store.update_endpoint(name, change)
+    ctx.wake()
+    return {"EndpointArn": current.arn}
+
+
+def delete_endpoint(ctx: Context, req: Request) -> Response:
+    name = req["EndpointName"]
+    arn = ctx.arns.arn(KIND, name)
+
+    def change(ep: Endpoint) -> bool:
+        ep.status = EndpointStatus.DELETING
+        ep.modified = ctx.clock()
+        ep.generation += 1
+        return True
+
+    if ctx.store.update_endpoint(name, change) is None:
+        raise not_found("endpoint", arn)
+    ctx.wake()
+    return {}
+
+
+HANDLERS = {
+    "CreateEndpoint": create_endpoint,
+    "DescribeEndpoint": describe_endpoint,
+    "ListEndpoints": list_endpoints,
+    "UpdateEndpoint": update_endpoint,
+    "UpdateEndpointWeightsAndCapacities": update_endpoint_weights_and_capacities,
+    "DeleteEndpoint": delete_endpoint,
+}

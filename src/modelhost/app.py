@@ -1,0 +1,111 @@
+"""The modelhost server: one ASGI app on one port.
+
+``/endpoints/...`` goes straight to the runtime hot path (router/app.py); everything else to the
+control plane (awsJson1.1 at ``POST /``), health and metrics. The lifespan starts the controller
+and, on shutdown (SIGTERM, Ctrl-C), stops every instance it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from modelhost.api.dispatch import Dispatcher
+from modelhost.api.operations import OPERATIONS, Context
+from modelhost.artifacts import ArtifactCache
+from modelhost.backends.local import LocalBackend
+from modelhost.controller.fleet import Fleets
+from modelhost.controller.loop import Controller
+from modelhost.model_data import model_data_checker
+from modelhost.names import Arns
+from modelhost.router.app import Receive, RuntimeApp, Scope, Send
+from modelhost.router.routing import RouteTable
+from modelhost.settings import Settings
+from modelhost.state.store import Store
+from modelhost.storage import object_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    controller: Controller
+    dispatcher: Dispatcher
+    runtime: RuntimeApp
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.state_db_url)
+    objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
+    artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
+    routes = RouteTable()
+    backend = LocalBackend(host="127.0.0.1")
+    controller = Controller(
+        Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
+    )
+    ctx = Context(
+        settings=settings,
+        store=store,
+        arns=Arns(settings.region, settings.account_id),
+        wake=controller.wake,
+        check_model_data=model_data_checker(objects),
+    )
+    dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
+    return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
+
+
+def create_app(
+    settings: Settings, on_ready: Callable[[Services], None] | None = None
+) -> Callable[[Scope, Receive, Send], object]:
+    services = build_services(settings)
+
+    async def control(request: Request) -> Response:
+        body = await request.body()
+        target = request.headers.get("x-amz-target")
+        status, headers, payload = await asyncio.to_thread(services.dispatcher.handle, target, body)
+        return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
+
+    async def health(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await services.controller.start()
+        if on_ready is not None:
+            on_ready(services)
+        try:
+            yield
+        finally:
+            log.info("stopping every instance")
+            await services.controller.stop()
+            services.store.close()
+
+    control_app = Starlette(
+        routes=[
+            Route("/", control, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/ping", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    runtime = services.runtime
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/endpoints/"):
+            await runtime(scope, receive, send)
+        else:
+            await control_app(scope, receive, send)
+
+    app.services = services  # type: ignore[attr-defined]
+    return app

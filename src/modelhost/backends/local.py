@@ -1,0 +1,233 @@
+"""The local backend: each instance is an OS process on this machine.
+
+This module (with the other backends) is the only code that starts and stops instances.
+Limits follow the instance type where the OS allows: CPU affinity and BLAS/OpenMP thread counts
+from the vCPUs, an address-space limit from the memory, CUDA_VISIBLE_DEVICES from the GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelhost.backends.images import command_for
+from modelhost.instance_types import Profile
+from modelhost.router.forwarder import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+LOG_TAIL_LINES = 20
+
+
+class InstanceFailed(Exception):
+    """An instance could not start or become healthy; the message is a FailureReason."""
+
+
+@dataclass(slots=True)
+class InstanceSpec:
+    endpoint: str
+    variant: str
+    model_dir: Path
+    environment: dict[str, str]
+    image: str | None
+    profile: Profile
+    log_path: Path
+    instance_id: str = field(default_factory=lambda: f"i-{uuid.uuid4().hex[:17]}")
+
+
+@dataclass(eq=False)
+class Instance:
+    spec: InstanceSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    pool: UpstreamPool
+    gpus: list[int]
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def instance_id(self) -> str:
+        return self.spec.instance_id
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalBackend:
+    def __init__(self, host: str = "127.0.0.1", gpu_count: int | None = None) -> None:
+        self.host = host
+        self.gpu_count = detect_gpus() if gpu_count is None else gpu_count
+        self._gpus_free = list(range(self.gpu_count))
+        self.instances: set[Instance] = set()
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        """Start the process (returns at once; see ``wait_ready``). Must run on the loop thread:
+        the child asks to be killed when its parent thread dies."""
+        command = command_for(spec.image)
+        port = free_port(self.host)
+        gpus = self._take_gpus(spec.profile.gpus)
+        env = self._environment(spec, port, gpus)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("ab") as logf:
+            proc = subprocess.Popen(
+                command.argv,
+                env=env,
+                cwd=spec.model_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_limits(spec.profile),
+            )
+        inst = Instance(spec, port, proc, UpstreamPool(self.host, port), gpus)
+        self.instances.add(inst)
+        log.info(
+            "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
+        )
+        return inst
+
+    def _environment(self, spec: InstanceSpec, port: int, gpus: list[int]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        threads = str(max(1, min(spec.profile.vcpus, os.cpu_count() or 1)))
+        env.update({k: threads for k in THREAD_VARS})
+        env.update(spec.environment)
+        env.update(
+            {
+                "SAGEMAKER_BIND_TO_PORT": str(port),
+                "MODELHOST_BIND_HOST": self.host,
+                "MODELHOST_MODEL_DIR": str(spec.model_dir),
+                "PYTHONUNBUFFERED": "1",
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+            }
+        )
+        return env
+
+    def _take_gpus(self, wanted: int) -> list[int]:
+        taken, self._gpus_free = self._gpus_free[:wanted], self._gpus_free[wanted:]
+        return taken
+
+    async def wait_ready(self, inst: Instance, timeout: float) -> None:
+        """Poll GET /ping until 200; fail with the cause and the log's last lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code = inst.exited()
+            if code is not None:
+                raise InstanceFailed(
+                    f"The instance process exited with status {code} before passing the /ping "
+                    f"health check. Last lines of its log:\n{tail(inst.spec.log_path)}"
+                )
+            if await ping(self.host, inst.port):
+                return
+            if time.monotonic() > deadline:
+                raise InstanceFailed(
+                    f"The instance did not pass the /ping health check within {timeout:.0f} s. "
+                    f"Last lines of its log:\n{tail(inst.spec.log_path)}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def stop(self, inst: Instance, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        self.instances.discard(inst)
+        self._gpus_free.extend(inst.gpus)
+        await inst.pool.close()
+        if inst.exited() is None:
+            _signal(inst.process, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while inst.exited() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if inst.exited() is None:
+                _signal(inst.process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            inst.process.wait(timeout=5)
+
+    def kill_all(self) -> None:
+        """Last resort at exit: no orphan processes, whatever happened before."""
+        for inst in list(self.instances):
+            if inst.exited() is None:
+                _signal(inst.process, signal.SIGKILL)
+        self.instances.clear()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def ping(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return line.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError, IndexError):
+        return False
+    finally:
+        writer.close()
+
+
+def detect_gpus() -> int:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _limits(profile: Profile) -> Callable[[], None]:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    want = cpus[: max(1, min(profile.vcpus, len(cpus)))] if cpus else []
+    memory = int(profile.memory_gib * 2**30)
+
+    def apply() -> None:  # runs in the child between fork and exec
+        _die_with_parent()
+        if want:
+            os.sched_setaffinity(0, want)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return apply
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

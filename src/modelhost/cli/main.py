@@ -1,0 +1,124 @@
+"""``modelhost`` command line: serve, deploy, invoke, endpoints, models, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelhost.settings import DEFAULT_PORT, Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+HostOpt = Annotated[str | None, typer.Option(help="Bind address [env MODELHOST_HOST].")]
+PortOpt = Annotated[int | None, typer.Option(help=f"Port [env MODELHOST_PORT; {DEFAULT_PORT}].")]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="State, objects, logs [env MODELHOST_DATA_DIR].")
+]
+
+
+def settings_from(host: str | None, port: int | None, data_dir: Path | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir.resolve()
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataOpt = None,
+    demo: Annotated[bool, typer.Option(help="Deploy the demo iris endpoint.")] = False,
+) -> None:
+    """Start the modelhost server (control plane, runtime API, instances)."""
+    import uvicorn
+
+    from modelhost.app import Services, create_app
+
+    settings = settings_from(host, port, data_dir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    url = f"http://{settings.host}:{settings.port}"
+
+    def on_ready(services: Services) -> None:
+        if demo:
+            asyncio.get_running_loop().create_task(_deploy_demo(services, url))
+
+    application = create_app(settings, on_ready)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def _deploy_demo(services: object, url: str) -> None:
+    from modelhost import demo
+    from modelhost.app import Services
+    from modelhost.storage import object_store
+
+    assert isinstance(services, Services)
+    s = services.settings
+    store = object_store(s.objects_dir, s.s3_endpoint_url, s.region)
+    model_url = await asyncio.to_thread(demo.ensure_artifact, store)
+    for op, req in demo.requests(model_url):
+        status, _, body = await asyncio.to_thread(
+            services.dispatcher.handle, f"SageMaker.{op}", json.dumps(req).encode()
+        )
+        if status != 200 and b"already existing" not in body:
+            print(f"demo: {op} failed: {body.decode()}", file=sys.stderr)
+            return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ep = await asyncio.to_thread(services.store.endpoint, demo.DEMO_ENDPOINT)
+        if ep is not None and ep.status.value in {"InService", "Failed"}:
+            if ep.status.value == "Failed":
+                print(f"demo endpoint failed: {ep.failure_reason}", file=sys.stderr)
+            else:
+                print(demo.how_to_call(url, s.region), flush=True)
+            return
+        await asyncio.sleep(0.1)
+
+
+@app.command()
+def logs(
+    endpoint: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    data_dir: DataOpt = None,
+) -> None:
+    """Print the logs of every instance of ENDPOINT."""
+    from modelhost.cli.logs import show_logs
+
+    show_logs(settings_from(None, None, data_dir).logs_dir / endpoint, endpoint, follow)
+
+
+def _register_client_commands() -> None:
+    from modelhost.cli import client
+
+    client.register(app)
+
+
+_register_client_commands()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,162 @@
+"""Fleets: the instances serving one endpoint config, per variant, and how to build, grow,
+shrink and stop them. Uses the backend for processes and the artifact cache for model data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelhost.artifacts import ArtifactCache, ArtifactError
+from modelhost.backends.images import UnsupportedImage, command_for
+from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
+from modelhost.instance_types import Profile, profile_for
+from modelhost.names import Arns
+from modelhost.router.routing import EndpointRoute, Target, VariantRoute
+from modelhost.settings import Settings
+from modelhost.state.records import Resource, VariantState
+from modelhost.state.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class FleetFailed(Exception):
+    """A fleet could not be brought up; the message is the endpoint's FailureReason."""
+
+
+@dataclass(slots=True)
+class VariantPlan:
+    """Everything needed to start instances of one variant (resolved once per fleet)."""
+
+    name: str
+    model_dir: Any
+    environment: dict[str, str]
+    image: str | None
+    profile: Profile
+    weight: float
+    startup_timeout: float
+
+
+@dataclass
+class Fleet:
+    config_name: str
+    plans: dict[str, VariantPlan]
+    instances: dict[str, list[Instance]] = field(default_factory=dict)
+
+    def all(self) -> list[Instance]:
+        return [i for group in self.instances.values() for i in group]
+
+    def route(self, endpoint: str) -> EndpointRoute:
+        variants = []
+        for name, plan in self.plans.items():
+            targets: list[Target] = list(self.instances.get(name, []))
+            variants.append(VariantRoute(name, plan.weight, targets))
+        return EndpointRoute(endpoint, variants)
+
+
+class Fleets:
+    def __init__(
+        self, settings: Settings, store: Store, backend: LocalBackend, artifacts: ArtifactCache
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.backend = backend
+        self.artifacts = artifacts
+        self.arns = Arns(settings.region, settings.account_id)
+
+    async def plan(self, config: Resource, variants: list[VariantState]) -> Fleet:
+        plans: dict[str, VariantPlan] = {}
+        weights = {v.name: v.desired_weight for v in variants}
+        for pv in config.spec["ProductionVariants"]:
+            plans[pv["VariantName"]] = await self._plan_variant(pv, weights)
+        return Fleet(config.name, plans)
+
+    async def _plan_variant(self, pv: dict[str, Any], weights: dict[str, float]) -> VariantPlan:
+        model = self.store.resource("model", pv["ModelName"])
+        if model is None:
+            arn = self.arns.arn("model", pv["ModelName"])
+            raise FleetFailed(f'Could not find model "{arn}".')
+        containers = model.spec.get("Containers") or [model.spec.get("PrimaryContainer", {})]
+        if len(containers) != 1:
+            raise FleetFailed(
+                f"Model {model.name} has {len(containers)} containers; multi-container and "
+                "serial-pipeline endpoints are not supported yet."
+            )
+        container = containers[0]
+        try:
+            command_for(container.get("Image"))
+            model_dir = await asyncio.to_thread(
+                self.artifacts.materialize,
+                container.get("ModelDataUrl"),
+                container.get("ModelDataSource"),
+            )
+        except (ArtifactError, UnsupportedImage) as exc:
+            raise FleetFailed(str(exc)) from exc
+        profile = _profile(pv)
+        return VariantPlan(
+            pv["VariantName"],
+            model_dir,
+            dict(container.get("Environment", {})),
+            container.get("Image"),
+            profile,
+            weights.get(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0))),
+            float(
+                pv.get(
+                    "ContainerStartupHealthCheckTimeoutInSeconds",
+                    self.settings.startup_health_timeout_s,
+                )
+            ),
+        )
+
+    async def grow(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> list[Instance]:
+        """Start ``count`` instances of ``variant`` and wait until every one is healthy; on any
+        failure stop them all and raise FleetFailed naming the cause."""
+        plan = fleet.plans[variant]
+        started = [self.backend.start(self._spec(endpoint, plan)) for _ in range(count)]
+        results = await asyncio.gather(
+            *(self.backend.wait_ready(i, plan.startup_timeout) for i in started),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.stop(started)
+            first = errors[0]
+            if isinstance(first, InstanceFailed):
+                raise FleetFailed(f"Production variant {variant}: {first}") from first
+            raise first
+        fleet.instances.setdefault(variant, []).extend(started)
+        return started
+
+    async def build(self, endpoint: str, fleet: Fleet, variants: list[VariantState]) -> None:
+        counts = {v.name: v.desired_count for v in variants}
+        try:
+            await asyncio.gather(
+                *(self.grow(endpoint, fleet, name, counts.get(name, 1)) for name in fleet.plans)
+            )
+        except BaseException:
+            await self.stop(fleet.all())
+            raise
+
+    async def stop(self, instances: list[Instance]) -> None:
+        await asyncio.gather(*(self.backend.stop(i, self.settings.stop_grace_s) for i in instances))
+
+    def _spec(self, endpoint: str, plan: VariantPlan) -> InstanceSpec:
+        spec = InstanceSpec(
+            endpoint=endpoint,
+            variant=plan.name,
+            model_dir=plan.model_dir,
+            environment=plan.environment,
+            image=plan.image,
+            profile=plan.profile,
+            log_path=self.settings.logs_dir,
+        )
+        spec.log_path = self.settings.logs_dir / endpoint / plan.name / f"{spec.instance_id}.log"
+        return spec
+
+
+def _profile(pv: dict[str, Any]) -> Profile:
+    if "InstanceType" in pv:
+        return profile_for(pv["InstanceType"])
+    memory_mb = pv.get("ServerlessConfig", {}).get("MemorySizeInMB", 2048)
+    return Profile(vcpus=max(1, memory_mb // 2048), memory_gib=memory_mb / 1024)

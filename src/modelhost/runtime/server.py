@@ -1,0 +1,347 @@
+"""The model server's HTTP/1.1 layer: a raw asyncio.Protocol over httptools, no framework.
+
+Routes: `GET /ping` (200, empty body) and `POST /invocations` (the handler chain). The handler
+runs inline on the event-loop thread, one request at a time: for CPU-bound models that is the
+fastest path. The hot path avoids logging, regexes and per-request header formatting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from modelhost.runtime.codecs import InvocationError
+from modelhost.runtime.handlers import ModelHandler
+
+DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+}
+_STATUS_LINES = {
+    code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()
+}
+_OK = _STATUS_LINES[200]
+_PING_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
+_CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
+_CUSTOM_ATTRIBUTES_LINE = b"\r\nX-Amzn-SageMaker-Custom-Attributes: "
+_CLOSE_LINE = b"\r\nConnection: close"
+_JOIN_LIMIT = 64 * 1024  # bodies above this are written separately instead of copied
+
+# routes, decided once the request line and headers are in
+_INVOKE, _PING, _NOT_FOUND, _BAD_METHOD = range(4)
+_ROUTES = {b"/invocations": (b"POST", _INVOKE), b"/ping": (b"GET", _PING)}
+
+_header_bytes: dict[str, bytes] = {}
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    shutdown_grace_s: float = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
+
+
+class _Abort(Exception):
+    """Raised from a parser callback to stop parsing a connection that is being closed."""
+
+
+def _route(method: bytes, url: bytes) -> int:
+    path = url.partition(b"?")[0]
+    entry = _ROUTES.get(path)
+    if entry is None:
+        return _NOT_FOUND
+    return entry[1] if entry[0] == method else _BAD_METHOD
+
+
+def _header_value(value: str) -> bytes:
+    """A response header value as bytes, memoised; CR/LF would split the header, so refuse."""
+    encoded = _header_bytes.get(value)
+    if encoded is None:
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header value contains a line break: {value!r}")
+        encoded = value.encode("latin-1", "replace")
+        if len(_header_bytes) < 256:
+            _header_bytes[value] = encoded
+    return encoded
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+class _State:
+    """What every connection of one server shares."""
+
+    def __init__(self, handler: ModelHandler, options: ServerOptions) -> None:
+        self.handler = handler
+        self.max_body = options.max_body_bytes
+        self.connections: set[_HttpConnection] = set()
+        self.stopping = False
+        self.all_closed = asyncio.Event()
+
+    def begin_shutdown(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their response."""
+        self.stopping = True
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        if not self.connections:
+            self.all_closed.set()
+
+    def forget(self, conn: _HttpConnection) -> None:
+        self.connections.discard(conn)
+        if self.stopping and not self.connections:
+            self.all_closed.set()
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One client connection: parse requests with httptools, answer each in order."""
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+        self._handler = state.handler
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._route = _NOT_FOUND
+        self._busy = False
+        self._closing = False
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._state.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Abort):
+                traceback.print_exception(exc.__context__ or exc)
+                self._close()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._reply(400, f"malformed HTTP request: {exc}".encode(), keep_alive=False)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def close_when_idle(self) -> None:
+        if not self._busy:
+            self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._busy = True
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self._route = _route(self._parser.get_method(), self._url)
+        if self._route != _INVOKE:
+            return
+        length = self._headers.get(b"content-length")
+        if length is not None and int(length) > self._state.max_body:
+            self._reject_too_large()
+        if self._headers.get(b"expect", b"").lower() == b"100-continue":
+            self._write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._route != _INVOKE:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._state.max_body:
+            self._reject_too_large()
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        route = self._route
+        if route == _INVOKE:
+            self._invoke()
+        elif route == _PING:
+            self._finish(_PING_RESPONSE, keep_alive=self._keep_alive())
+        elif route == _NOT_FOUND:
+            self._reply(404, b"not found: " + self._url)
+        else:
+            self._reply(405, b"method not allowed: " + self._parser.get_method() + b" " + self._url)
+        if self._closing:
+            raise _Abort  # Connection: close; ignore anything pipelined behind this request
+
+    # --- responses -----------------------------------------------------------------------------
+
+    def _invoke(self) -> None:
+        headers = self._headers
+        chunks = self._body
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            result = self._handler.invoke(
+                body,
+                _text(headers.get(b"content-type")),
+                _text(headers.get(b"accept")),
+                self._context_headers() if self._handler.uses_context else None,
+            )
+            content_type = _header_value(result.content_type)
+            attributes = result.custom_attributes
+            echo = headers.get(_CUSTOM_ATTRIBUTES) if attributes is None else None
+            custom = _header_value(attributes) if attributes is not None else echo
+        except InvocationError as exc:
+            self._reply(exc.status, exc.message.encode("utf-8"))
+            return
+        except Exception as exc:
+            traceback.print_exc()
+            self._reply(500, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
+            return
+        extra = _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b""
+        self._respond(_OK, content_type, result.body, extra)
+
+    def _context_headers(self) -> dict[str, str]:
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers.items()}
+
+    def _keep_alive(self) -> bool:
+        return not self._state.stopping and self._parser.should_keep_alive()
+
+    def _respond(self, status: bytes, content_type: bytes, body: bytes, extra: bytes) -> None:
+        keep_alive = self._keep_alive()
+        head = b"".join(
+            (
+                status,
+                b"Content-Type: ",
+                content_type,
+                b"\r\nContent-Length: ",
+                b"%d" % len(body),
+                extra,
+                b"" if keep_alive else _CLOSE_LINE,
+                b"\r\n\r\n",
+            )
+        )
+        if len(body) <= _JOIN_LIMIT:
+            self._finish(head + body, keep_alive)
+        else:
+            self._write(head)
+            self._finish(body, keep_alive)
+
+    def _reply(self, status: int, message: bytes, keep_alive: bool | None = None) -> None:
+        """A text/plain response; errors after a body we did not read close the connection."""
+        self._respond_status(
+            status, message, self._keep_alive() if keep_alive is None else keep_alive
+        )
+
+    def _respond_status(self, status: int, message: bytes, keep_alive: bool) -> None:
+        head = b"".join(
+            (
+                _STATUS_LINES[status],
+                b"Content-Type: ",
+                _TEXT_PLAIN,
+                b"\r\nContent-Length: ",
+                b"%d" % len(message),
+                b"" if keep_alive else _CLOSE_LINE,
+                b"\r\n\r\n",
+            )
+        )
+        self._finish(head + message, keep_alive)
+
+    def _reject_too_large(self) -> None:
+        limit = self._state.max_body
+        self._reply(413, b"request body exceeds %d bytes" % limit, keep_alive=False)
+        raise _Abort  # stop parsing: the rest of the body is not read
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def _finish(self, data: bytes, keep_alive: bool) -> None:
+        self._write(data)
+        self._busy = False
+        if not keep_alive:
+            self._close()
+
+
+async def serve(
+    handler: ModelHandler,
+    options: ServerOptions,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Listen until SIGTERM/SIGINT, then drain: in-flight requests finish, then return."""
+    loop = asyncio.get_running_loop()
+    state = _State(handler, options)
+    server = await loop.create_server(
+        lambda: _HttpConnection(state), options.host, options.port, backlog=1024
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        host, port = server.sockets[0].getsockname()[:2]
+        on_ready(host, port)
+    await stop.wait()
+    server.close()
+    state.begin_shutdown()
+    try:
+        await asyncio.wait_for(state.all_closed.wait(), options.shutdown_grace_s)
+    except TimeoutError:
+        print("modelhost.runtime: shutdown grace period over", file=sys.stderr, flush=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(
+    handler: ModelHandler,
+    options: ServerOptions,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve on a uvloop event loop when uvloop is importable, else asyncio's default."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(handler, options, on_ready))

@@ -1,0 +1,53 @@
+"""All configuration, from MODELHOST_* environment variables or explicit arguments.
+
+Nothing else in the server reads ``os.environ``; the settings object is passed in explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8765
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELHOST_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".modelhost")
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+
+    # s3:// paths: a local directory under data_dir unless an S3-compatible server is set.
+    s3_endpoint_url: str | None = None
+
+    # Runtime API
+    invocation_timeout_s: float = 60.0
+    max_payload_bytes: int = 6 * 1024 * 1024
+
+    # Instances
+    startup_health_timeout_s: float = 240.0
+    stop_grace_s: float = 30.0
+    reconcile_interval_s: float = 0.5
+    instance_port_start: int = 0  # 0: ask the OS for a free port
+    max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
+
+    @property
+    def state_db_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"

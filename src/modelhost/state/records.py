@@ -1,0 +1,130 @@
+"""What the store keeps: small dataclasses; statuses are str Enums with SageMaker's strings.
+
+Specs are kept as the validated request (PascalCase, as on the wire) so Describe returns exactly
+what was created; runtime state is typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EndpointStatus(StrEnum):
+    OUT_OF_SERVICE = "OutOfService"
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SYSTEM_UPDATING = "SystemUpdating"
+    ROLLING_BACK = "RollingBack"
+    IN_SERVICE = "InService"
+    DELETING = "Deleting"
+    FAILED = "Failed"
+    UPDATE_ROLLBACK_FAILED = "UpdateRollbackFailed"
+
+
+class UpdateKind(StrEnum):
+    NONE = ""
+    CONFIG = "config"  # UpdateEndpoint: build a new fleet, move traffic, remove the old one
+    CAPACITY = "capacity"  # UpdateEndpointWeightsAndCapacities: in place
+
+
+@dataclass(slots=True)
+class Resource:
+    """A model or an endpoint config: a name, an ARN and the validated request."""
+
+    name: str
+    arn: str
+    created: float
+    spec: dict[str, Any]
+
+
+@dataclass(slots=True)
+class VariantState:
+    name: str
+    desired_weight: float
+    desired_count: int
+    current_weight: float | None = None
+    current_count: int | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "desired_weight": self.desired_weight,
+            "desired_count": self.desired_count,
+            "current_weight": self.current_weight,
+            "current_count": self.current_count,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> VariantState:
+        return cls(
+            doc["name"],
+            doc["desired_weight"],
+            doc["desired_count"],
+            doc.get("current_weight"),
+            doc.get("current_count"),
+        )
+
+
+@dataclass(slots=True)
+class Endpoint:
+    name: str
+    arn: str
+    config_name: str
+    status: EndpointStatus
+    created: float
+    modified: float
+    variants: list[VariantState] = field(default_factory=list)
+    failure_reason: str | None = None
+    update: UpdateKind = UpdateKind.NONE
+    pending_config: str | None = None  # the config an UpdateEndpoint moves to
+    pending_variants: list[VariantState] = field(default_factory=list)
+    generation: int = 0  # bumped by every accepted change; the controller compares it
+
+    def variant(self, name: str) -> VariantState | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arn": self.arn,
+            "config_name": self.config_name,
+            "status": self.status.value,
+            "created": self.created,
+            "modified": self.modified,
+            "variants": [v.to_doc() for v in self.variants],
+            "failure_reason": self.failure_reason,
+            "update": self.update.value,
+            "pending_config": self.pending_config,
+            "pending_variants": [v.to_doc() for v in self.pending_variants],
+            "generation": self.generation,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Endpoint:
+        return cls(
+            name=doc["name"],
+            arn=doc["arn"],
+            config_name=doc["config_name"],
+            status=EndpointStatus(doc["status"]),
+            created=doc["created"],
+            modified=doc["modified"],
+            variants=[VariantState.from_doc(v) for v in doc["variants"]],
+            failure_reason=doc.get("failure_reason"),
+            update=UpdateKind(doc.get("update", "")),
+            pending_config=doc.get("pending_config"),
+            pending_variants=[VariantState.from_doc(v) for v in doc.get("pending_variants", [])],
+            generation=doc.get("generation", 0),
+        )
+
+
+def variants_from_config(config: Resource) -> list[VariantState]:
+    """The desired variant state an endpoint config asks for."""
+    out = []
+    for pv in config.spec["ProductionVariants"]:
+        count = pv.get("InitialInstanceCount", 1)
+        out.append(
+            VariantState(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0)), count)
+        )
+    return out

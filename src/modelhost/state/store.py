@@ -1,0 +1,186 @@
+"""The state store: SQLAlchemy Core over SQLite (WAL) by default.
+
+Resources are rows of (kind, name) -> JSON document; tags are rows keyed by ARN. Every write is
+one transaction, so an accepted change is either fully there or not at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Float,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from modelhost.state.records import Endpoint, Resource
+
+T = TypeVar("T")
+
+metadata = MetaData()
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),  # lower-cased: names are case-insensitive
+    Column("created", Float, nullable=False),
+    Column("doc", JSON, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("arn", String(2048), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+
+class Duplicate(Exception):
+    """A resource with that kind and name already exists."""
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self._engine)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._lock, self._engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- generic documents ------------------------------------------------------------
+
+    def insert(self, kind: str, name: str, created: float, doc: dict[str, Any]) -> None:
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(resources).values(kind=kind, name=name.lower(), created=created, doc=doc)
+                )
+        except IntegrityError as exc:
+            raise Duplicate(name) from exc
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(resources.c.doc).where(
+                    resources.c.kind == kind, resources.c.name == name.lower()
+                )
+            ).first()
+        return None if row is None else dict(row[0])
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(resources.c.doc)
+                .where(resources.c.kind == kind)
+                .order_by(resources.c.created, resources.c.name)
+            ).all()
+        return [dict(r[0]) for r in rows]
+
+    def put(self, kind: str, name: str, doc: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(resources)
+                .where(resources.c.kind == kind, resources.c.name == name.lower())
+                .values(doc=doc)
+            )
+
+    def delete(self, kind: str, name: str) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                delete(resources).where(resources.c.kind == kind, resources.c.name == name.lower())
+            )
+        return bool(result.rowcount)
+
+    # --- typed helpers ------------------------------------------------------------------
+
+    def resource(self, kind: str, name: str) -> Resource | None:
+        doc = self.get(kind, name)
+        return (
+            None if doc is None else Resource(doc["name"], doc["arn"], doc["created"], doc["spec"])
+        )
+
+    def resources(self, kind: str) -> list[Resource]:
+        return [Resource(d["name"], d["arn"], d["created"], d["spec"]) for d in self.all(kind)]
+
+    def add_resource(self, kind: str, res: Resource) -> None:
+        doc = {"name": res.name, "arn": res.arn, "created": res.created, "spec": res.spec}
+        self.insert(kind, res.name, res.created, doc)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        doc = self.get("endpoint", name)
+        return None if doc is None else Endpoint.from_doc(doc)
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint.from_doc(d) for d in self.all("endpoint")]
+
+    def add_endpoint(self, ep: Endpoint) -> None:
+        self.insert("endpoint", ep.name, ep.created, ep.to_doc())
+
+    def update_endpoint(self, name: str, change: Callable[[Endpoint], T]) -> T | None:
+        """Read-modify-write one endpoint atomically. ``change`` mutates it in place and returns
+        a value; None when the endpoint does not exist (anymore)."""
+        with self._lock:
+            ep = self.endpoint(name)
+            if ep is None:
+                return None
+            result = change(ep)
+            self.put("endpoint", name, ep.to_doc())
+            return result
+
+    # --- tags -----------------------------------------------------------------------------
+
+    def add_tags(self, arn: str, items: list[dict[str, str]]) -> None:
+        with self._tx() as conn:
+            for tag in items:
+                conn.execute(delete(tags).where(tags.c.arn == arn, tags.c.key == tag["Key"]))
+                conn.execute(insert(tags).values(arn=arn, key=tag["Key"], value=tag["Value"]))
+
+    def list_tags(self, arn: str) -> list[dict[str, str]]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(tags.c.key, tags.c.value).where(tags.c.arn == arn).order_by(tags.c.key)
+            ).all()
+        return [{"Key": k, "Value": v} for k, v in rows]
+
+    def delete_tags(self, arn: str, keys: list[str] | None = None) -> None:
+        with self._tx() as conn:
+            stmt = delete(tags).where(tags.c.arn == arn)
+            if keys is not None:
+                stmt = stmt.where(tags.c.key.in_(keys))
+            conn.execute(stmt)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
