@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
-from modelhost.storage import NoSuchKey, object_store
+from modelhost.storage import NoSuchKey, StorageError, object_store
 from modelhost.storage.s3 import S3ObjectStore
 from tests.fixtures.seaweed import S3Server
 
@@ -110,5 +110,5 @@ def test_server_checks_signatures(s3_server: S3Server, monkeypatch: pytest.Monke
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     bad = S3ObjectStore(s3_server.endpoint_url, s3_server.region)
-    with pytest.raises(Exception, match="SignatureDoesNotMatch|AccessDenied|403"):
+    with pytest.raises(StorageError, match=r"SignatureDoesNotMatch|AccessDenied"):
         bad.put_bytes("any-bucket", "k", b"x")

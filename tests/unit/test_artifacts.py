@@ -338,7 +338,7 @@ def test_missing_key_names_the_url(cache: ArtifactCache, store: CountingStore) -
 
 def test_missing_local_path(cache: ArtifactCache, tmp_path: Path) -> None:
     with pytest.raises(
-        ArtifactError, match="Failed to read model data from .*: No such file or directory"
+        ArtifactError, match=r"Failed to read model data from .*: No such file or directory"
     ):
         cache.materialize(f"file://{tmp_path}/absent.tar.gz", None)
 

@@ -131,7 +131,8 @@ def test_a_failed_write_leaves_no_object(store: LocalObjectStore, tmp_path: Path
     store.put_bytes("bucket", "k", b"old")
     with pytest.raises(Boom):
         store._put("bucket", "k", Exploding())  # type: ignore[arg-type]
-    assert store.open_read("bucket", "k").read() == b"old"
+    with store.open_read("bucket", "k") as fh:
+        assert fh.read() == b"old"
     assert not list((store.root / ".tmp").iterdir())
 
 

@@ -71,6 +71,12 @@ class Node:
         self.value: Node | None = None
 
 
+# modelhost's documented extensions to SageMaker's patterns, by shape name: model data may also
+# be a file:// URL or an absolute local path.
+_LOCAL_OR_REMOTE = r"(https|s3)://([^/]+)/?(.*)|file:///.*|/.*"
+PATTERN_EXTENSIONS = {"Url": _LOCAL_OR_REMOTE, "S3ModelUri": _LOCAL_OR_REMOTE}
+
+
 def compile_shape(shape: Any, memo: dict[str, Node]) -> Node:
     """Turn a botocore ``Shape`` into a ``Node``; ``memo`` (by shape name) handles recursion."""
     found = memo.get(shape.name)
@@ -83,11 +89,10 @@ def compile_shape(shape: Any, memo: dict[str, Node]) -> Node:
     if meta.get("enum"):
         node.enum = frozenset(meta["enum"])
         node.enum_text = "[" + ", ".join(meta["enum"]) + "]"
-    if "pattern" in meta:
-        node.pattern = compile_pattern(meta["pattern"])
-        node.pattern_text = (
-            meta["pattern"] if meta["pattern"].startswith("^") else "^" + meta["pattern"]
-        )
+    pattern = PATTERN_EXTENSIONS.get(shape.name, meta.get("pattern"))
+    if pattern is not None:
+        node.pattern = compile_pattern(pattern)
+        node.pattern_text = pattern if pattern.startswith("^") else "^" + pattern
     if kind == "structure":
         node.members = {
             name: (lower_camel(name), compile_shape(member, memo))

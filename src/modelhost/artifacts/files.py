@@ -65,7 +65,7 @@ def _extract_member(
 
 def member_path(name: str, url: str) -> PurePosixPath | None:
     """The safe relative path for an archive member or object key, or None for the root."""
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or (name[:1].isalpha() and name[1:2] == ":"):
         raise refused(name, url, "absolute paths are not allowed")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts or any("\\" in part or "\0" in part for part in parts):
