@@ -100,7 +100,9 @@ def test_payload_over_6mb_is_refused(rt: Any, echo: str) -> None:
 
 def test_target_variant_and_weights(rt: Any, two_variants: str) -> None:
     summed = rt.invoke_endpoint(
-        EndpointName=two_variants, Body=b"[1, 2, 3]", ContentType="application/json",
+        EndpointName=two_variants,
+        Body=b"[1, 2, 3]",
+        ContentType="application/json",
         TargetVariant="Sum",
     )
     assert summed["InvokedProductionVariant"] == "Sum"

@@ -362,3 +362,30 @@ def test_sigterm_finishes_the_request_in_flight(runtime_for: list[Runtime], tmp_
     finally:
         conn.close()
     assert runtime.proc.wait(EXIT_TIMEOUT_S) == 0
+
+
+CONTEXT_HANDLERS = """
+def model_fn(model_dir):
+    return "m"
+
+def transform_fn(model, data, content_type, accept, context):
+    seen = context.get_request_header(0, "X-Amzn-SageMaker-Target-Variant")
+    context.custom_attributes = f"variant={seen}"
+    return "ok", "text/plain"
+"""
+
+
+def test_custom_attributes_set_by_the_handler(runtime_for: list[Runtime], tmp_path: Path) -> None:
+    code = tmp_path / "model" / "code"
+    code.mkdir(parents=True)
+    (code / "inference.py").write_text(CONTEXT_HANDLERS)
+    runtime = Runtime(tmp_path / "model", tmp_path / "stderr.log")
+    runtime_for.append(runtime)
+    runtime.wait_ready()
+    status, body, response = runtime.invoke(
+        b"x",
+        X_Amzn_SageMaker_Target_Variant="AllTraffic",
+        X_Amzn_SageMaker_Custom_Attributes="from-caller",
+    )
+    assert (status, body) == (200, b"ok")
+    assert response.getheader("X-Amzn-SageMaker-Custom-Attributes") == "variant=AllTraffic"

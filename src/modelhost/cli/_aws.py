@@ -1,0 +1,141 @@
+"""What the client commands share: settings, boto3 clients pointed at a server, one way to fail.
+
+Every failure a user can cause or meet (an AWS error code, a server that does not answer, a
+bad path) ends as one red line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import boto3
+import botocore.session
+import typer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from rich.console import Console
+from rich.markup import escape
+
+from modelhost.settings import Settings
+from modelhost.storage import StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
+
+DUMMY_CREDENTIALS = {"aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+console = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="modelhost server [default: http://MODELHOST_HOST:MODELHOST_PORT]."
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="The server's data directory, for uploads to its local object store "
+        "[env MODELHOST_DATA_DIR].",
+    ),
+]
+
+
+def settings(data_dir: Path | None = None) -> Settings:
+    if data_dir is None:
+        return Settings()
+    return Settings(data_dir=data_dir.resolve())
+
+
+def default_url(s: Settings) -> str:
+    host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{s.port}"
+
+
+@dataclass
+class Server:
+    """The server a command talks to, with lazily made boto3 clients."""
+
+    url: str
+    region: str
+
+    @classmethod
+    def from_options(cls, url: str | None, s: Settings | None = None) -> Server:
+        s = s or settings()
+        return cls((url or default_url(s)).rstrip("/"), s.region)
+
+    def sagemaker(self) -> SageMakerClient:
+        client: SageMakerClient = self._client("sagemaker")
+        return client
+
+    def runtime(self) -> SageMakerRuntimeClient:
+        client: SageMakerRuntimeClient = self._client("sagemaker-runtime")
+        return client
+
+    def _client(self, service: str) -> Any:
+        session = _session()
+        config = Config(
+            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120
+        )
+        creds = {} if session.get_credentials() is not None else DUMMY_CREDENTIALS
+        return session.client(
+            service, endpoint_url=self.url, region_name=self.region, config=config, **creds
+        )
+
+
+def _session() -> boto3.Session:
+    """A session whose credential chain stops before the EC2/ECS metadata services: on a laptop
+    those cost a network timeout, and modelhost accepts any credentials anyway."""
+    core = botocore.session.get_session()
+    resolver = core.get_component("credential_provider")
+    for name in ("container-role", "iam-role"):
+        resolver.remove(name)
+    return boto3.Session(botocore_session=core)
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(1)
+
+
+def client_error_text(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "Error")
+    message = error.get("Message") or str(exc)
+    return f"{code}: {message}"
+
+
+@contextmanager
+def reporting(server: Server) -> Iterator[None]:
+    """Turn boto3 and storage failures into one clear line and exit status 1."""
+    try:
+        yield
+    except ClientError as exc:
+        fail(client_error_text(exc))
+    except EndpointConnectionError:
+        fail(
+            f"No modelhost server answers at {server.url}. Start one with `modelhost serve` "
+            "or point --url at it."
+        )
+    except BotoCoreError as exc:
+        fail(f"{type(exc).__name__}: {exc} (server {server.url})")
+    except StorageError as exc:
+        fail(f"Object store: {exc}")
+
+
+def is_missing(exc: ClientError) -> bool:
+    """SageMaker's answer for a resource that does not exist."""
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "Could not find" in error.get(
+        "Message", ""
+    )

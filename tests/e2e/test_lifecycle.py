@@ -1,0 +1,229 @@
+"""Endpoint lifecycle with real instance processes: update without failed invocations,
+in-place capacity changes, failure reasons, restart survival, instance replacement, deletion."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.procs import instance_pids
+from tests.fixtures.server import (
+    FIXTURE_MODELS,
+    LiveServer,
+    deploy,
+    pack,
+    unique,
+    wait_gone,
+    wait_status,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    name = unique("bluegreen")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+    sm.create_model(
+        ModelName=f"{name}-v2", PrimaryContainer={"ModelDataUrl": str(FIXTURE_MODELS / "sum")}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-v2",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{name}-v2",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 2,
+            }
+        ],
+    )
+    errors: list[Exception] = []
+    bodies: list[bytes] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = server.client("sagemaker-runtime")
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                out = client.invoke_endpoint(
+                    EndpointName=name, Body=b"[1, 2]", ContentType="application/json"
+                )
+                bodies.append(out["Body"].read())
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                errors.append(exc)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        _poll(lambda: len(bodies) > 20, what="traffic before the update")
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v2")
+        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
+        desc = wait_status(sm, name, {"InService", "Failed"})
+        _poll(lambda: bodies[-1] == b'{"sum": 3.0}', what="traffic on the new fleet")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert errors == []
+    assert desc["EndpointConfigName"] == f"{name}-v2"
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    assert b"[1, 2]" in bodies and b'{"sum": 3.0}' in bodies
+
+
+def test_capacity_changes_in_place(server: LiveServer) -> None:
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    name = unique("capacity")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=name,
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}],
+    )
+    desc = wait_status(sm, name, {"InService"})
+    variant = desc["ProductionVariants"][0]
+    assert (variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]) == (3, 3)
+    logs = list((server.data_dir / "logs" / name / "AllTraffic").glob("*.log"))
+    assert len(logs) == 3
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=name,
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}],
+    )
+    desc = wait_status(sm, name, {"InService"})
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert rt.invoke_endpoint(EndpointName=name, Body=b"still here")["Body"].read() == b"still here"
+
+
+def test_import_error_fails_with_log_lines(server: LiveServer) -> None:
+    sm = server.client("sagemaker")
+    name = unique("badimport")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "badimport"))
+    assert desc["EndpointStatus"] == "Failed"
+    assert "No module named" in desc["FailureReason"]
+    assert "exited with status 1" in desc["FailureReason"]
+
+
+def test_bad_archive_fails_with_reason(server: LiveServer, tmp_path: Path) -> None:
+    sm = server.client("sagemaker")
+    bogus = tmp_path / "model.tar.gz"
+    bogus.write_bytes(b"this is not a tarball")
+    name = unique("badarchive")
+    desc = deploy(sm, name, str(bogus))
+    assert desc["EndpointStatus"] == "Failed"
+    assert "not a valid" in desc["FailureReason"]
+
+
+def test_ping_never_healthy_fails_with_timeout(own_server: LiveServer, tmp_path: Path) -> None:
+    own_server.env["MODELHOST_STARTUP_HEALTH_TIMEOUT_S"] = "2"
+    own_server.start()
+    serve = tmp_path / "byo" / "serve"
+    serve.parent.mkdir()
+    serve.write_text("#!/bin/sh\necho 'byo: starting but never listening'\nexec sleep 600\n")
+    serve.chmod(serve.stat().st_mode | stat.S_IEXEC)
+    sm = own_server.client("sagemaker")
+    name = unique("noping")
+    desc = deploy(sm, name, None, image=str(serve.parent))
+    assert desc["EndpointStatus"] == "Failed"
+    assert "/ping health check within 2 s" in desc["FailureReason"]
+    assert "never listening" in desc["FailureReason"]
+    _poll(lambda: not _alive_children("sleep 600"), what="the BYO process to be stopped")
+
+
+def _alive_children(needle: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle.encode() in Path(f"/proc/{entry}/cmdline").read_bytes().replace(
+                    b"\0", b" "
+                ):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_killed_instance_is_replaced(own_server: LiveServer) -> None:
+    own_server.start()
+    sm, rt = own_server.client("sagemaker"), own_server.client("sagemaker-runtime")
+    name = unique("heal")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+    [pid] = instance_pids(own_server.data_dir)
+    os.kill(pid, signal.SIGKILL)
+    _poll(
+        lambda: (
+            len(instance_pids(own_server.data_dir)) == 1
+            and instance_pids(own_server.data_dir) != [pid]
+        ),
+        what="a replacement instance",
+    )
+    _poll(lambda: _invoke_ok(rt, name), what="invocations to succeed again")
+    desc = sm.describe_endpoint(EndpointName=name)
+    assert desc["EndpointStatus"] == "InService"
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+
+
+def _invoke_ok(rt: Any, name: str) -> bool:
+    try:
+        return bool(rt.invoke_endpoint(EndpointName=name, Body=b"ok")["Body"].read() == b"ok")
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def test_state_survives_restart_and_stop_leaves_no_orphans(
+    own_server: LiveServer, tmp_path: Path
+) -> None:
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("restart")
+    archive = pack(FIXTURE_MODELS / "sum", tmp_path / "model.tar.gz")
+    assert deploy(sm, name, str(archive), count=2)["EndpointStatus"] == "InService"
+    assert len(instance_pids(own_server.data_dir)) == 2
+    assert own_server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    assert instance_pids(own_server.data_dir) == []
+    own_server.start()
+    sm, rt = own_server.client("sagemaker"), own_server.client("sagemaker-runtime")
+    _poll(lambda: _sum_ok(rt, name), what="the endpoint to serve after a restart")
+    desc = sm.describe_endpoint(EndpointName=name)
+    assert desc["EndpointStatus"] == "InService"
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    own_server.stop(signal.SIGINT)
+    assert instance_pids(own_server.data_dir) == []
+
+
+def _sum_ok(rt: Any, name: str) -> bool:
+    try:
+        out = rt.invoke_endpoint(EndpointName=name, Body=b"[2, 2]", ContentType="application/json")
+        return bool(out["Body"].read() == b'{"sum": 4.0}')
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def test_delete_stops_every_instance(own_server: LiveServer) -> None:
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("delete")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"), count=2)["EndpointStatus"] == "InService"
+    assert len(instance_pids(own_server.data_dir)) == 2
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(
+        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+    wait_gone(sm, name)
+    assert instance_pids(own_server.data_dir) == []
+    assert sm.list_endpoints()["Endpoints"] == []
