@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import boto3
 import botocore.session
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
-DUMMY_CREDENTIALS = {"aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+DUMMY_CREDENTIAL = "modelhost"
+_CONFIG = Config(
+    retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=120
+)
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
 console = Console()
@@ -35,9 +38,7 @@ err = Console(stderr=True)
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option(
-        "--url", help="modelhost server [default: http://MODELHOST_HOST:MODELHOST_PORT]."
-    ),
+    typer.Option("--url", help="modelhost server [default: http://MODELHOST_HOST:MODELHOST_PORT]."),
 ]
 DataOpt = Annotated[
     Path | None,
@@ -75,32 +76,41 @@ class Server:
         return cls((url or default_url(s)).rstrip("/"), s.region)
 
     def sagemaker(self) -> SageMakerClient:
-        client: SageMakerClient = self._client("sagemaker")
-        return client
+        session, key, secret = _session()
+        return session.client(
+            "sagemaker",
+            endpoint_url=self.url,
+            region_name=self.region,
+            config=_CONFIG,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
 
     def runtime(self) -> SageMakerRuntimeClient:
-        client: SageMakerRuntimeClient = self._client("sagemaker-runtime")
-        return client
-
-    def _client(self, service: str) -> Any:
-        session = _session()
-        config = Config(
-            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120
-        )
-        creds = {} if session.get_credentials() is not None else DUMMY_CREDENTIALS
+        session, key, secret = _session()
         return session.client(
-            service, endpoint_url=self.url, region_name=self.region, config=config, **creds
+            "sagemaker-runtime",
+            endpoint_url=self.url,
+            region_name=self.region,
+            config=_CONFIG,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
         )
 
 
-def _session() -> boto3.Session:
-    """A session whose credential chain stops before the EC2/ECS metadata services: on a laptop
-    those cost a network timeout, and modelhost accepts any credentials anyway."""
+def _session() -> tuple[boto3.Session, str | None, str | None]:
+    """A session, and dummy credentials when the environment and AWS config files have none.
+
+    The credential chain stops before the EC2/ECS metadata services: on a laptop those cost a
+    network timeout, and modelhost accepts any credentials anyway."""
     core = botocore.session.get_session()
     resolver = core.get_component("credential_provider")
     for name in ("container-role", "iam-role"):
         resolver.remove(name)
-    return boto3.Session(botocore_session=core)
+    session = boto3.Session(botocore_session=core)
+    if session.get_credentials() is not None:
+        return session, None, None
+    return session, DUMMY_CREDENTIAL, DUMMY_CREDENTIAL
 
 
 def fail(message: str) -> NoReturn:

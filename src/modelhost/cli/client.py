@@ -1,9 +1,293 @@
-"""Client commands (deploy, invoke, endpoints, models): boto3 against a running server."""
+"""Client commands (deploy, invoke, endpoints, models, delete): boto3 against a running server."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+from botocore.exceptions import ClientError
+from rich.markup import escape
+from rich.table import Table
+
+from modelhost.cli._aws import Server, UrlOpt, console, err, fail, is_missing, reporting
+from modelhost.cli.deploy import POLL_S, deploy, is_deploy_name
+
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
-    """Added by the CLI client work; nothing here yet."""
+    app.command()(deploy)
+    app.command()(invoke)
+    app.command()(endpoints)
+    app.command()(models)
+    app.command()(delete)
+
+
+# --- invoke ------------------------------------------------------------------------------------
+
+
+def _request_body(body: str | None, file: Path | None) -> bytes:
+    if body is not None and file is not None:
+        fail("Give --body or --file, not both.")
+    if body is not None:
+        return body.encode()
+    if file is not None:
+        try:
+            return sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        except OSError as exc:
+            fail(f"Cannot read {file}: {exc.strerror}")
+    if sys.stdin.isatty():
+        fail("Give the request body with --body TEXT, --file PATH, or on stdin.")
+    return sys.stdin.buffer.read()
+
+
+def invoke(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    body: Annotated[str | None, typer.Option(help="Request body text.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the body from a file ('-': stdin).")
+    ] = None,
+    content_type: Annotated[str, typer.Option(help="Content-Type.")] = "application/json",
+    accept: Annotated[str | None, typer.Option(help="Accept.")] = None,
+    variant: Annotated[str | None, typer.Option(help="TargetVariant.")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Send one request to endpoint NAME; the response body goes to stdout as is."""
+    payload = _request_body(body, file)
+    server = Server.from_options(url)
+    extra = {"Accept": accept} if accept else {}
+    if variant:
+        extra["TargetVariant"] = variant
+    with reporting(server):
+        resp = server.runtime().invoke_endpoint(
+            EndpointName=name, Body=payload, ContentType=content_type, **extra
+        )
+        data = resp["Body"].read()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+# --- endpoints and models ----------------------------------------------------------------------
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.astimezone().isoformat(timespec="seconds") if value else None
+
+
+def _endpoint_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:
+    try:
+        desc = sm.describe_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if is_missing(exc):  # deleted since it was listed
+            return None
+        raise
+    types = {}
+    try:
+        config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
+        types = {v["VariantName"]: v.get("InstanceType") for v in config["ProductionVariants"]}
+    except ClientError as exc:
+        if not is_missing(exc):
+            raise
+    variants = [
+        {
+            "name": v["VariantName"],
+            "instance_type": types.get(v["VariantName"]),
+            "current_instance_count": v.get("CurrentInstanceCount"),
+            "desired_instance_count": v.get("DesiredInstanceCount"),
+            "current_weight": v.get("CurrentWeight"),
+            "desired_weight": v.get("DesiredWeight"),
+        }
+        for v in desc.get("ProductionVariants", [])
+    ]
+    return {
+        "name": desc["EndpointName"],
+        "status": desc["EndpointStatus"],
+        "config": desc["EndpointConfigName"],
+        "variants": variants,
+        "created": _when(desc.get("CreationTime")),
+        "modified": _when(desc.get("LastModifiedTime")),
+        "failure_reason": desc.get("FailureReason"),
+    }
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _status(status: str) -> str:
+    colour = {"InService": "green", "Failed": "red"}.get(status, "yellow")
+    return f"[{colour}]{status}[/{colour}]"
+
+
+def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("Name", "Status", "Variants (current/desired)", "Instance type", "Created")
+    table.add_column("Failure reason", overflow="fold", ratio=1)
+    for r in rows:
+        variants = r["variants"]
+        table.add_row(
+            escape(r["name"]),
+            _status(r["status"]),
+            "\n".join(
+                f"{escape(v['name'])} {_count(v['current_instance_count'])}/"
+                f"{_count(v['desired_instance_count'])}"
+                for v in variants
+            ),
+            "\n".join(escape(v["instance_type"] or "-") for v in variants),
+            r["created"] or "-",
+            f"[red]{escape(r['failure_reason'])}[/red]" if r["failure_reason"] else "",
+        )
+    return table
+
+
+def endpoints(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
+    """List endpoints: status, variants with instance counts, instance types."""
+    server = Server.from_options(url)
+    with reporting(server):
+        sm = server.sagemaker()
+        names = [
+            e["EndpointName"]
+            for page in sm.get_paginator("list_endpoints").paginate(SortBy="Name")
+            for e in page["Endpoints"]
+        ]
+        rows = [row for n in names if (row := _endpoint_row(sm, n)) is not None]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        err.print("No endpoints. Deploy one with `modelhost deploy DIR --name NAME`.")
+    else:
+        console.print(_endpoints_table(rows))
+
+
+def _model_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:
+    try:
+        desc = sm.describe_model(ModelName=name)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    containers = [desc["PrimaryContainer"]] if "PrimaryContainer" in desc else []
+    containers += desc.get("Containers", [])
+    return {
+        "name": desc["ModelName"],
+        "image": [c.get("Image") for c in containers],
+        "model_data": [c.get("ModelDataUrl") for c in containers],
+        "created": _when(desc.get("CreationTime")),
+    }
+
+
+def models(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
+    """List models: image, model data, creation time."""
+    server = Server.from_options(url)
+    with reporting(server):
+        sm = server.sagemaker()
+        names = [
+            m["ModelName"]
+            for page in sm.get_paginator("list_models").paginate(SortBy="Name")
+            for m in page["Models"]
+        ]
+        rows = [row for n in names if (row := _model_row(sm, n)) is not None]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        err.print("No models.")
+        return
+    table = Table("Name", "Image", "Model data", "Created")
+    for r in rows:
+        table.add_row(
+            escape(r["name"]),
+            "\n".join(escape(i or "(built-in)") for i in r["image"]),
+            "\n".join(escape(d or "-") for d in r["model_data"]),
+            r["created"] or "-",
+        )
+    console.print(table)
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+def _deploy_named(sm: SageMakerClient, name: str) -> tuple[list[str], list[str]]:
+    """The endpoint configurations and models named NAME or NAME-<timestamp> (deploy's names)."""
+    configs = [
+        c["EndpointConfigName"]
+        for page in sm.get_paginator("list_endpoint_configs").paginate(NameContains=name[:40])
+        for c in page["EndpointConfigs"]
+        if is_deploy_name(name, c["EndpointConfigName"])
+    ]
+    found = [
+        m["ModelName"]
+        for page in sm.get_paginator("list_models").paginate(NameContains=name[:40])
+        for m in page["Models"]
+        if is_deploy_name(name, m["ModelName"])
+    ]
+    return configs, found
+
+
+def _delete_endpoint(
+    sm: SageMakerClient, name: str, wait: bool, timeout: float, missing_ok: bool
+) -> bool:
+    """DeleteEndpoint, then (with ``wait``) poll until it is gone; False when there was none."""
+    try:
+        sm.delete_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if missing_ok and is_missing(exc):
+            return False
+        raise
+    if not wait:
+        return True
+    deadline = time.monotonic() + timeout
+    with err.status(f"Deleting endpoint {escape(name)} ..."):
+        while True:
+            try:
+                sm.describe_endpoint(EndpointName=name)
+            except ClientError as exc:
+                if is_missing(exc):
+                    return True
+                raise
+            if time.monotonic() > deadline:
+                fail(f"Endpoint {name} is still there after {timeout:.0f} s.")
+            time.sleep(POLL_S)
+
+
+def delete(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also delete the endpoint configurations and models named NAME or "
+            "NAME-<timestamp> (what `modelhost deploy` created).",
+        ),
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Wait until the endpoint is gone.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.0,
+    url: UrlOpt = None,
+) -> None:
+    """Delete endpoint NAME (with --all, its configurations and models too)."""
+    server = Server.from_options(url)
+    with reporting(server):
+        sm = server.sagemaker()
+        if not all_:
+            _delete_endpoint(sm, name, wait, timeout, missing_ok=False)
+            err.print(f"Deleted endpoint {name}", highlight=False)
+            return
+        gone = _delete_endpoint(sm, name, True, timeout, missing_ok=True)
+        deleted = [f"endpoint {name}"] if gone else []
+        configs, found = _deploy_named(sm, name)
+        for config in configs:
+            sm.delete_endpoint_config(EndpointConfigName=config)
+            deleted.append(f"endpoint configuration {config}")
+        for model in found:
+            sm.delete_model(ModelName=model)
+            deleted.append(f"model {model}")
+    if not deleted:
+        fail(f"Nothing named {name} to delete.")
+    err.print("Deleted " + ", ".join(deleted), highlight=False)

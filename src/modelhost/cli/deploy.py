@@ -71,7 +71,9 @@ def model_data_url(path: str, name: str, when: str, s: Settings) -> str:
     if not local.exists():
         fail(f"{path} does not exist (give a model directory, a .tar.gz or an s3:// URL).")
     if local.is_file() and not local.name.endswith((".tar.gz", ".tgz")):
-        fail(f"{path} is not a .tar.gz archive (give a model directory, a .tar.gz or an s3:// URL).")
+        fail(
+            f"{path} is not a .tar.gz archive (give a model directory, a .tar.gz or an s3:// URL)."
+        )
     store = object_store(s.objects_dir, s.s3_endpoint_url, s.region)
     key = f"{name}/{when}/model.tar.gz"
     store.ensure_bucket(BUCKET)
@@ -126,9 +128,7 @@ def _create_resources(
     """CreateModel + CreateEndpointConfig under free names; returns the config name."""
     model = _free_name(name, when, _exists(sm.describe_model, ModelName=name))
     sm.create_model(ModelName=model, PrimaryContainer=container)  # type: ignore[arg-type]
-    config = _free_name(
-        name, when, _exists(sm.describe_endpoint_config, EndpointConfigName=name)
-    )
+    config = _free_name(name, when, _exists(sm.describe_endpoint_config, EndpointConfigName=name))
     sm.create_endpoint_config(
         EndpointConfigName=config,
         ProductionVariants=[{**variant, "ModelName": model}],  # type: ignore[list-item]
