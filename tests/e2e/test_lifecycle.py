@@ -37,7 +37,7 @@ def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Non
 
 
 def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
-    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    sm = server.client("sagemaker")
     name = unique("bluegreen")
     assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
     sm.create_model(
@@ -67,7 +67,7 @@ def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
                     EndpointName=name, Body=b"[1, 2]", ContentType="application/json"
                 )
                 bodies.append(out["Body"].read())
-            except Exception as exc:  # noqa: BLE001 - every failure counts
+            except Exception as exc:
                 errors.append(exc)
 
     thread = threading.Thread(target=hammer)
@@ -181,7 +181,7 @@ def test_killed_instance_is_replaced(own_server: LiveServer) -> None:
 def _invoke_ok(rt: Any, name: str) -> bool:
     try:
         return bool(rt.invoke_endpoint(EndpointName=name, Body=b"ok")["Body"].read() == b"ok")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -210,7 +210,7 @@ def _sum_ok(rt: Any, name: str) -> bool:
     try:
         out = rt.invoke_endpoint(EndpointName=name, Body=b"[2, 2]", ContentType="application/json")
         return bool(out["Body"].read() == b'{"sum": 4.0}')
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -227,3 +227,51 @@ def test_delete_stops_every_instance(own_server: LiveServer) -> None:
     wait_gone(sm, name)
     assert instance_pids(own_server.data_dir) == []
     assert sm.list_endpoints()["Endpoints"] == []
+
+
+def test_failed_update_rolls_back_and_keeps_serving(server: LiveServer) -> None:
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    name = unique("rollback")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+    bad = f"{name}-bad"
+    sm.create_model(
+        ModelName=bad, PrimaryContainer={"ModelDataUrl": str(FIXTURE_MODELS / "badimport")}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=bad,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": bad,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=bad)
+    _poll(lambda: sm.describe_endpoint(EndpointName=name).get("FailureReason"), what="rollback")
+    desc = wait_status(sm, name, {"InService"})
+    assert desc["EndpointConfigName"] == name
+    assert desc["FailureReason"].startswith("Update failed")
+    assert "No module named" in desc["FailureReason"]
+    assert rt.invoke_endpoint(EndpointName=name, Body=b"alive")["Body"].read() == b"alive"
+
+
+def test_instance_type_sets_threads_and_memory_limit(own_server: LiveServer) -> None:
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("limits")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "echo"), instance_type="ml.t2.medium")
+    assert desc["EndpointStatus"] == "InService"
+    [pid] = instance_pids(own_server.data_dir)
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    threads = str(min(2, len(os.sched_getaffinity(0))))
+    assert environ["OMP_NUM_THREADS"] == threads
+    assert environ["OPENBLAS_NUM_THREADS"] == threads
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
+    assert line.split()[3] == str(4 * 2**30)
