@@ -124,11 +124,12 @@ modelhost is serving on {url} with the demo endpoint '{DEMO_ENDPOINT}'.
     curl -s -X POST {url}/endpoints/{DEMO_ENDPOINT}/invocations \\
          -H 'Content-Type: application/json' -d '{body}'
 
-  AWS CLI (any credentials will do):
+  AWS CLI (any credentials will do; `make` installs AWS CLI v1 as .venv/bin/aws):
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={region}
     aws --endpoint-url {url} sagemaker list-endpoints
     aws --endpoint-url {url} sagemaker-runtime invoke-endpoint --endpoint-name {DEMO_ENDPOINT} \\
-        --content-type application/json --body '{body}' --cli-binary-format raw-in-base64-out out.json
+        --content-type application/json --body '{body}' out.json && cat out.json
+    (AWS CLI v2 reads --body as base64: add --cli-binary-format raw-in-base64-out)
 
   boto3:
     import boto3

@@ -194,6 +194,7 @@ def test_state_survives_restart_and_stop_leaves_no_orphans(
     archive = pack(FIXTURE_MODELS / "sum", tmp_path / "model.tar.gz")
     assert deploy(sm, name, str(archive), count=2)["EndpointStatus"] == "InService"
     assert len(instance_pids(own_server.data_dir)) == 2
+    sm.delete_model(ModelName=name)  # the endpoint keeps what it was deployed with
     assert own_server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     assert instance_pids(own_server.data_dir) == []
     own_server.start()

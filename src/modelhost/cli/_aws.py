@@ -33,8 +33,12 @@ _CONFIG = Config(
 )
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
+PIPED_WIDTH = 160  # tables written to a pipe or file are not cut at 80 columns
+
 console = Console()
-err = Console(stderr=True)
+if not console.is_terminal:
+    console = Console(width=PIPED_WIDTH)
+err = Console(stderr=True, soft_wrap=True)
 
 UrlOpt = Annotated[
     str | None,
@@ -141,6 +145,9 @@ def reporting(server: Server) -> Iterator[None]:
         fail(f"{type(exc).__name__}: {exc} (server {server.url})")
     except StorageError as exc:
         fail(f"Object store: {exc}")
+    except KeyboardInterrupt:
+        err.print("Interrupted; the server carries on with what it was asked to do.")
+        raise typer.Exit(130) from None
 
 
 def is_missing(exc: ClientError) -> bool:

@@ -118,6 +118,16 @@ def _endpoint_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:
     }
 
 
+def _brief(reason: str) -> str:
+    """A long failure reason (with log lines) as its first and last lines."""
+    lines = [line for line in reason.splitlines() if line.strip()]
+    return lines[0] if len(lines) < 3 else f"{lines[0]} ... {lines[-1].strip()}"
+
+
+def _short(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -128,8 +138,10 @@ def _status(status: str) -> str:
 
 
 def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("Name", "Status", "Variants (current/desired)", "Instance type", "Created")
-    table.add_column("Failure reason", overflow="fold", ratio=1)
+    table = Table()
+    for title in ("Name", "Status", "Variants (current/desired)", "Instance type", "Created"):
+        table.add_column(title, no_wrap=True, min_width=len(title) if title == "Status" else None)
+    table.add_column("Failure reason", overflow="fold")
     for r in rows:
         variants = r["variants"]
         table.add_row(
@@ -141,8 +153,8 @@ def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
                 for v in variants
             ),
             "\n".join(escape(v["instance_type"] or "-") for v in variants),
-            r["created"] or "-",
-            f"[red]{escape(r['failure_reason'])}[/red]" if r["failure_reason"] else "",
+            _short(r["created"]),
+            f"[red]{escape(_brief(r['failure_reason']))}[/red]" if r["failure_reason"] else "",
         )
     return table
 
@@ -200,13 +212,17 @@ def models(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
     if not rows:
         err.print("No models.")
         return
-    table = Table("Name", "Image", "Model data", "Created")
+    table = Table()
+    table.add_column("Name", no_wrap=True)
+    for title in ("Image", "Model data"):
+        table.add_column(title, overflow="fold")
+    table.add_column("Created", no_wrap=True)
     for r in rows:
         table.add_row(
             escape(r["name"]),
             "\n".join(escape(i or "(built-in)") for i in r["image"]),
             "\n".join(escape(d or "-") for d in r["model_data"]),
-            r["created"] or "-",
+            _short(r["created"]),
         )
     console.print(table)
 

@@ -163,7 +163,6 @@ def wait_final(sm: SageMakerClient, name: str, timeout: float) -> dict[str, Any]
             status = desc["EndpointStatus"]
             elapsed = time.monotonic() - started
             if status not in _BUSY:
-                err.print(f"Endpoint {name} is {status} after {elapsed:.1f} s", highlight=False)
                 return desc
             if elapsed > timeout:
                 fail(
@@ -175,10 +174,16 @@ def wait_final(sm: SageMakerClient, name: str, timeout: float) -> dict[str, Any]
 
 
 def _report(server: Server, desc: dict[str, Any], config: str) -> None:
-    name, status = desc["EndpointName"], desc["EndpointStatus"]
+    name, status = desc["EndpointName"], escape(desc["EndpointStatus"])
     reason = desc.get("FailureReason")
+    if status == "InService" and (reason or desc["EndpointConfigName"] != config):
+        err.print(
+            f"[red]Update of {escape(name)} failed; it still serves configuration "
+            f"{escape(desc['EndpointConfigName'])}.[/red]"
+        )
+    elif status != "InService":
+        err.print(f"[red]Deployment of {escape(name)} failed: the endpoint is {status}.[/red]")
     if status != "InService" or reason or desc["EndpointConfigName"] != config:
-        err.print(f"[red]Deployment of {escape(name)} failed ({status}).[/red]")
         if reason:
             err.print(f"[red]{escape(reason)}[/red]", highlight=False)
         err.print(f"Instance logs: modelhost logs {escape(name)}", highlight=False)

@@ -89,7 +89,10 @@ async def _deploy_demo(services: object, url: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         ep = await asyncio.to_thread(services.store.endpoint, demo.DEMO_ENDPOINT)
-        if ep is not None and ep.status.value in {"InService", "Failed"}:
+        ready = services.runtime.routes.get(demo.DEMO_ENDPOINT) is not None
+        if ep is not None and (
+            ep.status.value == "Failed" or (ready and ep.status.value == "InService")
+        ):
             if ep.status.value == "Failed":
                 print(f"demo endpoint failed: {ep.failure_reason}", file=sys.stderr)
             else:

@@ -15,7 +15,7 @@ from modelhost.instance_types import Profile, profile_for
 from modelhost.names import Arns
 from modelhost.router.routing import EndpointRoute, Target, VariantRoute
 from modelhost.settings import Settings
-from modelhost.state.records import Resource, VariantState
+from modelhost.state.records import Deployment, Resource, VariantState
 from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,19 @@ class Fleets:
         self.artifacts = artifacts
         self.arns = Arns(settings.region, settings.account_id)
 
-    async def plan(self, config: Resource, variants: list[VariantState]) -> Fleet:
+    async def plan(self, deployment: Deployment | None, variants: list[VariantState]) -> Fleet:
+        if deployment is None:
+            raise FleetFailed("The endpoint has no recorded deployment.")
         plans: dict[str, VariantPlan] = {}
         weights = {v.name: v.desired_weight for v in variants}
-        for pv in config.spec["ProductionVariants"]:
-            plans[pv["VariantName"]] = await self._plan_variant(pv, weights)
-        return Fleet(config.name, plans)
+        for pv in deployment.config.spec["ProductionVariants"]:
+            model = deployment.models.get(pv["ModelName"].lower())
+            plans[pv["VariantName"]] = await self._plan_variant(pv, model, weights)
+        return Fleet(deployment.config.name, plans)
 
-    async def _plan_variant(self, pv: dict[str, Any], weights: dict[str, float]) -> VariantPlan:
-        model = self.store.resource("model", pv["ModelName"])
+    async def _plan_variant(
+        self, pv: dict[str, Any], model: Resource | None, weights: dict[str, float]
+    ) -> VariantPlan:
         if model is None:
             arn = self.arns.arn("model", pv["ModelName"])
             raise FleetFailed(f'Could not find model "{arn}".')

@@ -111,8 +111,8 @@ class Controller:
                 return asyncio.ensure_future(self._blue_green(ep, live))
             case EndpointStatus.UPDATING:
                 return asyncio.ensure_future(self._capacity(ep, live))
-            case EndpointStatus.IN_SERVICE if live.fleet is None:
-                return asyncio.ensure_future(self._create(ep, live))
+            case EndpointStatus.IN_SERVICE | EndpointStatus.SYSTEM_UPDATING if live.fleet is None:
+                return asyncio.ensure_future(self._recover(ep, live))
             case EndpointStatus.IN_SERVICE if live.needs_healing(ep):
                 return asyncio.ensure_future(self._heal(ep, live))
             case _:
@@ -129,11 +129,8 @@ class Controller:
     # --- steps ----------------------------------------------------------------------------
 
     async def _create(self, ep: Endpoint, live: Live) -> None:
-        config = self.store.resource("endpoint_config", ep.config_name)
         try:
-            if config is None:
-                raise FleetFailed(f"Endpoint configuration {ep.config_name} no longer exists.")
-            fleet = await self.fleets.plan(config, ep.variants)
+            fleet = await self.fleets.plan(ep.deployment, ep.variants)
             await self.fleets.build(ep.name, fleet, ep.variants)
         except FleetFailed as exc:
             self._finish(ep.name, EndpointStatus.FAILED, failure=str(exc))
@@ -145,13 +142,15 @@ class Controller:
         self.routes.install(fleet.route(ep.name))
         self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=fleet)
 
+    async def _recover(self, ep: Endpoint, live: Live) -> None:
+        """After a server restart: SystemUpdating while the fleet comes back, then InService."""
+        self._set_status(ep.name, EndpointStatus.SYSTEM_UPDATING)
+        await self._create(ep, live)
+
     async def _blue_green(self, ep: Endpoint, live: Live) -> None:
         """Bring the new fleet up next to the old one, move traffic, then remove the old one."""
-        config = self.store.resource("endpoint_config", ep.pending_config or "")
         try:
-            if config is None:
-                raise FleetFailed(f"Endpoint configuration {ep.pending_config} no longer exists.")
-            fleet = await self.fleets.plan(config, ep.pending_variants)
+            fleet = await self.fleets.plan(ep.pending_deployment, ep.pending_variants)
             await self.fleets.build(ep.name, fleet, ep.pending_variants)
         except FleetFailed as exc:
             self._set_status(ep.name, EndpointStatus.ROLLING_BACK)
@@ -268,8 +267,9 @@ class Controller:
                 return
             if adopt_pending and e.pending_config:
                 e.config_name, e.variants = e.pending_config, e.pending_variants
+                e.deployment = e.pending_deployment
             if adopt_pending or clear_pending:
-                e.pending_config, e.pending_variants = None, []
+                e.pending_config, e.pending_variants, e.pending_deployment = None, [], None
             e.status = status
             e.update = UpdateKind.NONE
             e.failure_reason = failure

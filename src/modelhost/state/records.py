@@ -40,6 +40,33 @@ class Resource:
 
 
 @dataclass(slots=True)
+class Deployment:
+    """What an endpoint runs, captured when it is created or updated: its endpoint config and
+    every model that config names. Deleting a model afterwards does not break the endpoint (nor
+    its recovery after a restart), as on SageMaker."""
+
+    config: Resource
+    models: dict[str, Resource]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "config": _resource_doc(self.config),
+            "models": {k: _resource_doc(m) for k, m in self.models.items()},
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any] | None) -> Deployment | None:
+        if not doc:
+            return None
+        models = {k: Resource(**m) for k, m in doc["models"].items()}
+        return cls(Resource(**doc["config"]), models)
+
+
+def _resource_doc(r: Resource) -> dict[str, Any]:
+    return {"name": r.name, "arn": r.arn, "created": r.created, "spec": r.spec}
+
+
+@dataclass(slots=True)
 class VariantState:
     name: str
     desired_weight: float
@@ -76,10 +103,12 @@ class Endpoint:
     created: float
     modified: float
     variants: list[VariantState] = field(default_factory=list)
+    deployment: Deployment | None = None
     failure_reason: str | None = None
     update: UpdateKind = UpdateKind.NONE
     pending_config: str | None = None  # the config an UpdateEndpoint moves to
     pending_variants: list[VariantState] = field(default_factory=list)
+    pending_deployment: Deployment | None = None
     generation: int = 0  # bumped by every accepted change; the controller compares it
 
     def variant(self, name: str) -> VariantState | None:
@@ -94,6 +123,10 @@ class Endpoint:
             "created": self.created,
             "modified": self.modified,
             "variants": [v.to_doc() for v in self.variants],
+            "deployment": self.deployment.to_doc() if self.deployment else None,
+            "pending_deployment": (
+                self.pending_deployment.to_doc() if self.pending_deployment else None
+            ),
             "failure_reason": self.failure_reason,
             "update": self.update.value,
             "pending_config": self.pending_config,
@@ -111,6 +144,8 @@ class Endpoint:
             created=doc["created"],
             modified=doc["modified"],
             variants=[VariantState.from_doc(v) for v in doc["variants"]],
+            deployment=Deployment.from_doc(doc.get("deployment")),
+            pending_deployment=Deployment.from_doc(doc.get("pending_deployment")),
             failure_reason=doc.get("failure_reason"),
             update=UpdateKind(doc.get("update", "")),
             pending_config=doc.get("pending_config"),

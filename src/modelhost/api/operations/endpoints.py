@@ -13,6 +13,7 @@ from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import (
+    Deployment,
     Endpoint,
     EndpointStatus,
     Resource,
@@ -33,6 +34,17 @@ def _config(ctx: Context, name: str) -> Resource:
     return config
 
 
+def _deployment(ctx: Context, config: Resource) -> Deployment:
+    models: dict[str, Resource] = {}
+    for pv in config.spec["ProductionVariants"]:
+        model = ctx.store.resource("model", pv["ModelName"])
+        if model is None:
+            arn = ctx.arns.arn("model", pv["ModelName"])
+            raise ValidationException(f'Could not find model "{arn}".')
+        models[model.name.lower()] = model
+    return Deployment(config, models)
+
+
 def _endpoint(ctx: Context, name: str) -> Endpoint:
     ep = ctx.store.endpoint(name)
     if ep is None:
@@ -46,6 +58,7 @@ def create_endpoint(ctx: Context, req: Request) -> Response:
     if ctx.store.get(KIND, name) is not None:
         raise already_exists("endpoint", arn)
     config = _config(ctx, req["EndpointConfigName"])
+    deployment = _deployment(ctx, config)
     now = ctx.clock()
     ep = Endpoint(
         name=name,
@@ -55,6 +68,7 @@ def create_endpoint(ctx: Context, req: Request) -> Response:
         created=now,
         modified=now,
         variants=variants_from_config(config),
+        deployment=deployment,
     )
     try:
         ctx.store.add_endpoint(ep)
@@ -72,24 +86,25 @@ def describe_endpoint(ctx: Context, req: Request) -> Response:
         "EndpointName": ep.name,
         "EndpointArn": ep.arn,
         "EndpointConfigName": ep.config_name,
-        "ProductionVariants": _describe_variants(ctx, ep),
+        "ProductionVariants": _describe_variants(ep),
         "EndpointStatus": ep.status.value,
         "CreationTime": ts(ep.created),
         "LastModifiedTime": ts(ep.modified),
     }
     if ep.failure_reason:
         out["FailureReason"] = ep.failure_reason
-    config = ctx.store.resource("endpoint_config", ep.config_name)
-    if config is not None and "AsyncInferenceConfig" in config.spec:
-        out["AsyncInferenceConfig"] = config.spec["AsyncInferenceConfig"]
+    spec = ep.deployment.config.spec if ep.deployment else {}
+    for key in ("AsyncInferenceConfig",):
+        if key in spec:
+            out[key] = spec[key]
     return out
 
 
-def _describe_variants(ctx: Context, ep: Endpoint) -> list[dict[str, Any]]:
-    config = ctx.store.resource("endpoint_config", ep.config_name)
-    models = {
-        pv["VariantName"]: pv.get("ModelName")
-        for pv in (config.spec if config else {}).get("ProductionVariants", [])
+def _describe_variants(ep: Endpoint) -> list[dict[str, Any]]:
+    deployment = ep.deployment
+    variant_specs = {
+        pv["VariantName"]: pv
+        for pv in (deployment.config.spec["ProductionVariants"] if deployment else [])
     }
     out = []
     for v in ep.variants:
@@ -102,15 +117,20 @@ def _describe_variants(ctx: Context, ep: Endpoint) -> list[dict[str, Any]]:
             item["CurrentWeight"] = v.current_weight
         if v.current_count is not None:
             item["CurrentInstanceCount"] = v.current_count
-        images = _images(ctx, models.get(v.name), ep.created)
-        if images:
-            item["DeployedImages"] = images
+        spec = variant_specs.get(v.name, {})
+        if deployment is not None and "ModelName" in spec:
+            model = deployment.models.get(spec["ModelName"].lower())
+            if images := _images(model, deployment.config.created):
+                item["DeployedImages"] = images
+        if "ServerlessConfig" in spec:
+            item["CurrentServerlessConfig"] = item["DesiredServerlessConfig"] = spec[
+                "ServerlessConfig"
+            ]
         out.append(item)
     return out
 
 
-def _images(ctx: Context, model_name: str | None, when: float) -> list[dict[str, Any]]:
-    model = ctx.store.resource("model", model_name) if model_name else None
+def _images(model: Resource | None, when: float) -> list[dict[str, Any]]:
     if model is None:
         return []
     containers = [model.spec["PrimaryContainer"]] if "PrimaryContainer" in model.spec else []
@@ -169,6 +189,7 @@ def update_endpoint(ctx: Context, req: Request) -> Response:
     _require_in_service(ctx, current)
     config = _config(ctx, req["EndpointConfigName"])
     variants = _updated_variants(current, config, req)
+    deployment = _deployment(ctx, config)
 
     def change(ep: Endpoint) -> None:
         _require_in_service(ctx, ep)
@@ -176,6 +197,7 @@ def update_endpoint(ctx: Context, req: Request) -> Response:
         ep.update = UpdateKind.CONFIG
         ep.pending_config = config.name
         ep.pending_variants = variants
+        ep.pending_deployment = deployment
         ep.failure_reason = None
         ep.modified = ctx.clock()
         ep.generation += 1
