@@ -33,7 +33,6 @@ class Settings(BaseSettings):
     startup_health_timeout_s: float = 240.0
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5
-    instance_port_start: int = 0  # 0: ask the OS for a free port
     max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
 
     @property
