@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
@@ -21,8 +21,7 @@ def error(call: Callable[..., Any], **kwargs: Any) -> dict[str, str]:
     with pytest.raises(ClientError) as info:
         call(**kwargs)
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    err: dict[str, str] = info.value.response["Error"]
-    return err
+    return cast(dict[str, str], info.value.response["Error"])
 
 
 def config_names(sm: Any) -> set[str]:
@@ -168,9 +167,7 @@ def test_deleting_the_model_leaves_the_config(sm: Any, model: str) -> None:
             "Variant name Same is used more than once.",
         ),
         (
-            lambda m: [
-                variant(m, ServerlessConfig={"MemorySizeInMB": 1024, "MaxConcurrency": 1})
-            ],
+            lambda m: [variant(m, ServerlessConfig={"MemorySizeInMB": 1024, "MaxConcurrency": 1})],
             "Production variant AllTraffic specifies both InstanceType and ServerlessConfig.",
         ),
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
@@ -23,8 +23,7 @@ def error(call: Callable[..., Any], **kwargs: Any) -> dict[str, str]:
     with pytest.raises(ClientError) as info:
         call(**kwargs)
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    err: dict[str, str] = info.value.response["Error"]
-    return err
+    return cast(dict[str, str], info.value.response["Error"])
 
 
 def model_names(sm: Any) -> set[str]:

@@ -276,3 +276,24 @@ def test_instance_type_sets_threads_and_memory_limit(own_server: LiveServer) -> 
     limits = Path(f"/proc/{pid}/limits").read_text()
     line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
     assert line.split()[3] == str(4 * 2**30)
+
+
+def test_delete_during_a_slow_start_stops_it_at_once(
+    own_server: LiveServer, tmp_path: Path
+) -> None:
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    model_dir = tmp_path / "slowload"
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "code" / "inference.py").write_text(
+        "import time\n\ndef model_fn(model_dir):\n    time.sleep(120)\n\n"
+        "def transform_fn(model, data, content_type, accept):\n    return data\n"
+    )
+    name = unique("slowload")
+    deploy(sm, name, str(model_dir), wait=False)
+    _poll(lambda: len(instance_pids(own_server.data_dir)) == 1, what="the instance to start")
+    started = time.monotonic()
+    sm.delete_endpoint(EndpointName=name)
+    wait_gone(sm, name, timeout=30)
+    assert time.monotonic() - started < 20
+    _poll(lambda: instance_pids(own_server.data_dir) == [], what="the instance to be stopped")

@@ -118,10 +118,14 @@ class Fleets:
         failure stop them all and raise FleetFailed naming the cause."""
         plan = fleet.plans[variant]
         started = [self.backend.start(self._spec(endpoint, plan)) for _ in range(count)]
-        results = await asyncio.gather(
-            *(self.backend.wait_ready(i, plan.startup_timeout) for i in started),
-            return_exceptions=True,
-        )
+        try:
+            results = await asyncio.gather(
+                *(self.backend.wait_ready(i, plan.startup_timeout) for i in started),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:  # a DeleteEndpoint arrived while these were starting
+            await self.stop(started)
+            raise
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.stop(started)

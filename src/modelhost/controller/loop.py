@@ -31,6 +31,7 @@ class Live:
     fleet: Fleet | None = None
     task: asyncio.Task[None] | None = None
     next_heal: float = 0.0  # back off when replacing instances keeps failing
+    deleting: bool = False  # the running task is the delete step
 
     def busy(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -94,9 +95,12 @@ class Controller:
         names = {ep.name.lower() for ep in endpoints}
         for ep in endpoints:
             live = self.live.setdefault(ep.name.lower(), Live())
+            if ep.status is EndpointStatus.DELETING and live.busy() and not live.deleting:
+                await _cancel(live.task)  # stop a slow start at once; its instances are stopped
             if not live.busy():
                 step = self._step(ep, live)
                 if step is not None:
+                    live.deleting = ep.status is EndpointStatus.DELETING
                     live.task = asyncio.create_task(self._guard(ep.name, step))
         for name in [n for n in self.live if n not in names and not self.live[n].busy()]:
             await self._forget(name)
@@ -281,6 +285,12 @@ class Controller:
 
     def _record_counts(self, name: str, fleet: Fleet) -> None:
         self.store.update_endpoint(name, lambda e: _apply_counts(e, fleet))
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _apply_counts(e: Endpoint, fleet: Fleet) -> None:
