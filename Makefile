@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(VENV)/bin/modelhost serve --demo
 
 test: $(STAMP)
+	@sh scripts/ensure-podman.sh
 	$(PY) -m pytest
 
 check: $(STAMP)

@@ -1,3 +1,3 @@
 """Shared fixtures. Fixture modules live in tests/fixtures/ and are registered here."""
 
-pytest_plugins = ["tests.fixtures.seaweed", "tests.fixtures.server"]
+pytest_plugins = ["tests.fixtures.seaweed", "tests.fixtures.server", "tests.fixtures.containers"]

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
 from modelhost.artifacts import ArtifactCache
-from modelhost.backends.local import LocalBackend
+from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
 from modelhost.model_data import model_data_checker
@@ -50,7 +50,7 @@ def build_services(settings: Settings) -> Services:
     objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
-    backend = LocalBackend(host="127.0.0.1")
+    backend = Backends(host="127.0.0.1", container_engine=settings.container_engine)
     controller = Controller(
         Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
     )

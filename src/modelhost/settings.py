@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5
     max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
+    # Engine for container images: "docker", "podman" or a path; None: docker if `docker info`
+    # answers, else podman.
+    container_engine: str | None = None
 
     @property
     def state_db_url(self) -> str:

@@ -3,13 +3,18 @@
 - no Image, or an official SageMaker framework image URI -> the built-in model server;
 - an absolute path to an executable, or a directory holding ``serve`` -> that program, run as
   ``<program> serve`` (bring-your-own server in any language);
-- anything else needs a container engine, which the local backend does not have.
+- anything else names a container image, run by a container engine (docker or podman) as
+  ``<engine> run <image> serve`` (backends/containers.py), when one answers.
+
+Whether an engine answers is asked through a probe: the server installs one
+(``use_engine_probe``) when it builds its backends; without one (unit tests, tools) there is none.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +37,36 @@ FRAMEWORK_REPOS = (
 class Command:
     argv: list[str]
     builtin: bool
+    # Set when a container engine runs the image: argv is then [image, "serve"], the engine's
+    # name is in ``engine`` and backends/containers.py builds the real command line.
+    container_image: str | None = None
+    engine: str | None = None
 
 
 class UnsupportedImage(Exception):
     pass
+
+
+class NoEngine(Exception):
+    """No container engine answered; ``tried`` names the engines asked."""
+
+    def __init__(self, reason: str, tried: Sequence[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tried = tuple(tried)
+
+
+# Returns the name of a container engine that answers, or raises NoEngine.
+EngineProbe = Callable[[], str]
+DEFAULT_ENGINES = ("docker", "podman")
+
+_engine_probe: EngineProbe | None = None
+
+
+def use_engine_probe(probe: EngineProbe | None) -> None:
+    """Install (or remove, with None) the probe ``command_for`` asks for container images."""
+    global _engine_probe
+    _engine_probe = probe
 
 
 def is_framework_image(image: str) -> bool:
@@ -45,7 +76,8 @@ def is_framework_image(image: str) -> bool:
     )
 
 
-def command_for(image: str | None) -> Command:
+def command_for(image: str | None, probe: EngineProbe | None = None) -> Command:
+    """The command for ``image``; ``probe`` (default: the installed one) finds an engine."""
     if not image or is_framework_image(image):
         return Command([sys.executable, "-m", "modelhost.runtime", "serve"], builtin=True)
     path = Path(image)
@@ -57,8 +89,16 @@ def command_for(image: str | None) -> Command:
         raise UnsupportedImage(
             f"Image {image} is not an executable file or a directory with serve."
         )
-    raise UnsupportedImage(
-        f"Image {image} is not a SageMaker framework image and modelhost runs instances as "
-        "local processes: use a framework image URI (or none) for the built-in model server, "
-        "or the absolute path of an executable that serves /ping and /invocations."
-    )
+    probe = probe or _engine_probe
+    try:
+        if probe is None:
+            raise NoEngine("no container engine is configured", DEFAULT_ENGINES)
+        engine = probe()
+    except NoEngine as exc:
+        raise UnsupportedImage(
+            f"Image {image} needs a container engine; none answered (tried "
+            f"{', '.join(exc.tried)}): {exc.reason}. It is not a SageMaker framework image "
+            "(those, or no image, run on the built-in model server) nor the absolute path of an "
+            "executable that serves /ping and /invocations."
+        ) from exc
+    return Command([image, "serve"], builtin=False, container_image=image, engine=engine)
