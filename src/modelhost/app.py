@@ -50,7 +50,11 @@ def build_services(settings: Settings) -> Services:
     objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
-    backend = Backends(host="127.0.0.1", container_engine=settings.container_engine)
+    backend = Backends(
+        host="127.0.0.1",
+        container_engine=settings.container_engine,
+        platform_env=instance_env(settings),
+    )
     controller = Controller(
         Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
     )
@@ -63,6 +67,17 @@ def build_services(settings: Settings) -> Services:
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
     return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
+
+
+def instance_env(settings: Settings) -> dict[str, str]:
+    """What the built-in model server in every instance needs to know about the platform."""
+    env = {
+        "MODELHOST_ENVS_DIR": str(settings.data_dir / "envs"),
+        "MODELHOST_OBJECTS_DIR": str(settings.objects_dir),
+    }
+    if settings.s3_endpoint_url:
+        env["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env
 
 
 def create_app(

@@ -20,8 +20,9 @@ class Backends(LocalBackend):
         host: str = "127.0.0.1",
         gpu_count: int | None = None,
         container_engine: str | None = None,
+        platform_env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(host, gpu_count)
+        super().__init__(host, gpu_count, platform_env)
         self.containers = ContainerBackend(EngineFinder(container_engine), host)
         # The controller asks images.command_for early (fail fast): let it find the engine.
         images.use_engine_probe(self.containers.finder)

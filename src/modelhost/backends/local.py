@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelhost.backends.images import command_for
+from modelhost.backends.images import command_for, is_framework_image
 from modelhost.instance_types import Profile
 from modelhost.router.forwarder import UpstreamPool
 
@@ -88,8 +88,15 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class LocalBackend:
-    def __init__(self, host: str = "127.0.0.1", gpu_count: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        gpu_count: int | None = None,
+        platform_env: dict[str, str] | None = None,
+    ) -> None:
         self.host = host
+        # What every instance is told about the platform (requirements cache, object store).
+        self.platform_env = dict(platform_env or {})
         self.gpu_count = detect_gpus() if gpu_count is None else gpu_count
         self._gpus_free = list(range(self.gpu_count))
         self.instances: set[Instance] = set()
@@ -125,6 +132,9 @@ class LocalBackend:
         threads = str(max(1, min(spec.profile.vcpus, os.cpu_count() or 1)))
         env.update({k: threads for k in THREAD_VARS})
         env.update(spec.environment)
+        env.update(self.platform_env)
+        if spec.image and is_framework_image(spec.image):
+            env["MODELHOST_FRAMEWORK"] = spec.image
         env.update(
             {
                 "SAGEMAKER_BIND_TO_PORT": str(port),

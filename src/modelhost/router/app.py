@@ -4,10 +4,17 @@
 instance with the fewest requests in flight, forward over a pooled keep-alive connection, and
 answer with the container's body, Content-Type and Custom-Attributes plus
 ``x-Amzn-Invoked-Production-Variant``. Errors use the runtime's rest-json shape.
+
+``POST /endpoints/{name}/invocations-response-stream`` (InvokeEndpointWithResponseStream) routes
+the same way but relays the container's body as an AWS event stream, one ``PayloadPart`` per
+HTTP chunk as it arrives. Failures before the first byte are the usual errors (a non-2xx
+container status is a 424 ModelError); after it, a ``ModelStreamError`` event ends the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -20,10 +27,12 @@ from modelhost.errors import (
     ValidationError,
 )
 from modelhost.names import Arns
+from modelhost.router.eventstream import internal_stream_failure, model_stream_error, payload_part
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamResponse,
+    UpstreamStream,
     UpstreamTimeout,
 )
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
@@ -52,6 +61,26 @@ RETURNED = (b"content-type", b"x-amzn-sagemaker-custom-attributes")
 INVOCATIONS = b"/invocations"
 CONNECT_RETRIES = 2
 
+# InvokeEndpointWithResponseStream: the headers that reach the container, plus
+# X-Amzn-SageMaker-Accept, which reaches it as Accept.
+STREAM_ACTION = "invocations-response-stream"
+STREAM_FORWARDED = frozenset(
+    {
+        b"content-type",
+        b"x-amzn-sagemaker-custom-attributes",
+        b"x-amzn-sagemaker-inference-id",
+        b"x-amzn-sagemaker-session-id",
+    }
+)
+SAGEMAKER_ACCEPT = b"x-amzn-sagemaker-accept"
+CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
+EVENT_STREAM = b"application/vnd.amazon.eventstream"
+# The first byte must come within Settings.invocation_timeout_s; the whole stream within this.
+STREAM_TIMEOUT_S = 480.0
+ERROR_TEXT_LIMIT = 4096
+
+log = logging.getLogger(__name__)
+
 
 class RuntimeApp:
     def __init__(self, routes: RouteTable, store: Store, settings: Settings) -> None:
@@ -61,6 +90,7 @@ class RuntimeApp:
         self.arns = Arns(settings.region, settings.account_id)
         self.max_body = settings.max_payload_bytes
         self.timeout = settings.invocation_timeout_s
+        self.stream_timeout = max(STREAM_TIMEOUT_S, self.timeout)
         self._rid = random.Random()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +106,8 @@ class RuntimeApp:
         if scope["method"] != "POST":
             raise ValidationError(f"Method {scope['method']} is not allowed here; use POST.")
         if action != "invocations":
+            if action == STREAM_ACTION:
+                return await self._invoke_stream(scope, receive, send, rid, name)
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
@@ -120,6 +152,62 @@ class RuntimeApp:
             return response
         raise AssertionError("unreachable")
 
+    # -- InvokeEndpointWithResponseStream -------------------------------------------------
+
+    async def _invoke_stream(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
+    ) -> None:
+        headers, variant_name, declared = _stream_request_headers(scope["headers"])
+        body = await _read_body(receive, declared, self.max_body)
+        route = self.routes.get(name)
+        if route is None:
+            raise self._missing(name)
+        variant = _variant(route, variant_name, self._rid.random(), name)
+        upstream = await self._open_stream(variant, headers, body, name)
+        try:
+            out = [
+                (b"content-type", EVENT_STREAM),
+                (b"x-amzn-invoked-production-variant", variant.name.encode()),
+                (b"x-amzn-requestid", rid.encode()),
+            ]
+            for key, value in upstream.headers:
+                if key == b"content-type":
+                    out.append((b"x-amzn-sagemaker-content-type", value))
+                elif key == CUSTOM_ATTRIBUTES:
+                    out.append((key, value))
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            await _relay(upstream, receive, send, name)
+        finally:
+            await upstream.aclose()
+
+    async def _open_stream(
+        self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
+    ) -> UpstreamStream:
+        for attempt in range(CONNECT_RETRIES + 1):
+            target = pick_target(variant.targets, self.routes.next_start())
+            if target is None:
+                raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+            try:
+                upstream = await target.pool.stream(
+                    b"POST", INVOCATIONS, headers, body, self.stream_timeout, self.timeout
+                )
+            except UpstreamConnectError:
+                if attempt == CONNECT_RETRIES:
+                    raise ModelNotReadyException(
+                        f"Endpoint {name} has no instance ready to serve."
+                    ) from None
+                continue
+            except UpstreamTimeout:
+                raise self._model_error(name, 0, _TIMEOUT_TEXT) from None
+            except UpstreamError as exc:
+                raise self._model_error(
+                    name, 0, f"connection to the container failed: {exc.reason}"
+                ) from None
+            if upstream.status >= 300:
+                raise self._model_error(name, upstream.status, await _error_text(upstream))
+            return upstream
+        raise AssertionError("unreachable")
+
     def _model_error(self, name: str, status: int, text: str) -> ModelError:
         kind = "client" if 400 <= status < 500 else "server"
         log_group = self.arns.log_group(name)
@@ -148,6 +236,66 @@ _TIMEOUT_TEXT = (
 )
 
 
+_STREAM_TIMEOUT_TEXT = (
+    "Your model primary did not complete sending the inference response in the allotted time."
+)
+_STREAM_INTERNAL_TEXT = "The stream failed inside modelhost; see the server log. Try again."
+
+
+async def _relay(upstream: UpstreamStream, receive: Receive, send: Send, name: str) -> None:
+    """Each part of the container's body as one PayloadPart event, as it arrives; a failure
+    ends the stream with an exception event. A client that goes away stops the upstream."""
+    gone = _close_on_disconnect(upstream, receive)
+    tail = b""
+    try:
+        async for part in upstream:
+            await send(
+                {"type": "http.response.body", "body": payload_part(part), "more_body": True}
+            )
+    except UpstreamTimeout:
+        tail = model_stream_error(_STREAM_TIMEOUT_TEXT, "ModelInvocationTimeExceeded")
+    except UpstreamError as exc:
+        text = f"The response stream from model primary broke: {exc.reason}."
+        tail = model_stream_error(text, "StreamBroken")
+    except Exception:
+        log.exception("streaming the response of endpoint %s failed", name)
+        tail = internal_stream_failure(_STREAM_INTERNAL_TEXT)
+    finally:
+        gone.cancel()
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _close_on_disconnect(upstream: UpstreamStream, receive: Receive) -> asyncio.Future[Message]:
+    """Wait for the client to go away, then stop reading from the container."""
+
+    def done(waiter: asyncio.Future[Message]) -> None:
+        if waiter.cancelled() or waiter.exception() is not None:
+            return
+        if waiter.result().get("type") == "http.disconnect":
+            upstream.close()
+
+    waiter = asyncio.ensure_future(receive())
+    waiter.add_done_callback(done)
+    return waiter
+
+
+async def _error_text(upstream: UpstreamStream) -> str:
+    """The start of a container's error body (for ModelError's OriginalMessage)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in upstream:
+            parts.append(part)
+            size += len(part)
+            if size >= ERROR_TEXT_LIMIT:
+                break
+    except UpstreamError:
+        pass
+    finally:
+        await upstream.aclose()
+    return b"".join(parts).decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+
+
 def _parse_path(path: str) -> tuple[str, str]:
     parts = path.split("/")
     if len(parts) != 4 or parts[1] != "endpoints" or not parts[2]:
@@ -165,6 +313,25 @@ def _request_headers(
     for key, value in raw:
         if key in FORWARDED:
             out.append((key, value))
+        elif key == TARGET_VARIANT:
+            variant = value.decode("latin-1")
+        elif key == b"content-length" and value.isdigit():
+            declared = int(value)
+    return out, variant, declared
+
+
+def _stream_request_headers(
+    raw: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
+    """`_request_headers` for InvokeEndpointWithResponseStream."""
+    out = []
+    variant = None
+    declared = None
+    for key, value in raw:
+        if key in STREAM_FORWARDED:
+            out.append((key, value))
+        elif key == SAGEMAKER_ACCEPT:
+            out.append((b"accept", value))
         elif key == TARGET_VARIANT:
             variant = value.decode("latin-1")
         elif key == b"content-length" and value.isdigit():

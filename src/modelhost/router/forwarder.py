@@ -5,8 +5,9 @@ time; idle connections are reused last-in-first-out. The wire work is raw asynci
 (`loop.create_connection` + an `asyncio.Protocol`) and `httptools.HttpResponseParser`,
 because generic clients cost several times the router's whole budget (DESIGN.md).
 
-Streaming seam: `_Connection.body_sink`, when set, receives each body chunk as it is
-parsed instead of the chunks being buffered into `UpstreamResponse.body`.
+Streaming: `stream` returns an `UpstreamStream` once the response head is in; its body
+arrives through the connection's sinks (`head_sink`, `body_sink`, `chunk_done`) as it is
+parsed, one part per HTTP chunk, and is read with `async for`. `request` never sets them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -26,11 +28,18 @@ __all__ = [
     "UpstreamPool",
     "UpstreamProtocolError",
     "UpstreamResponse",
+    "UpstreamStream",
     "UpstreamTimeout",
 ]
 
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 _NO_BODY_STATUSES = (204, 304)
+# A stream stops reading from the instance while more than this is parsed but not consumed,
+# and reads again once the consumer is down to STREAM_LOW_WATER.
+STREAM_HIGH_WATER = 256 * 1024
+STREAM_LOW_WATER = 64 * 1024
+# The largest part a stream hands out: bigger chunks (or a Content-Length body) are split.
+STREAM_MAX_PART = 6 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -75,10 +84,10 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses responses and resolves one waiter at a time."""
 
     __slots__ = (
+        "_at_head",
         "_chunks",
         "_eof_body",
         "_framed",
-        "_head_only",
         "_headers",
         "_live",
         "_parser",
@@ -86,8 +95,10 @@ class _Connection(asyncio.Protocol):
         "_timer",
         "_waiter",
         "body_sink",
+        "chunk_done",
         "closed",
         "got_bytes",
+        "head_sink",
         "reusable",
         "transport",
     )
@@ -103,8 +114,10 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._framed = False
         self._eof_body = False
-        self._head_only = False
+        self._at_head = False
         self.body_sink: Callable[[bytes], None] | None = None
+        self.head_sink: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None
+        self.chunk_done: Callable[[], None] | None = None
         self.got_bytes = False
         self.reusable = False
         self.closed = False
@@ -112,18 +125,28 @@ class _Connection(asyncio.Protocol):
     # -- exchange, called by the pool --------------------------------------------------
 
     def send(
-        self, data: bytes, deadline: float, timeout: float, head_only: bool
+        self, data: bytes, deadline: float, timeout: float, at_head: bool
     ) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the future resolves with its response or an UpstreamError."""
+        """Write one request; the future resolves with its response or an UpstreamError.
+
+        `at_head`: act once the head is parsed: hand it to `head_sink` when set (a stream; the
+        body follows), else resolve the future (a HEAD request, whose response has no body).
+        """
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
         self._timer = loop.call_at(deadline, self._on_timeout, timeout)
-        self._head_only = head_only
+        self._at_head = at_head
         self.got_bytes = False
         self.reusable = False
         self.transport.write(data)
         return waiter
+
+    def rearm(self, deadline: float, timeout: float) -> None:
+        """Move the pending request's deadline (a stream's, once its head is in)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timeout, timeout)
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -190,10 +213,13 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._status = self._parser.get_status_code()
         self.reusable = self._parser.should_keep_alive() and status != 101
-        if self._head_only and status >= 200:
-            self.reusable = False  # the parser cannot know a HEAD response has no body
-            self._finish()
-        elif not self._framed and status >= 200 and status not in _NO_BODY_STATUSES:
+        if self._at_head and status >= 200:
+            if self.head_sink is None:
+                self.reusable = False  # the parser cannot know a HEAD response has no body
+                self._finish()
+                return
+            self.head_sink(status, list(self._headers))
+        if not self._framed and status >= 200 and status not in _NO_BODY_STATUSES:
             self._eof_body = True
 
     def on_body(self, body: bytes) -> None:
@@ -201,6 +227,10 @@ class _Connection(asyncio.Protocol):
             self.body_sink(body)
         else:
             self._chunks.append(body)
+
+    def on_chunk_complete(self) -> None:
+        if self.chunk_done is not None:
+            self.chunk_done()
 
     def on_message_complete(self) -> None:
         if self._status < 200:  # 1xx informational: the real response follows
@@ -235,6 +265,169 @@ class _Connection(asyncio.Protocol):
 
     def _on_timeout(self, timeout: float) -> None:
         self.fail(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
+
+
+class UpstreamStream:
+    """A response read as it arrives: `status` and `headers` (names lower-cased), then
+    `async for part in stream` gives the body one HTTP chunk at a time (a Content-Length or
+    close-delimited body comes as one part; parts over STREAM_MAX_PART are split).
+
+    Iteration raises UpstreamProtocolError when the body ends abnormally (the instance closed
+    the connection before the last chunk), UpstreamTimeout past the deadline; parts that
+    arrived before either are handed out first. A slow consumer stops the reading from the
+    instance (flow control). Call `aclose` when done, whether or not the body was read to the
+    end: the connection goes back to the pool only after a complete body.
+    """
+
+    def __init__(
+        self, pool: UpstreamPool, conn: _Connection, deadline: float, timeout: float
+    ) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._pool = pool
+        self._conn = conn
+        self._deadline = deadline
+        self._timeout = timeout
+        loop = asyncio.get_running_loop()
+        self._head: asyncio.Future[None] = loop.create_future()
+        self._end: asyncio.Future[UpstreamResponse] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._parts: deque[bytes] = deque()
+        self._partial: list[bytes] = []
+        self._partial_size = 0
+        self._buffered = 0
+        self._paused = False
+        self._settled = False
+        self._done = False
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header `name` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        end = self._end
+        assert end is not None
+        while True:
+            if self._parts:
+                return self._take()
+            if end.done():
+                self._settle()
+                if self._parts:
+                    continue
+                exc = end.exception()
+                self._finish(exc is None)
+                if exc is not None:
+                    raise exc
+                raise StopAsyncIteration
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+
+    async def aclose(self) -> None:
+        """Hand the connection back (dropping it unless the body was complete); idempotent."""
+        self.close()
+
+    def close(self) -> None:
+        """`aclose` for synchronous callers (a done-callback); iteration stops after it."""
+        end = self._end
+        self._settled = True
+        self._partial.clear()
+        self._parts.clear()
+        self._finish(end is not None and end.done() and end.exception() is None)
+        self._wake()
+
+    # -- driven by UpstreamPool._open and the connection's sinks -------------------------
+
+    async def _start(self, data: bytes, first: float, first_timeout: float) -> None:
+        conn = self._conn
+        conn.head_sink = self._on_head
+        conn.body_sink = self._on_body
+        conn.chunk_done = self._on_chunk
+        self._end = end = conn.send(data, first, first_timeout, True)
+        end.add_done_callback(self._on_end)
+        await self._head
+
+    def _on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn.rearm(self._deadline, self._timeout)
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def _on_body(self, data: bytes) -> None:
+        self._partial.append(data)
+        self._partial_size += len(data)
+        if self._partial_size >= STREAM_MAX_PART:
+            self._on_chunk()
+
+    def _on_chunk(self) -> None:
+        if not self._partial_size:
+            return
+        part = self._partial[0] if len(self._partial) == 1 else b"".join(self._partial)
+        self._partial.clear()
+        self._partial_size = 0
+        self._parts.append(part)
+        self._buffered += len(part)
+        if self._buffered > STREAM_HIGH_WATER and not self._paused:
+            self._set_reading(False)
+        self._wake()
+
+    def _on_end(self, end: asyncio.Future[UpstreamResponse]) -> None:
+        exc = end.exception()  # also marks it retrieved
+        if not self._head.done():
+            if exc is not None:
+                self._head.set_exception(exc)
+            else:  # cannot happen for status >= 200: the head comes first
+                self._head.set_result(None)
+        self._settle()
+        self._wake()
+
+    def _settle(self) -> None:
+        """Once the response is over: what is left of the last chunk becomes a part."""
+        if not self._settled:
+            self._settled = True
+            self._on_chunk()
+
+    def _take(self) -> bytes:
+        part = self._parts.popleft()
+        self._buffered -= len(part)
+        if self._paused and self._buffered <= STREAM_LOW_WATER:
+            self._set_reading(True)
+        return part
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _set_reading(self, reading: bool) -> None:
+        self._paused = not reading
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            if reading:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _detach(self) -> None:
+        conn = self._conn
+        conn.head_sink = conn.body_sink = conn.chunk_done = None
+
+    def _finish(self, complete: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._paused:
+            self._set_reading(True)
+        self._detach()
+        if not complete and self._end is not None and not self._end.done():
+            self._conn.fail(UpstreamProtocolError("the stream was closed before its end"))
+        self._pool._stream_done(self._conn, complete)
 
 
 class UpstreamPool:
@@ -298,6 +491,44 @@ class UpstreamPool:
         finally:
             self._in_flight -= 1
 
+    async def stream(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+        first_byte_timeout: float,
+    ) -> UpstreamStream:
+        """Send one request and return once the response head is in; read the body from the
+        returned stream as it arrives. The head must come within `first_byte_timeout` and the
+        whole body within `timeout` (both from now), else UpstreamTimeout (from here before
+        the head, from the stream after it). Not for HEAD requests.
+        """
+        if self._closed:
+            raise UpstreamConnectError(f"pool for {self._address} is closed")
+        data = self._encode(method, path, headers, body)
+        now = asyncio.get_running_loop().time()
+        deadline = now + timeout
+        first_timeout = min(timeout, first_byte_timeout)
+        first = now + first_timeout
+        self._in_flight += 1  # until the stream is done (see _stream_done)
+        try:
+            conn = self._pop_idle()
+            if conn is not None:
+                try:
+                    return await self._open(conn, data, first, first_timeout, deadline, timeout)
+                except _ClosedBeforeResponse:
+                    pass  # the instance closed the idle keep-alive connection: retry once
+            conn = await self._connect(first, first_timeout)
+            try:
+                return await self._open(conn, data, first, first_timeout, deadline, timeout)
+            except _ClosedBeforeResponse as exc:
+                raise UpstreamProtocolError(exc.reason) from None
+        except BaseException:
+            self._in_flight -= 1
+            raise
+
     async def close(self) -> None:
         """Close every connection; outstanding requests fail with UpstreamConnectError."""
         self._closed = True
@@ -335,6 +566,32 @@ class UpstreamPool:
             raise
         self._release(conn)
         return response
+
+    async def _open(
+        self,
+        conn: _Connection,
+        data: bytes,
+        first: float,
+        first_timeout: float,
+        deadline: float,
+        timeout: float,
+    ) -> UpstreamStream:
+        stream = UpstreamStream(self, conn, deadline, timeout)
+        try:
+            await stream._start(data, first, first_timeout)
+        except BaseException:
+            stream._detach()
+            conn.abort()  # timeout, error or cancellation: never reuse a half-used connection
+            raise
+        return stream
+
+    def _stream_done(self, conn: _Connection, complete: bool) -> None:
+        """A stream handed its connection back: reuse it if the body was read to the end."""
+        self._in_flight -= 1
+        if complete:
+            self._release(conn)
+        else:
+            conn.abort()
 
     def _release(self, conn: _Connection) -> None:
         idle = self._idle

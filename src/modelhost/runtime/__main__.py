@@ -5,26 +5,55 @@ Environment (the SageMaker container variables plus a few of modelhost's own):
   MODELHOST_BIND_HOST                   listen address (default 127.0.0.1)
   SAGEMAKER_BIND_TO_PORT                listen port (default 8080)
   MODELHOST_MAX_BODY_BYTES              largest request body (default 100 MiB)
-  SAGEMAKER_PROGRAM                     user module in <model_dir>/code (default inference.py)
+  SAGEMAKER_PROGRAM                     user module in the code dir (default inference.py)
+  SAGEMAKER_SUBMIT_DIRECTORY            the code dir: a local dir, /opt/ml/model/code or an
+                                        s3://.../sourcedir.tar.gz (default <model dir>/code)
   SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type for a missing or */* Accept
+  SAGEMAKER_CONTAINER_LOG_LEVEL         10/20/30/40/50 or DEBUG/INFO/... (default INFO)
+  SAGEMAKER_MODEL_SERVER_WORKERS        model server processes on the port (default 1)
+  SAGEMAKER_MODEL_SERVER_TIMEOUT        seconds per request (default 60; parsed, for the router)
+  MODELHOST_ENVS_DIR                    shared cache of code/requirements.txt installs
+  MODELHOST_OBJECTS_DIR, MODELHOST_S3_ENDPOINT_URL
+                                        the object store an s3:// submit directory comes from
+  MODELHOST_FRAMEWORK                   framework (or image URI) the default model_fn tries first
+  MODELHOST_BLOCK_IMPORTS               modules to treat as not installed (tests)
 
-The model loads before the socket opens; when loading fails the process prints the traceback
+The model loads before the socket opens; when anything fails the process prints the traceback
 and, last, one line saying why, then exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from modelhost.runtime import server
 from modelhost.runtime.codecs import JSON
 from modelhost.runtime.handlers import HandlerOptions, ModelLoadError, load_handler
-from modelhost.runtime.server import DEFAULT_MAX_BODY_BYTES, ServerOptions, run
+from modelhost.runtime.loaders import huggingface
+from modelhost.runtime.loaders._imports import BLOCK_ENV, FrameworkNotInstalled, block_imports
+from modelhost.runtime.requirements import (
+    RequirementsError,
+    activate,
+    ensure_requirements,
+    envs_dir,
+)
+from modelhost.runtime.server import DEFAULT_MAX_BODY_BYTES, ServerOptions
+from modelhost.runtime.sourcedir import SourceDirError, resolve_code_dir
+from modelhost.runtime.workers import reserve_port, reuse_port_loop_factory, supervise
 
 PREFIX = "modelhost.runtime:"
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+DEFAULT_MODEL_SERVER_TIMEOUT_S = 60
+
+log = logging.getLogger("modelhost.runtime")
 
 
 class ConfigError(ValueError):
@@ -47,6 +76,35 @@ def server_options(env: Mapping[str, str]) -> ServerOptions:
     )
 
 
+def worker_count(env: Mapping[str, str]) -> int:
+    count = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1)
+    if count < 1:
+        raise ConfigError(f"SAGEMAKER_MODEL_SERVER_WORKERS must be at least 1, got {count}")
+    return count
+
+
+def model_server_timeout_s(env: Mapping[str, str]) -> int:
+    """SAGEMAKER_MODEL_SERVER_TIMEOUT: seconds a request may take (the toolkits' default 60)."""
+    timeout = _int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_MODEL_SERVER_TIMEOUT_S)
+    return timeout or DEFAULT_MODEL_SERVER_TIMEOUT_S
+
+
+def log_level(env: Mapping[str, str]) -> int:
+    """SAGEMAKER_CONTAINER_LOG_LEVEL as a logging level: a number or a level name."""
+    raw = (env.get("SAGEMAKER_CONTAINER_LOG_LEVEL") or "").strip()
+    if not raw:
+        return logging.INFO
+    if raw.isdigit():
+        return int(raw)
+    level = LOG_LEVELS.get(raw.upper())
+    if level is None:
+        raise ConfigError(
+            f"SAGEMAKER_CONTAINER_LOG_LEVEL must be a number (10, 20, 30, 40) or a level name "
+            f"(DEBUG, INFO, WARNING, ERROR), got {raw!r}"
+        )
+    return level
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if not raw:
@@ -64,22 +122,86 @@ def _say(message: str) -> None:
     print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
 
 
+def _prepare(env: Mapping[str, str]) -> tuple[HandlerOptions, ServerOptions, int]:
+    """Everything before the model loads; raises ConfigError, SourceDirError, RequirementsError."""
+    level = log_level(env)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(level)
+    h_options, s_options, workers = handler_options(env), server_options(env), worker_count(env)
+    log.debug("model server timeout %d s", model_server_timeout_s(env))
+    block_imports(env.get(BLOCK_ENV))
+    huggingface.set_offline(os.environ)
+    cache = envs_dir(env)
+    code_dir = resolve_code_dir(env, Path(h_options.model_dir).absolute(), cache)
+    installed = ensure_requirements(code_dir, cache)
+    if installed is not None:
+        activate(installed)
+    return dataclasses.replace(h_options, code_dir=str(code_dir)), s_options, workers
+
+
 def serve(env: Mapping[str, str]) -> int:
     try:
-        h_options, s_options = handler_options(env), server_options(env)
+        h_options, s_options, workers = _prepare(env)
     except ConfigError as err:
         _say(f"bad configuration: {err}")
         return 1
+    except (SourceDirError, RequirementsError) as err:
+        _say(str(err))
+        return 1
+    if workers == 1:
+        return load_and_serve(h_options, s_options)
+    try:
+        reserved = reserve_port(s_options.host, s_options.port)
+    except OSError as err:
+        _say(f"cannot listen on {s_options.host}:{s_options.port}: {err}")
+        return 1
+    s_options = dataclasses.replace(s_options, port=reserved.getsockname()[1])
+    loop_factory = reuse_port_loop_factory()
+    with reserved:
+        return supervise(
+            workers,
+            lambda index, ready, fail: load_and_serve(
+                h_options, s_options, ready, fail, loop_factory
+            ),
+            _say,
+        )
+
+
+def load_and_serve(
+    h_options: HandlerOptions,
+    s_options: ServerOptions,
+    ready: Callable[[], None] | None = None,
+    fail: Callable[[str], None] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
+    """Load the model and serve it until SIGTERM (one process); the exit status."""
     try:
         handler = load_handler(h_options)
     except ModelLoadError as err:
         traceback.print_exception(err.cause, file=sys.stderr)
-        _say(str(err))
+        # a missing framework: its message alone says what to do
+        why = str(err.cause) if isinstance(err.cause, FrameworkNotInstalled) else str(err)
+        _say(why)
+        if fail is not None:
+            fail(why)
         return 1
+
+    def on_ready(host: str, port: int) -> None:
+        _say(f"serving on http://{host}:{port} (pid {os.getpid()})")
+        if ready is not None:
+            ready()
+
     try:
-        run(handler, s_options, lambda host, port: _say(f"serving on http://{host}:{port}"))
+        if loop_factory is None:
+            server.run(handler, s_options, on_ready)
+        else:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(server.serve(handler, s_options, on_ready))
     except OSError as err:
-        _say(f"cannot listen on {s_options.host}:{s_options.port}: {err}")
+        why = f"cannot listen on {s_options.host}:{s_options.port}: {err}"
+        _say(why)
+        if fail is not None:
+            fail(why)
         return 1
     _say("stopped")
     return 0

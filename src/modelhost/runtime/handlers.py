@@ -3,6 +3,10 @@
 `load_handler` imports `<model_dir>/code/<SAGEMAKER_PROGRAM>`, checks its handlers once (mixing,
 arity), runs `pre_model_fn`, `model_fn` and `model_warmup_fn`, and returns a `ModelHandler`
 whose `invoke` runs `transform_fn` or `input_fn -> predict_fn -> output_fn` for one request.
+
+Streaming: when `transform_fn` or `output_fn` returns a generator (sync or async; also an
+iterator), or `predict_fn` returns one and the default `output_fn` is in use, the result
+is a `StreamingResult` holding a `ResponseStream`; the server sends each item as one HTTP chunk.
 """
 
 from __future__ import annotations
@@ -10,21 +14,22 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NamedTuple, TypeVar
+from types import AsyncGeneratorType, GeneratorType, ModuleType
+from typing import Any, NamedTuple, TypeVar, final
 
 import numpy as np
 
 from modelhost.runtime import codecs
-from modelhost.runtime.loaders import load_default_model
+from modelhost.runtime.loaders import framework_handlers, load_default_model
 
 DEFAULT_PROGRAM = "inference.py"
 OCTET_STREAM = "application/octet-stream"
 CHAIN_FNS = ("input_fn", "predict_fn", "output_fn")
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_GENERATORS = (GeneratorType, AsyncGeneratorType)
 
 T = TypeVar("T")
 
@@ -34,6 +39,7 @@ class HandlerOptions:
     model_dir: str
     program: str | None = None  # SAGEMAKER_PROGRAM; None means inference.py, if present
     default_accept: str = codecs.JSON  # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
+    code_dir: str | None = None  # SAGEMAKER_SUBMIT_DIRECTORY, resolved; None: <model_dir>/code
 
 
 class ModelLoadError(Exception):
@@ -74,6 +80,33 @@ class Context:
         return self.request_headers
 
 
+class ResponseStream:
+    """A streamed response body: the handler's iterator or async iterator of items.
+
+    Items are `str` (sent as UTF-8) or bytes. Nothing runs until the server iterates, so
+    `custom_attributes` is read once the first item is out (a generator may set it first).
+    """
+
+    __slots__ = ("context", "items")
+
+    def __init__(self, items: Iterator[Any] | AsyncIterator[Any], context: Context | None) -> None:
+        self.items = items
+        self.context = context
+
+    @property
+    def custom_attributes(self) -> str | None:
+        return self.context.custom_attributes if self.context is not None else None
+
+
+@final
+class StreamingResult(NamedTuple):
+    """`InvocationResult` for a streamed body."""
+
+    stream: ResponseStream
+    content_type: str
+    custom_attributes: str | None
+
+
 # --- defaults ----------------------------------------------------------------------------------
 
 
@@ -85,10 +118,49 @@ def default_predict_fn(data: Any, model: Any) -> Any:
 
 
 def _default_output_fn(default_accept: str) -> Callable[[Any, str], tuple[bytes, str]]:
-    def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+    def output_fn(prediction: Any, accept: str) -> tuple[Any, str]:
+        if isinstance(prediction, _GENERATORS):  # predict_fn streams: encode item by item
+            return _encode_items(prediction, accept, default_accept), accept
         return codecs.encode(prediction, accept, default_accept)
 
     return output_fn
+
+
+def _encode_item(item: Any, accept: str, default_accept: str) -> Any:
+    if isinstance(item, bytes | str):
+        return item
+    return codecs.encode(item, accept, default_accept)[0]
+
+
+def _encode_items(
+    items: Iterator[Any] | AsyncIterator[Any], accept: str, default_accept: str
+) -> Iterator[Any] | AsyncIterator[Any]:
+    """Streamed predictions: str and bytes items pass as they are, others are encoded."""
+    if isinstance(items, AsyncIterator):
+        return _encode_async(items, accept, default_accept)
+    return _encode_sync(items, accept, default_accept)
+
+
+def _encode_sync(items: Iterator[Any], accept: str, default_accept: str) -> Iterator[Any]:
+    try:
+        for item in items:
+            yield _encode_item(item, accept, default_accept)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+async def _encode_async(
+    items: AsyncIterator[Any], accept: str, default_accept: str
+) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            yield _encode_item(item, accept, default_accept)
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 # --- arity -------------------------------------------------------------------------------------
@@ -175,7 +247,7 @@ class ModelHandler:
         content_type: str | None,
         accept: str | None,
         headers: dict[str, str] | None = None,
-    ) -> InvocationResult:
+    ) -> InvocationResult | StreamingResult:
         """Run the chain; user exceptions propagate (the server turns them into 500).
 
         `headers` (lower-case names) only matter when a handler takes a context.
@@ -189,8 +261,7 @@ class ModelHandler:
             result = self._run_transform(data, content_type, accept, ctx)
         else:
             result = self._run_chain(data, content_type, accept, ctx)
-        out, out_type = _split_result(result, accept)
-        return InvocationResult(out, out_type, ctx.custom_attributes if ctx else None)
+        return _invocation_result(result, accept, ctx)
 
     def _run_transform(self, data: Any, content_type: str, accept: str, ctx: Context | None) -> Any:
         fn = self._chain.transform
@@ -210,8 +281,11 @@ def _system_properties(model_dir: str) -> dict[str, Any]:
     return {"model_dir": model_dir, "batch_size": 1, "server_name": "modelhost"}
 
 
-def _split_result(result: Any, accept: str) -> tuple[bytes, str]:
-    """`body` or `(body, content_type)` -> (bytes, content type); str bodies become UTF-8."""
+def _invocation_result(
+    result: Any, accept: str, ctx: Context | None
+) -> InvocationResult | StreamingResult:
+    """`body` or `(body, content_type)` -> the result; str bodies become UTF-8, iterators and
+    generators a `StreamingResult`."""
     if isinstance(result, tuple):
         if len(result) != 2 or not isinstance(result[1], str):
             raise TypeError(
@@ -220,15 +294,18 @@ def _split_result(result: Any, accept: str) -> tuple[bytes, str]:
         body, content_type = result
     else:
         body, content_type = result, accept
+    custom = ctx.custom_attributes if ctx else None
     if isinstance(body, bytes):
-        return body, content_type
+        return InvocationResult(body, content_type, custom)
     if isinstance(body, str):
-        return body.encode("utf-8"), content_type
+        return InvocationResult(body.encode("utf-8"), content_type, custom)
     if isinstance(body, bytearray | memoryview):
-        return bytes(body), content_type
+        return InvocationResult(bytes(body), content_type, custom)
+    if isinstance(body, Iterator | AsyncIterator):
+        return StreamingResult(ResponseStream(body, ctx), content_type, custom)
     raise TypeError(
-        f"output_fn/transform_fn must return bytes or str (or a (body, content_type) tuple); "
-        f"got {type(body).__name__}"
+        f"output_fn/transform_fn must return bytes or str (or a (body, content_type) tuple), "
+        f"or a generator of them; got {type(body).__name__}"
     )
 
 
@@ -286,7 +363,7 @@ def _call_hook(fn: Callable[..., Any], name: str, args: tuple[Any, ...], ctx: Co
 def load_handler(options: HandlerOptions) -> ModelHandler:
     """Import user code, load the model and warm it up; ModelLoadError says which step failed."""
     model_dir = options.model_dir
-    code_dir = Path(model_dir) / "code"
+    code_dir = Path(options.code_dir) if options.code_dir else Path(model_dir) / "code"
     path = _stage("finding the inference script", _program_path, code_dir, options.program)
     label = f"code/{path.name}" if path else "handlers"
     module = _stage(f"importing {label}", import_user_module, code_dir, path) if path else None
@@ -300,6 +377,10 @@ def load_handler(options: HandlerOptions) -> ModelHandler:
     if "model_warmup_fn" in fns:
         warmup = fns["model_warmup_fn"]
         _stage("model_warmup_fn", _call_hook, warmup, "model_warmup_fn", (model_dir, model), ctx)
+    accept = options.default_accept
+    defaults = {} if chain.transform else framework_handlers(model, accept)
+    if defaults:  # the model's framework has its own default handlers (loaders/)
+        chain = _stage(f"checking {label}", resolve_chain, {**defaults, **fns}, accept)
     if chain.transform is None and chain.predict is default_predict_fn:
         _stage("checking the model", _check_predictable, model)
     return ModelHandler(model, chain, options)

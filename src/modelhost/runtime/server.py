@@ -3,22 +3,31 @@
 Routes: `GET /ping` (200, empty body) and `POST /invocations` (the handler chain). The handler
 runs inline on the event-loop thread, one request at a time: for CPU-bound models that is the
 fastest path. The hot path avoids logging, regexes and per-request header formatting.
+
+Streaming: a handler that returns a generator gets a `Transfer-Encoding: chunked` response,
+one chunk per item. A task drives the generator on the event-loop thread (user code stays on
+one thread, as for every other request) and yields to the loop after each chunk, so the chunk
+is on the wire before the next item is computed; it waits while the socket's buffer is full.
+The head goes out with the first item, so a generator that fails before yielding gets a 500.
+A failure after that closes the connection without the last chunk, so the caller sees a
+truncated body; the traceback goes to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
 from modelhost.runtime.codecs import InvocationError
-from modelhost.runtime.handlers import ModelHandler
+from modelhost.runtime.handlers import ModelHandler, ResponseStream, StreamingResult
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
@@ -43,6 +52,8 @@ _CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 _CUSTOM_ATTRIBUTES_LINE = b"\r\nX-Amzn-SageMaker-Custom-Attributes: "
 _CLOSE_LINE = b"\r\nConnection: close"
 _JOIN_LIMIT = 64 * 1024  # bodies above this are written separately instead of copied
+_CHUNKED_LINE = b"\r\nTransfer-Encoding: chunked"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 # routes, decided once the request line and headers are in
 _INVOKE, _PING, _NOT_FOUND, _BAD_METHOD = range(4)
@@ -61,6 +72,13 @@ class ServerOptions:
 
 class _Abort(Exception):
     """Raised from a parser callback to stop parsing a connection that is being closed."""
+
+
+class _Discard:
+    """Stands in for the parser once input is being ignored until the connection closes."""
+
+    def feed_data(self, data: bytes) -> None:
+        pass
 
 
 def _route(method: bytes, url: bytes) -> int:
@@ -126,6 +144,10 @@ class _HttpConnection(asyncio.Protocol):
         self._route = _NOT_FOUND
         self._busy = False
         self._closing = False
+        self._stream_task: asyncio.Task[None] | None = None
+        self._stream_keep_alive = False
+        self._write_paused = False
+        self._writable: asyncio.Future[None] | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -136,6 +158,8 @@ class _HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._state.forget(self)
+        if self._stream_task is not None:
+            self._stream_task.cancel()  # the client is gone: stop (and close) the generator
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -147,13 +171,20 @@ class _HttpConnection(asyncio.Protocol):
                 traceback.print_exception(exc.__context__ or exc)
                 self._close()
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._stream_task is not None:  # mid-stream: no reply, close after the stream
+                self._ignore_input()
+                return
             self._reply(400, f"malformed HTTP request: {exc}".encode(), keep_alive=False)
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
         if self._transport is not None:
             self._transport.resume_reading()
 
@@ -169,6 +200,9 @@ class _HttpConnection(asyncio.Protocol):
     # --- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._busy:  # pipelined behind a streamed response: unanswered, closed after it
+            self._ignore_input()
+            raise _Abort
         self._busy = True
         self._url = b""
         self._headers = {}
@@ -234,10 +268,87 @@ class _HttpConnection(asyncio.Protocol):
             return
         except Exception as exc:
             traceback.print_exc()
-            self._reply(500, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
+            self._reply(500, _error_text(exc))
+            return
+        if type(result) is StreamingResult:
+            self._start_stream(result.stream, content_type, echo)
             return
         extra = _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b""
         self._respond(_OK, content_type, result.body, extra)
+
+    # --- streamed responses ----------------------------------------------------------------------
+
+    def _start_stream(
+        self, stream: ResponseStream, content_type: bytes, echo: bytes | None
+    ) -> None:
+        self._stream_keep_alive = self._keep_alive()
+        task = asyncio.get_running_loop().create_task(self._send_stream(stream, content_type, echo))
+        self._stream_task = task
+        task.add_done_callback(self._stream_done)
+
+    def _stream_done(self, task: asyncio.Task[None]) -> None:
+        self._stream_task = None
+
+    async def _send_stream(
+        self, stream: ResponseStream, content_type: bytes, echo: bytes | None
+    ) -> None:
+        def head() -> bytes:  # built late: the generator may set custom attributes first
+            return self._stream_head(content_type, stream.custom_attributes, echo)
+
+        started = False
+        try:
+            async with contextlib.aclosing(_items(stream.items)) as items:
+                async for item in items:
+                    chunk = _chunk(item)
+                    if chunk:
+                        self._write(chunk if started else head() + chunk)
+                        started = True
+                        await self._flushed()
+        except InvocationError as exc:
+            self._stream_failed(started, exc.status, exc.message.encode("utf-8"))
+            return
+        except Exception as exc:
+            traceback.print_exc()
+            self._stream_failed(started, 500, _error_text(exc))
+            return
+        keep_alive = self._stream_keep_alive and not self._state.stopping
+        self._finish(_LAST_CHUNK if started else head() + _LAST_CHUNK, keep_alive)
+
+    def _stream_head(
+        self, content_type: bytes, attributes: str | None, echo: bytes | None
+    ) -> bytes:
+        custom = _header_value(attributes) if attributes is not None else echo
+        return b"".join(
+            (
+                _OK,
+                b"Content-Type: ",
+                content_type,
+                _CHUNKED_LINE,
+                _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b"",
+                b"" if self._stream_keep_alive else _CLOSE_LINE,
+                b"\r\n\r\n",
+            )
+        )
+
+    def _ignore_input(self) -> None:
+        self._parser = cast(httptools.HttpRequestParser, _Discard())
+        self._stream_keep_alive = False
+
+    def _stream_failed(self, started: bool, status: int, message: bytes) -> None:
+        if not started:  # nothing sent yet: an ordinary error response
+            self._respond_status(status, message, self._stream_keep_alive)
+        else:  # end the body abnormally: no last chunk, just close
+            self._busy = False
+            self._close()
+
+    async def _flushed(self) -> None:
+        """Return once the loop has written the last chunk and the socket can take more."""
+        await asyncio.sleep(0)
+        while self._write_paused and not self._closing:
+            self._writable = asyncio.get_running_loop().create_future()
+            await self._writable
+        if self._closing:
+            raise asyncio.CancelledError  # the client went away
 
     def _context_headers(self) -> dict[str, str]:
         return {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers.items()}
@@ -299,6 +410,38 @@ class _HttpConnection(asyncio.Protocol):
         self._busy = False
         if not keep_alive:
             self._close()
+
+
+def _error_text(exc: Exception) -> bytes:
+    return f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+
+
+def _chunk(item: Any) -> bytes:
+    """One yielded item as an HTTP chunk; b"" for an empty item (an empty chunk ends a body)."""
+    if isinstance(item, str):
+        item = item.encode("utf-8")
+    elif isinstance(item, bytearray | memoryview):
+        item = bytes(item)
+    elif not isinstance(item, bytes):
+        raise TypeError(f"a streaming handler must yield bytes or str; got {type(item).__name__}")
+    return b"%x\r\n%b\r\n" % (len(item), item) if item else b""
+
+
+async def _items(items: Iterator[Any] | AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    """The items of a sync or async iterator; the iterator is closed however this ends."""
+    try:
+        if isinstance(items, AsyncIterator):
+            async for item in items:
+                yield item
+        else:
+            for item in items:
+                yield item
+    finally:
+        close = getattr(items, "aclose", None) or getattr(items, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 async def serve(

@@ -1,32 +1,29 @@
-"""scikit-learn models saved with joblib: `model.joblib`, else one `*.pkl` / `*.joblib` file."""
+"""scikit-learn models saved with joblib: `model.joblib`, else one `*.pkl` / `*.joblib` file.
+
+The generic default handlers serve them (`model.predict(array)`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelhost.runtime.loaders._imports import require
+
 NAME = "sklearn"
-PREFERRED = "model.joblib"
-PATTERNS = ("*.pkl", "*.joblib")
-DESCRIPTION = f"{PREFERRED}, or a single {' / '.join(PATTERNS)} file"
-
-
-def find(model_dir: Path) -> Path | None:
-    """The model file in `model_dir`, None when there is none; ValueError when ambiguous."""
-    preferred = model_dir / PREFERRED
-    if preferred.is_file():
-        return preferred
-    found = sorted(p for pattern in PATTERNS for p in model_dir.glob(pattern) if p.is_file())
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise ValueError(
-            f"several model files in {model_dir} ({names}); name one {PREFERRED} "
-            "or define model_fn in code/inference.py"
-        )
-    return found[0] if found else None
+MODULE = "joblib"
+PACKAGE = "scikit-learn"
 
 
 def load(path: Path) -> Any:
-    import joblib
-
+    joblib = require(MODULE, "joblib")
     return joblib.load(path)
+
+
+def is_model(model: Any) -> bool:
+    return False  # served by the generic defaults
+
+
+def handlers(default_accept: str) -> dict[str, Callable[..., Any]]:
+    return {}
