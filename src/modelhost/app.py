@@ -24,6 +24,7 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
+from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
@@ -69,6 +70,19 @@ def build_services(settings: Settings) -> Services:
     return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
 
 
+def scrape_metrics(services: Services) -> bytes:
+    """Instance counts come from the route table; deleted endpoints' series are dropped."""
+    recorder = services.runtime.metrics
+    live = {ep.name for ep in services.store.endpoints()}
+    for name in {key[0] for key in recorder.series()} - live:
+        recorder.forget(name)
+    for name in live:
+        route = services.runtime.routes.get(name)
+        for variant in route.variants if route is not None else []:
+            recorder.instances.labels(name, variant.name).set(len(variant.targets))
+    return recorder.exposition()
+
+
 def instance_env(settings: Settings) -> dict[str, str]:
     """What the built-in model server in every instance needs to know about the platform."""
     env = {
@@ -94,6 +108,10 @@ def create_app(
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def metrics(_: Request) -> Response:
+        body = await asyncio.to_thread(scrape_metrics, services)
+        return Response(body, 200, media_type=METRICS_CONTENT_TYPE)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.controller.start()
@@ -111,6 +129,7 @@ def create_app(
             Route("/", control, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -133,6 +133,10 @@ class Recorder:
         c.model_latency.observe(model_us)
         c.overhead_latency.observe(max(0.0, total_us - model_us))
 
+    def series(self) -> list[tuple[str, str]]:
+        """The (endpoint, variant) pairs seen so far."""
+        return list(self._children)
+
     def forget(self, endpoint: str) -> None:
         """Drop an endpoint's series when it is deleted."""
         for key in [k for k in self._children if k[0] == endpoint]:

@@ -155,3 +155,20 @@ def test_invocation_timeout(own_server: LiveServer) -> None:
     with pytest.raises(rt.exceptions.ModelError) as info:
         rt.invoke_endpoint(EndpointName=name, Body=b"3")
     assert "timed out" in info.value.response["Error"]["Message"]
+
+
+def test_metrics_use_cloudwatch_names(server: LiveServer, rt: Any) -> None:
+    import urllib.request
+
+    sm = server.client("sagemaker")
+    name = unique("metrics")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"), count=2)["EndpointStatus"] == "InService"
+    for _ in range(4):
+        rt.invoke_endpoint(EndpointName=name, Body=b"m")
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    labels = f'{{EndpointName="{name}",VariantName="AllTraffic"}}'
+    assert f"sagemaker_Invocations_total{labels} 4.0" in text
+    assert f"sagemaker_InvocationsPerInstance_total{labels} 2.0" in text
+    assert f"sagemaker_CurrentInstanceCount{labels} 2.0" in text
+    assert f"sagemaker_ModelLatency_count{labels} 4.0" in text

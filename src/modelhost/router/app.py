@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import Any
 
 from modelhost.api.serialize import rest_error
@@ -26,6 +27,7 @@ from modelhost.errors import (
     ServiceError,
     ValidationError,
 )
+from modelhost.metrics import Recorder
 from modelhost.names import Arns
 from modelhost.router.eventstream import internal_stream_failure, model_stream_error, payload_part
 from modelhost.router.forwarder import (
@@ -83,7 +85,10 @@ log = logging.getLogger(__name__)
 
 
 class RuntimeApp:
-    def __init__(self, routes: RouteTable, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, routes: RouteTable, store: Store, settings: Settings, metrics: Recorder | None = None
+    ) -> None:
+        self.metrics = metrics or Recorder()
         self.routes = routes
         self.store = store
         self.settings = settings
@@ -102,6 +107,7 @@ class RuntimeApp:
             await _respond(send, status, headers, body)
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        started = perf_counter()
         name, action = _parse_path(scope["path"])
         if scope["method"] != "POST":
             raise ValidationError(f"Method {scope['method']} is not allowed here; use POST.")
@@ -115,13 +121,42 @@ class RuntimeApp:
         if route is None:
             raise self._missing(name)
         variant = _variant(route, variant_name, self._rid.random(), name)
-        upstream = await self._forward(variant, headers, body, name)
+        sent = perf_counter()
+        try:
+            upstream = await self._forward(variant, headers, body, name)
+        except ServiceError as err:
+            self._record(name, variant, err.status, started, sent, isinstance(err, ModelError))
+            raise
+        answered = perf_counter()
         out = [(b"x-amzn-invoked-production-variant", variant.name.encode())]
         out.append((b"x-amzn-requestid", rid.encode()))
         for key, value in upstream.headers:
             if key in RETURNED:
                 out.append((key, value))
         await _respond(send, 200, out, upstream.body)
+        self._record(name, variant, 200, started, sent, False, answered)
+
+    def _record(
+        self,
+        name: str,
+        variant: VariantRoute,
+        status: int,
+        started: float,
+        sent: float,
+        model_error: bool,
+        answered: float | None = None,
+    ) -> None:
+        done = perf_counter()
+        model_us = ((answered or done) - sent) * 1e6
+        self.metrics.record(
+            name,
+            variant.name,
+            len(variant.targets),
+            status,
+            model_us,
+            (done - started) * 1e6,
+            model_error,
+        )
 
     async def _forward(
         self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
