@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import (
@@ -33,6 +33,7 @@ from modelhost.router.eventstream import internal_stream_failure, model_stream_e
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
+    UpstreamPool,
     UpstreamResponse,
     UpstreamStream,
     UpstreamTimeout,
@@ -41,6 +42,7 @@ from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pi
 from modelhost.settings import Settings
 from modelhost.state.store import Store
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -161,31 +163,37 @@ class RuntimeApp:
     async def _forward(
         self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
     ) -> UpstreamResponse:
+        response = await self._upstream(
+            variant,
+            name,
+            lambda pool: pool.request(b"POST", INVOCATIONS, headers, body, self.timeout),
+        )
+        if response.status >= 300:
+            text = response.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+            raise self._model_error(name, response.status, text)
+        return response
+
+    async def _upstream(
+        self, variant: VariantRoute, name: str, call: Callable[[UpstreamPool], Awaitable[T]]
+    ) -> T:
+        """Send to the least-loaded instance; an instance that went away (connection refused)
+        is retried on another; other failures become SageMaker's errors."""
         for attempt in range(CONNECT_RETRIES + 1):
             target = pick_target(variant.targets, self.routes.next_start())
             if target is None:
-                raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+                break
             try:
-                response = await target.pool.request(
-                    b"POST", INVOCATIONS, headers, body, self.timeout
-                )
+                return await call(target.pool)
             except UpstreamConnectError:
                 if attempt == CONNECT_RETRIES:
-                    raise ModelNotReadyException(
-                        f"Endpoint {name} has no instance ready to serve."
-                    ) from None
-                continue
+                    break
             except UpstreamTimeout:
                 raise self._model_error(name, 0, _TIMEOUT_TEXT) from None
             except UpstreamError as exc:
                 raise self._model_error(
                     name, 0, f"connection to the container failed: {exc.reason}"
                 ) from None
-            if response.status >= 300:
-                text = response.body.decode("utf-8", "replace")[:4096]
-                raise self._model_error(name, response.status, text)
-            return response
-        raise AssertionError("unreachable")
+        raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
 
     # -- InvokeEndpointWithResponseStream -------------------------------------------------
 
@@ -218,30 +226,16 @@ class RuntimeApp:
     async def _open_stream(
         self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
     ) -> UpstreamStream:
-        for attempt in range(CONNECT_RETRIES + 1):
-            target = pick_target(variant.targets, self.routes.next_start())
-            if target is None:
-                raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
-            try:
-                upstream = await target.pool.stream(
-                    b"POST", INVOCATIONS, headers, body, self.stream_timeout, self.timeout
-                )
-            except UpstreamConnectError:
-                if attempt == CONNECT_RETRIES:
-                    raise ModelNotReadyException(
-                        f"Endpoint {name} has no instance ready to serve."
-                    ) from None
-                continue
-            except UpstreamTimeout:
-                raise self._model_error(name, 0, _TIMEOUT_TEXT) from None
-            except UpstreamError as exc:
-                raise self._model_error(
-                    name, 0, f"connection to the container failed: {exc.reason}"
-                ) from None
-            if upstream.status >= 300:
-                raise self._model_error(name, upstream.status, await _error_text(upstream))
-            return upstream
-        raise AssertionError("unreachable")
+        upstream = await self._upstream(
+            variant,
+            name,
+            lambda pool: pool.stream(
+                b"POST", INVOCATIONS, headers, body, self.stream_timeout, self.timeout
+            ),
+        )
+        if upstream.status >= 300:
+            raise self._model_error(name, upstream.status, await _error_text(upstream))
+        return upstream
 
     def _model_error(self, name: str, status: int, text: str) -> ModelError:
         kind = "client" if 400 <= status < 500 else "server"
