@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 import uvloop
 
-from modelhost.router import forwarder
+from modelhost.router import forwarder, upstream_stream
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamPool,
@@ -374,13 +374,13 @@ def test_slow_consumer_pauses_and_resumes_reading(run: Run) -> None:
         while transport.reading:  # bounded: the high-water mark is finite
             conn.data_received(chunk(part))
             sent += 1
-            assert sent * len(part) <= forwarder.STREAM_HIGH_WATER + len(part)
+            assert sent * len(part) <= upstream_stream.STREAM_HIGH_WATER + len(part)
         parts = aiter(stream)
         received = 0
         while not transport.reading:
             assert await anext(parts) == part
             received += 1
-        assert (sent - received) * len(part) <= forwarder.STREAM_LOW_WATER
+        assert (sent - received) * len(part) <= upstream_stream.STREAM_LOW_WATER
         conn.data_received(b"0\r\n\r\n")
         assert len([p async for p in parts]) == sent - received
         assert pool.idle == 1  # complete: the connection went back to the pool
