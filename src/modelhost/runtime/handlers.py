@@ -263,6 +263,39 @@ class ModelHandler:
             result = self._run_chain(data, content_type, accept, ctx)
         return _invocation_result(result, accept, ctx)
 
+    # --- the same chain in steps, for batching (runtime/batching.py) --------------------------
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may share one predict_fn call: no transform_fn, and a predict_fn
+        without a context (one context cannot stand for several requests)."""
+        return self._transform is None and not self._chain.ctx_predict
+
+    def decode(
+        self, body: bytes, content_type: str | None, headers: dict[str, str] | None = None
+    ) -> tuple[Any, Context | None]:
+        """`input_fn` for one request: (its input, its context)."""
+        ctx = Context(self.system_properties, headers) if self.uses_context else None
+        content_type = content_type or OCTET_STREAM
+        data = body.decode("utf-8") if codecs.is_text(content_type) else body
+        c = self._chain
+        x = c.input(data, content_type, ctx) if c.ctx_input else c.input(data, content_type)
+        return x, ctx
+
+    def predict(self, data: Any, ctx: Context | None) -> Any:
+        c = self._chain
+        return c.predict(data, self.model, ctx) if c.ctx_predict else c.predict(data, self.model)
+
+    def encode(
+        self, prediction: Any, accept: str | None, ctx: Context | None
+    ) -> InvocationResult | StreamingResult:
+        """`output_fn` for one request's prediction."""
+        if not accept or accept == codecs.ANY:
+            accept = self.default_accept
+        c = self._chain
+        result = c.output(prediction, accept, ctx) if c.ctx_output else c.output(prediction, accept)
+        return _invocation_result(result, accept, ctx)
+
     def _run_transform(self, data: Any, content_type: str, accept: str, ctx: Context | None) -> Any:
         fn = self._chain.transform
         assert fn is not None

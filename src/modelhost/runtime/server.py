@@ -11,12 +11,18 @@ is on the wire before the next item is computed; it waits while the socket's buf
 The head goes out with the first item, so a generator that fails before yielding gets a 500.
 A failure after that closes the connection without the last chunk, so the caller sees a
 truncated body; the traceback goes to stderr.
+
+Batching (opt-in, MODELHOST_BATCHING; see batching.py): connections are `_BatchingConnection`s,
+which run input_fn as a request completes, queue its input on the shared `Batcher`, and answer
+(output_fn) when its batch has been predicted. Without it nothing on the path above changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import signal
 import sys
 import traceback
@@ -26,8 +32,15 @@ from typing import Any, cast
 
 import httptools
 
+from modelhost.runtime.batching import Batcher, BatchPolicy
 from modelhost.runtime.codecs import InvocationError
-from modelhost.runtime.handlers import ModelHandler, ResponseStream, StreamingResult
+from modelhost.runtime.handlers import (
+    Context,
+    InvocationResult,
+    ModelHandler,
+    ResponseStream,
+    StreamingResult,
+)
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
@@ -68,6 +81,7 @@ class ServerOptions:
     port: int = 8080
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     shutdown_grace_s: float = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
+    batching: BatchPolicy | None = None  # None: MODELHOST_BATCHING* from the environment
 
 
 class _Abort(Exception):
@@ -114,6 +128,7 @@ class _State:
         self.connections: set[_HttpConnection] = set()
         self.stopping = False
         self.all_closed = asyncio.Event()
+        self.reading = 0  # invocations whose body is still arriving (batching counts them)
 
     def begin_shutdown(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their response."""
@@ -412,6 +427,117 @@ class _HttpConnection(asyncio.Protocol):
             self._close()
 
 
+class _BatchingConnection(_HttpConnection):
+    """A connection whose invocations share predict_fn calls through the server's `Batcher`.
+
+    While a request waits for its batch the connection is busy: a request pipelined behind it
+    is left unanswered and the connection closes after the response (as behind a stream).
+    """
+
+    def __init__(self, state: _State, batcher: Batcher) -> None:
+        super().__init__(state)
+        self._batcher = batcher
+        self._reading = False
+        self._keep = True  # the waiting request's keep-alive (the parser moves on)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done_reading()
+        super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self._route == _INVOKE:
+            self._reading = True
+            self._state.reading += 1
+
+    def on_message_complete(self) -> None:
+        self._done_reading()
+        self._keep = self._parser.should_keep_alive()
+        super().on_message_complete()
+
+    def _done_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._state.reading -= 1
+
+    def _keep_alive(self) -> bool:
+        return self._keep and not self._state.stopping
+
+    def _ignore_input(self) -> None:
+        super()._ignore_input()
+        self._keep = False
+
+    def _invoke(self) -> None:
+        headers, handler = self._headers, self._handler
+        chunks = self._body
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        ctx_headers = self._context_headers() if handler.uses_context else None
+        accept, echo = _text(headers.get(b"accept")), headers.get(_CUSTOM_ATTRIBUTES)
+        try:
+            data, ctx = handler.decode(body, _text(headers.get(b"content-type")), ctx_headers)
+            done = functools.partial(self._predicted, accept, ctx, echo)
+            if self._batcher.add(data, ctx, done):
+                return  # answered from _predicted once the batch is done
+            prediction = handler.predict(data, ctx)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        done(prediction, None)
+
+    def _predicted(
+        self,
+        accept: str | None,
+        ctx: Context | None,
+        echo: bytes | None,
+        prediction: Any,
+        error: Exception | None,
+    ) -> None:
+        if self._closing:
+            return  # the client is gone
+        try:
+            if error is not None:
+                raise error
+            result = self._handler.encode(prediction, accept, ctx)
+            content_type = _header_value(result.content_type)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if type(result) is StreamingResult:
+            self._start_stream(result.stream, content_type, echo)
+        else:
+            self._answer(result, content_type, echo)
+
+    def _answer(self, result: InvocationResult, content_type: bytes, echo: bytes | None) -> None:
+        attributes = result.custom_attributes
+        custom = _header_value(attributes) if attributes is not None else echo
+        extra = _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b""
+        self._respond(_OK, content_type, result.body, extra)
+
+    def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, InvocationError):
+            self._reply(exc.status, exc.message.encode("utf-8"))
+            return
+        traceback.print_exception(exc)
+        self._reply(500, _error_text(exc))
+
+
+def _batcher(handler: ModelHandler, options: ServerOptions, state: _State) -> Batcher | None:
+    """The server's Batcher when batching is on and the handlers allow it, else None."""
+    policy = options.batching or BatchPolicy.from_env(os.environ)
+    if not policy.enabled:
+        return None
+    if not handler.batchable:
+        _say("MODELHOST_BATCHING ignored: transform_fn, or a predict_fn taking a context")
+        return None
+    ms = policy.max_delay_s * 1000
+    _say(f"batching on: up to {policy.max_batch_size} rows, waiting at most {ms:g} ms")
+    return Batcher(policy, handler.predict, coming=lambda: state.reading)
+
+
+def _say(message: str) -> None:
+    print(f"modelhost.runtime: {message}", file=sys.stderr, flush=True)
+
+
 def _error_text(exc: Exception) -> bytes:
     return f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
 
@@ -452,9 +578,13 @@ async def serve(
     """Listen until SIGTERM/SIGINT, then drain: in-flight requests finish, then return."""
     loop = asyncio.get_running_loop()
     state = _State(handler, options)
-    server = await loop.create_server(
-        lambda: _HttpConnection(state), options.host, options.port, backlog=1024
+    batcher = _batcher(handler, options, state)
+    factory: Callable[[], _HttpConnection] = (
+        (lambda: _HttpConnection(state))
+        if batcher is None
+        else (lambda: _BatchingConnection(state, batcher))
     )
+    server = await loop.create_server(factory, options.host, options.port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -467,7 +597,9 @@ async def serve(
     try:
         await asyncio.wait_for(state.all_closed.wait(), options.shutdown_grace_s)
     except TimeoutError:
-        print("modelhost.runtime: shutdown grace period over", file=sys.stderr, flush=True)
+        _say("shutdown grace period over")
+    if batcher is not None:
+        _say(f"batching: {batcher.batched_requests} requests in {batcher.batches} batches")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
 
