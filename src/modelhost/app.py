@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -96,7 +96,7 @@ def instance_env(settings: Settings) -> dict[str, str]:
 
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
-) -> Callable[[Scope, Receive, Send], object]:
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     services = build_services(settings)
 
     async def control(request: Request) -> Response:

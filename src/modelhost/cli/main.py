@@ -42,9 +42,10 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Deploy the demo iris endpoint.")] = False,
 ) -> None:
     """Start the modelhost server (control plane, runtime API, instances)."""
-    import uvicorn
+    import uvloop
 
     from modelhost.app import Services, create_app
+    from modelhost.httpserver import Server
 
     settings = settings_from(host, port, data_dir)
     logging.basicConfig(
@@ -57,17 +58,12 @@ def serve(
             asyncio.get_running_loop().create_task(_deploy_demo(services, url))
 
     application = create_app(settings, on_ready)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    server = Server(application, settings.host, settings.port, settings.max_payload_bytes)
+
+    def listening() -> None:
+        logging.getLogger("modelhost").info("listening on %s", url)
+
+    uvloop.run(server.serve(listening))
 
 
 async def _deploy_demo(services: object, url: str) -> None:

@@ -1,0 +1,389 @@
+"""modelhost's front HTTP server: HTTP/1.1 on raw asyncio and httptools, speaking just enough
+ASGI (``http`` and ``lifespan``) to run the app.
+
+Why not uvicorn: the runtime API's budget is tens of microseconds per request, and uvicorn's
+general machinery spent most of it (bench/router_overhead.py, docs/benchmarks.md): two writes
+per response, per-request header validation, flow-control objects. Here a response that the app
+sends in one ``http.response.body`` message is one ``transport.write``; a body sent in parts
+(``more_body``) goes out with chunked transfer encoding as it comes.
+
+Request bodies are buffered up to ``max_body + 1`` bytes and the rest is discarded, so the app
+can refuse an oversized body with its own error shape without the server holding it in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+_STATUS_LINES = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
+}
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_PIPELINED = 16
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+
+
+class _Cycle:
+    """One request and its response: the ASGI receive/send pair the app gets."""
+
+    __slots__ = (
+        "_body",
+        "_chunked",
+        "_proto",
+        "_read",
+        "done",
+        "head_sent",
+        "keep_alive",
+        "started",
+    )
+
+    def __init__(self, proto: HttpProtocol, body: bytes, keep_alive: bool) -> None:
+        self._proto = proto
+        self._body = body
+        self._read = False
+        self._chunked = False
+        self.keep_alive = keep_alive
+        self.started: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self.head_sent = False
+        self.done = False
+
+    async def receive(self) -> Message:
+        if not self._read:
+            self._read = True
+            return {"type": "http.request", "body": self._body, "more_body": False}
+        await self._proto.closed
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = (message["status"], list(message.get("headers", ())))
+            return
+        if kind != "http.response.body" or self.done or self.started is None:
+            return
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        proto = self._proto
+        if not self.head_sent:
+            self.head_sent = True
+            proto.write(self._head(body, more) + (self._frame(body) if self._chunked else body))
+        elif body:
+            proto.write(self._frame(body) if self._chunked else body)
+        if not more:
+            if self._chunked:
+                proto.write(b"0\r\n\r\n")
+            self.done = True
+        elif proto.paused is not None:
+            await proto.paused
+
+    def _head(self, body: bytes, more: bool) -> bytes:
+        assert self.started is not None
+        status, headers = self.started
+        parts = [_status_line(status)]
+        has_length = False
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_length:
+            if more:
+                self._chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                parts += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    @staticmethod
+    def _frame(body: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parse requests, run them through the app one at a time."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.paused: asyncio.Future[None] | None = None
+        self.queue: deque[tuple[Scope, bytes, bool]] = deque()
+        self.busy = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._client: tuple[str, int] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"Upgrade is not supported.")
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"Malformed HTTP request: {exc}".encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        if self.paused is None or self.paused.done():
+            self.paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+        self.paused = None
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.transport is not None and (b"expect", b"100-continue") in self._headers:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        room = self.server.max_body + 1 - self._size
+        if room > 0:
+            part = body if len(body) <= room else body[:room]
+            self._body.append(part)
+            self._size += len(part)
+
+    def on_message_complete(self) -> None:
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self.queue.append((self._scope(), body, self.parser.should_keep_alive()))
+        if len(self.queue) > _MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+        if not self.busy:
+            self._next()
+
+    # -- running requests -----------------------------------------------------------------
+
+    def _scope(self) -> Scope:
+        parsed = httptools.parse_url(self._url)
+        raw_path: bytes = parsed.path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": self.parser.get_http_version(),
+            "method": self.parser.get_method().decode("ascii"),
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+            "root_path": "",
+            "headers": self._headers,
+            "client": self._client,
+            "server": self.server.address,
+        }
+
+    def _next(self) -> None:
+        if not self.queue or self.transport is None:
+            self.busy = False
+            return
+        self.busy = True
+        if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
+            self.transport.resume_reading()
+        scope, body, keep_alive = self.queue.popleft()
+        cycle = _Cycle(self, body, keep_alive and not self.server.stopping)
+        task = asyncio.get_running_loop().create_task(self._run(scope, cycle))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _run(self, scope: Scope, cycle: _Cycle) -> None:
+        try:
+            await self.server.app(scope, cycle.receive, cycle.send)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            if not cycle.head_sent:
+                await _plain(cycle, 500, b"Internal Server Error")
+        if not cycle.done:
+            if not cycle.head_sent:
+                await _plain(cycle, 500, b"The application sent no response.")
+            else:  # a half-sent response can only be cut off
+                cycle.keep_alive = False
+        if cycle.keep_alive and self.transport is not None:
+            self._next()
+        else:
+            self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def close_if_idle(self) -> None:
+        if not self.busy:
+            self.close()
+
+    def _fail(self, status: int, text: bytes) -> None:
+        if self.transport is not None:
+            head = _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
+            self.transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
+        self.close()
+
+
+async def _plain(cycle: _Cycle, status: int, text: bytes) -> None:
+    cycle.keep_alive = False
+    await cycle.send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await cycle.send({"type": "http.response.body", "body": text})
+
+
+class Server:
+    """Run ``app``: lifespan startup, serve until SIGTERM/SIGINT, drain, lifespan shutdown."""
+
+    def __init__(
+        self, app: ASGIApp, host: str, port: int, max_body: int, drain_s: float = 30.0
+    ) -> None:
+        self.app = app
+        self.address = (host, port)
+        self.max_body = max_body
+        self.drain_s = drain_s
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self, on_listening: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        lifespan = _Lifespan(self.app)
+        await lifespan.startup()
+        try:
+            server = await loop.create_server(
+                lambda: HttpProtocol(self), *self.address, reuse_address=True, backlog=1024
+            )
+        except BaseException:
+            await lifespan.shutdown()
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        if on_listening is not None:
+            on_listening()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(server, lifespan)
+
+    async def _shutdown(self, server: asyncio.Server, lifespan: _Lifespan) -> None:
+        self.stopping = True
+        server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.drain_s)
+        for conn in list(self.connections):
+            conn.close()
+        await lifespan.shutdown()
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol, from the server's side."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.started: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        self.task = asyncio.create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        await self.started
+
+    async def shutdown(self) -> None:
+        if self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await asyncio.wait([self.finished, self.task], return_when=asyncio.FIRST_COMPLETED)
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": {}}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as exc:
+            for fut in (self.started, self.finished):
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self.started.set_result(None)
+        elif kind == "lifespan.startup.failed":
+            self.started.set_exception(RuntimeError(message.get("message", "startup failed")))
+        elif kind.startswith("lifespan.shutdown"):
+            self.finished.set_result(None)
