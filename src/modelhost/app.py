@@ -79,7 +79,7 @@ def scrape_metrics(services: Services) -> bytes:
     for name in live:
         route = services.runtime.routes.get(name)
         for variant in route.variants if route is not None else []:
-            recorder.instances.labels(name, variant.name).set(len(variant.targets))
+            recorder.set_instances(name, variant.name, len(variant.targets))
     return recorder.exposition()
 
 

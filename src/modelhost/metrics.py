@@ -3,113 +3,100 @@ Prometheus at ``/metrics``.
 
 Names keep CloudWatch's spelling behind a ``sagemaker_`` prefix, with CloudWatch's dimensions
 as labels: ``sagemaker_Invocations_total{EndpointName="x",VariantName="AllTraffic"}``.
-Latencies are histograms in microseconds, as CloudWatch reports them. The hot path calls
-``Recorder.record``: the labelled children are cached per (endpoint, variant), so a request
-costs a few dict lookups and increments.
+Latencies are histograms in microseconds, as CloudWatch reports them.
+
+The hot path (``Recorder.record``) only adds to plain numbers in a per-(endpoint, variant)
+slot: the router runs on one event loop, so no locks are needed, and prometheus-client's
+thread-safe counters cost more than the rest of the bookkeeping. A custom collector turns the
+slots into metric families when ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-LABELS = ("EndpointName", "VariantName")
+LABELS = ["EndpointName", "VariantName"]
 # Microseconds: 100 us .. 60 s.
 LATENCY_BUCKETS_US = (
-    100,
-    250,
-    500,
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    30_000_000,
-    60_000_000,
-)
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+)  # fmt: skip
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 @dataclass(slots=True)
-class _Children:
-    invocations: Counter
-    per_instance: Counter
-    errors_4xx: Counter
-    errors_5xx: Counter
-    model_errors: Counter
-    model_latency: Histogram
-    overhead_latency: Histogram
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_US) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_US, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*LATENCY_BUCKETS_US, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else str(bound), running))
+        return out
 
 
-class Recorder:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self._invocations = Counter(
-            "sagemaker_Invocations", "Requests to an endpoint.", LABELS, registry=r
-        )
-        self._per_instance = Counter(
-            "sagemaker_InvocationsPerInstance",
-            "Invocations normalised by the variant's instance count.",
-            LABELS,
-            registry=r,
-        )
-        self._4xx = Counter(
-            "sagemaker_Invocation4XXErrors", "Requests answered 4xx.", LABELS, registry=r
-        )
-        self._5xx = Counter(
-            "sagemaker_Invocation5XXErrors", "Requests answered 5xx.", LABELS, registry=r
-        )
-        self._model_errors = Counter(
-            "sagemaker_InvocationModelErrors",
-            "Requests the model answered non-2xx.",
-            LABELS,
-            registry=r,
-        )
-        self._model_latency = Histogram(
-            "sagemaker_ModelLatency",
-            "Time the container took, microseconds.",
-            LABELS,
-            buckets=LATENCY_BUCKETS_US,
-            registry=r,
-        )
-        self._overhead = Histogram(
-            "sagemaker_OverheadLatency",
-            "Time modelhost added, microseconds.",
-            LABELS,
-            buckets=LATENCY_BUCKETS_US,
-            registry=r,
-        )
-        self.instances = Gauge(
-            "sagemaker_CurrentInstanceCount", "Instances serving each variant.", LABELS, registry=r
-        )
-        self._children: dict[tuple[str, str], _Children] = {}
+@dataclass(slots=True)
+class Slot:
+    """Everything recorded for one (endpoint, variant)."""
 
-    def _for(self, endpoint: str, variant: str) -> _Children:
+    invocations: int = 0
+    per_instance: float = 0.0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    model_errors: int = 0
+    model_latency: Histogram = field(default_factory=Histogram)
+    overhead_latency: Histogram = field(default_factory=Histogram)
+    instances: int | None = None
+
+
+_COUNTERS = (
+    ("sagemaker_Invocations", "Requests to an endpoint.", "invocations"),
+    (
+        "sagemaker_InvocationsPerInstance",
+        "Invocations normalised by the variant's instance count.",
+        "per_instance",
+    ),
+    ("sagemaker_Invocation4XXErrors", "Requests answered 4xx.", "errors_4xx"),
+    ("sagemaker_Invocation5XXErrors", "Requests answered 5xx.", "errors_5xx"),
+    ("sagemaker_InvocationModelErrors", "Requests the model answered non-2xx.", "model_errors"),
+)
+_HISTOGRAMS = (
+    ("sagemaker_ModelLatency", "Time the container took, microseconds.", "model_latency"),
+    ("sagemaker_OverheadLatency", "Time modelhost added, microseconds.", "overhead_latency"),
+)
+
+
+class Recorder(Collector):
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, str], Slot] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def _slot(self, endpoint: str, variant: str) -> Slot:
         key = (endpoint, variant)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = _Children(
-                self._invocations.labels(*key),
-                self._per_instance.labels(*key),
-                self._4xx.labels(*key),
-                self._5xx.labels(*key),
-                self._model_errors.labels(*key),
-                self._model_latency.labels(*key),
-                self._overhead.labels(*key),
-            )
-        return found
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = Slot()
+        return slot
 
     def record(
         self,
@@ -121,38 +108,50 @@ class Recorder:
         total_us: float,
         model_error: bool = False,
     ) -> None:
-        c = self._for(endpoint, variant)
-        c.invocations.inc()
-        c.per_instance.inc(1.0 / max(1, instances))
+        s = self._slot(endpoint, variant)
+        s.invocations += 1
+        s.per_instance += 1.0 / (instances or 1)
         if status >= 500:
-            c.errors_5xx.inc()
+            s.errors_5xx += 1
         elif status >= 400:
-            c.errors_4xx.inc()
+            s.errors_4xx += 1
         if model_error:
-            c.model_errors.inc()
-        c.model_latency.observe(model_us)
-        c.overhead_latency.observe(max(0.0, total_us - model_us))
+            s.model_errors += 1
+        s.model_latency.observe(model_us)
+        s.overhead_latency.observe(total_us - model_us if total_us > model_us else 0.0)
+
+    def set_instances(self, endpoint: str, variant: str, count: int) -> None:
+        self._slot(endpoint, variant).instances = count
 
     def series(self) -> list[tuple[str, str]]:
         """The (endpoint, variant) pairs seen so far."""
-        return list(self._children)
+        return list(self.slots)
 
     def forget(self, endpoint: str) -> None:
         """Drop an endpoint's series when it is deleted."""
-        for key in [k for k in self._children if k[0] == endpoint]:
-            del self._children[key]
-            for metric in (
-                self._invocations,
-                self._per_instance,
-                self._4xx,
-                self._5xx,
-                self._model_errors,
-                self._model_latency,
-                self._overhead,
-                self.instances,
-            ):
-                with contextlib.suppress(KeyError):
-                    metric.remove(*key)
+        for key in [k for k in self.slots if k[0] == endpoint]:
+            del self.slots[key]
+
+    def collect(self) -> Iterator[Metric]:
+        slots = list(self.slots.items())
+        for name, doc, attr in _COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
+            for key, slot in slots:
+                counter.add_metric(list(key), getattr(slot, attr))
+            yield counter
+        for name, doc, attr in _HISTOGRAMS:
+            histogram = HistogramMetricFamily(name, doc, labels=LABELS)
+            for key, slot in slots:
+                h: Histogram = getattr(slot, attr)
+                histogram.add_metric(list(key), h.buckets(), h.total)
+            yield histogram
+        gauge = GaugeMetricFamily(
+            "sagemaker_CurrentInstanceCount", "Instances serving each variant.", labels=LABELS
+        )
+        for key, slot in slots:
+            if slot.instances is not None:
+                gauge.add_metric(list(key), slot.instances)
+        yield gauge
 
     def exposition(self) -> bytes:
         data: bytes = generate_latest(self.registry)

@@ -40,8 +40,8 @@ class Backends(LocalBackend):
             await super().stop(inst, grace)
             return
         self.instances.discard(inst)
-        await inst.pool.close()
         await self.containers.stop(inst, grace)
+        await inst.pool.close()
 
     def kill_all(self) -> None:
         self.containers.kill_all()

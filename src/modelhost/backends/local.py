@@ -13,9 +13,11 @@ import ctypes
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -56,6 +58,7 @@ class Instance:
     pool: UpstreamPool
     gpus: list[int]
     started: float = field(default_factory=time.monotonic)
+    unix_path: str | None = None  # the built-in server's Unix socket, when it has one
 
     @property
     def instance_id(self) -> str:
@@ -97,6 +100,8 @@ class LocalBackend:
         self.host = host
         # What every instance is told about the platform (requirements cache, object store).
         self.platform_env = dict(platform_env or {})
+        # Unix sockets of built-in servers live here (short: socket paths max out at 107 bytes).
+        self.sockets_dir = Path(tempfile.mkdtemp(prefix="mh-"))
         self.gpu_count = detect_gpus() if gpu_count is None else gpu_count
         self._gpus_free = list(range(self.gpu_count))
         self.instances: set[Instance] = set()
@@ -108,6 +113,8 @@ class LocalBackend:
         port = free_port(self.host)
         gpus = self._take_gpus(spec.profile.gpus)
         env = self._environment(spec, port, gpus)
+        if command.builtin:
+            env["MODELHOST_UNIX_SOCKET"] = str(self.sockets_dir / f"{spec.instance_id}.sock")
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_path.open("ab") as logf:
             proc = subprocess.Popen(
@@ -121,6 +128,7 @@ class LocalBackend:
                 preexec_fn=_limits(spec.profile),
             )
         inst = Instance(spec, port, proc, UpstreamPool(self.host, port), gpus)
+        inst.unix_path = env.get("MODELHOST_UNIX_SOCKET")
         self.instances.add(inst)
         log.info(
             "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
@@ -161,6 +169,7 @@ class LocalBackend:
                     f"health check. Last lines of its log:\n{tail(inst.spec.log_path)}"
                 )
             if await ping(self.host, inst.port):
+                await self._prefer_unix_socket(inst)
                 return
             if time.monotonic() > deadline:
                 raise InstanceFailed(
@@ -169,11 +178,17 @@ class LocalBackend:
                 )
             await asyncio.sleep(0.05)
 
+    async def _prefer_unix_socket(self, inst: Instance) -> None:
+        path = inst.unix_path
+        if path is not None and os.path.exists(path):
+            old, inst.pool = inst.pool, UpstreamPool(self.host, inst.port, unix_path=path)
+            await old.close()
+
     async def stop(self, inst: Instance, grace: float) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds. The server finishes the requests it
+        has in flight before it exits, so the pool is closed only after that."""
         self.instances.discard(inst)
         self._gpus_free.extend(inst.gpus)
-        await inst.pool.close()
         if inst.exited() is None:
             _signal(inst.process, signal.SIGTERM)
             deadline = time.monotonic() + grace
@@ -183,6 +198,7 @@ class LocalBackend:
                 _signal(inst.process, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             inst.process.wait(timeout=5)
+        await inst.pool.close()
 
     def kill_all(self) -> None:
         """Last resort at exit: no orphan processes, whatever happened before."""
@@ -190,6 +206,7 @@ class LocalBackend:
             if inst.exited() is None:
                 _signal(inst.process, signal.SIGKILL)
         self.instances.clear()
+        shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

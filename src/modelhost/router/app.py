@@ -187,6 +187,9 @@ class RuntimeApp:
             except UpstreamConnectError:
                 if attempt == CONNECT_RETRIES:
                     break
+                # The instance went away: an update or scale-in may have swapped the fleet
+                # since this request picked it, so pick again from the current route.
+                variant = self._current(name, variant)
             except UpstreamTimeout:
                 raise self._model_error(name, 0, _TIMEOUT_TEXT) from None
             except UpstreamError as exc:
@@ -236,6 +239,12 @@ class RuntimeApp:
         if upstream.status >= 300:
             raise self._model_error(name, upstream.status, await _error_text(upstream))
         return upstream
+
+    def _current(self, name: str, variant: VariantRoute) -> VariantRoute:
+        route = self.routes.get(name)
+        if route is None:
+            return variant
+        return route.variant(variant.name) or route.pick_variant(self._rid.random()) or variant
 
     def _model_error(self, name: str, status: int, text: str) -> ModelError:
         kind = "client" if 400 <= status < 500 else "server"

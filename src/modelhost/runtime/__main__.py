@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from modelhost.runtime import server
+from modelhost.runtime.batching import BatchConfigError, BatchPolicy
 from modelhost.runtime.codecs import JSON
 from modelhost.runtime.handlers import HandlerOptions, ModelLoadError, load_handler
 from modelhost.runtime.loaders import huggingface
@@ -69,10 +70,16 @@ def handler_options(env: Mapping[str, str]) -> HandlerOptions:
 
 
 def server_options(env: Mapping[str, str]) -> ServerOptions:
+    try:
+        batching = BatchPolicy.from_env(env)
+    except BatchConfigError as err:
+        raise ConfigError(str(err)) from None
     return ServerOptions(
         host=env.get("MODELHOST_BIND_HOST") or "127.0.0.1",
         port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
         max_body_bytes=_int(env, "MODELHOST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        batching=batching,
+        unix_path=env.get("MODELHOST_UNIX_SOCKET") or None,
     )
 
 
@@ -150,6 +157,8 @@ def serve(env: Mapping[str, str]) -> int:
         return 1
     if workers == 1:
         return load_and_serve(h_options, s_options)
+    # Workers share the TCP port (SO_REUSEPORT); a Unix socket path can have only one owner.
+    s_options = dataclasses.replace(s_options, unix_path=None)
     try:
         reserved = reserve_port(s_options.host, s_options.port)
     except OSError as err:

@@ -82,6 +82,7 @@ class ServerOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     shutdown_grace_s: float = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
     batching: BatchPolicy | None = None  # None: MODELHOST_BATCHING* from the environment
+    unix_path: str | None = None  # also listen here (the platform's router prefers it)
 
 
 class _Abort(Exception):
@@ -585,6 +586,7 @@ async def serve(
         else (lambda: _BatchingConnection(state, batcher))
     )
     server = await loop.create_server(factory, options.host, options.port, backlog=1024)
+    unix = await _unix_server(loop, factory, options.unix_path)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -593,6 +595,10 @@ async def serve(
         on_ready(host, port)
     await stop.wait()
     server.close()
+    if unix is not None:
+        unix.close()
+        with contextlib.suppress(OSError):
+            os.unlink(options.unix_path or "")
     state.begin_shutdown()
     try:
         await asyncio.wait_for(state.all_closed.wait(), options.shutdown_grace_s)
@@ -602,6 +608,23 @@ async def serve(
         _say(f"batching: {batcher.batched_requests} requests in {batcher.batches} batches")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+
+
+async def _unix_server(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _HttpConnection],
+    path: str | None,
+) -> asyncio.Server | None:
+    """The optional Unix socket beside the TCP port; failing to open it is not fatal."""
+    if not path:
+        return None
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    try:
+        return await loop.create_unix_server(factory, path, backlog=1024)
+    except OSError as exc:
+        _say(f"not listening on unix socket {path}: {exc}")
+        return None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
