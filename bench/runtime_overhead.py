@@ -67,7 +67,7 @@ def protocol_us(model_dir: Path, n: int) -> float:
     handler = load_handler(HandlerOptions(model_dir=str(model_dir)))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    conn = server._HttpConnection(server._State(handler, server.ServerOptions()))
+    conn = server.HttpConnection(server.ServerState(handler, server.ServerOptions()))
     conn.connection_made(_NullTransport())  # type: ignore[arg-type]
     request = request_bytes()
     for _ in range(n // 10):

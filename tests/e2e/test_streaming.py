@@ -19,7 +19,7 @@ from modelhost.router.app import RuntimeApp
 from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.routing import EndpointRoute, RouteTable, Target, VariantRoute
 from modelhost.runtime.handlers import HandlerOptions, ModelHandler, resolve_chain
-from modelhost.runtime.server import ServerOptions, _HttpConnection, _State
+from modelhost.runtime.server import HttpConnection, ServerOptions, ServerState
 from modelhost.settings import Settings
 from modelhost.state.store import Store
 from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
@@ -313,9 +313,9 @@ def handler_for(transform_fn: Callable[..., Any]) -> ModelHandler:
 
 @asynccontextmanager
 async def model_server(handler: ModelHandler) -> AsyncIterator[int]:
-    state = _State(handler, ServerOptions())
+    state = ServerState(handler, ServerOptions())
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _HttpConnection(state), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: HttpConnection(state), "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from modelhost.runtime import server
+from modelhost.runtime.batched import BatchingConnection
 from modelhost.runtime.batching import (
     BatchConfigError,
     Batcher,
@@ -395,14 +396,14 @@ def serve_requests(
 
     async def go() -> list[bytes]:
         options = server.ServerOptions(batching=policy)
-        state = server._State(handler, options)
-        batcher = server._batcher(handler, options, state)
+        state = server.ServerState(handler, options)
+        batcher = server.make_batcher(handler, options, state)
         transports = [FakeTransport() for _ in requests]
         for transport, data in zip(transports, requests, strict=True):
             conn = (
-                server._HttpConnection(state)
+                server.HttpConnection(state)
                 if batcher is None
-                else server._BatchingConnection(state, batcher)
+                else BatchingConnection(state, batcher)
             )
             conn.connection_made(transport)  # type: ignore[arg-type]
             conn.data_received(data)
