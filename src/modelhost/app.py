@@ -54,6 +54,7 @@ def build_services(settings: Settings) -> Services:
     backend = Backends(
         host="127.0.0.1",
         container_engine=settings.container_engine,
+        gpu_count=settings.gpu_count,
         platform_env=instance_env(settings),
     )
     controller = Controller(

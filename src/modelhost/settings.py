@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Engine for container images: "docker", "podman" or a path; None: docker if `docker info`
     # answers, else podman.
     container_engine: str | None = None
+    # GPUs instances may use (CUDA_VISIBLE_DEVICES); None: as many as `nvidia-smi -L` lists.
+    gpu_count: int | None = None
 
     @property
     def state_db_url(self) -> str:

@@ -66,6 +66,8 @@ class Engine:
         argv = [*self.base(), "run", "--rm", "--name", container_name(spec)]
         argv += ["--label", f"modelhost.instance={spec.instance_id}"]
         argv += ["--label", f"modelhost.endpoint={spec.endpoint}"]
+        if spec.hostname:
+            argv += ["--hostname", spec.hostname]
         argv += ["-v", f"{Path(spec.model_dir).resolve()}:{MODEL_MOUNT}:ro"]
         argv += ["-p", f"{host}:{port}:{CONTAINER_PORT}"]
         argv += ["--cpus", str(cpus), "--memory", f"{memory_mib}m"]

@@ -48,6 +48,7 @@ class InstanceSpec:
     profile: Profile
     log_path: Path
     instance_id: str = field(default_factory=lambda: f"i-{uuid.uuid4().hex[:17]}")
+    hostname: str | None = None  # the container's ContainerHostname
 
 
 @dataclass(eq=False)
@@ -155,6 +156,16 @@ class LocalBackend:
         return env
 
     def _take_gpus(self, wanted: int) -> list[int]:
+        """GPU indices for a new instance. With no GPU on this machine at all, a GPU instance
+        type runs on the CPU (so ml.g*/ml.p* configs deploy on a laptop); with GPUs, each
+        instance gets its own, and asking for more than are free is a clear failure."""
+        if wanted == 0 or self.gpu_count == 0:
+            return []
+        if wanted > len(self._gpus_free):
+            raise InstanceFailed(
+                f"The instance type needs {wanted} GPU(s); {len(self._gpus_free)} of this "
+                f"machine's {self.gpu_count} are free."
+            )
         taken, self._gpus_free = self._gpus_free[:wanted], self._gpus_free[wanted:]
         return taken
 

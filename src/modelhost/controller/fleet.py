@@ -36,6 +36,7 @@ class VariantPlan:
     profile: Profile
     weight: float
     startup_timeout: float
+    hostname: str | None = None
 
 
 @dataclass
@@ -111,13 +112,20 @@ class Fleets:
                     self.settings.startup_health_timeout_s,
                 )
             ),
+            container.get("ContainerHostname"),
         )
 
     async def grow(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> list[Instance]:
         """Start ``count`` instances of ``variant`` and wait until every one is healthy; on any
         failure stop them all and raise FleetFailed naming the cause."""
         plan = fleet.plans[variant]
-        started = [self.backend.start(self._spec(endpoint, plan)) for _ in range(count)]
+        started: list[Instance] = []
+        try:
+            for _ in range(count):
+                started.append(self.backend.start(self._spec(endpoint, plan)))
+        except (InstanceFailed, UnsupportedImage, OSError) as exc:
+            await self.stop(started)
+            raise FleetFailed(f"Production variant {variant}: {exc}") from exc
         try:
             results = await asyncio.gather(
                 *(self.backend.wait_ready(i, plan.startup_timeout) for i in started),
@@ -158,6 +166,7 @@ class Fleets:
             image=plan.image,
             profile=plan.profile,
             log_path=self.settings.logs_dir,
+            hostname=plan.hostname,
         )
         spec.log_path = self.settings.logs_dir / endpoint / plan.name / f"{spec.instance_id}.log"
         return spec

@@ -180,6 +180,7 @@ class Controller:
             await self._create(ep, live)
             return
         failure = None
+        failed: set[str] = set()
         for v in ep.variants:
             if v.name in fleet.plans:
                 fleet.plans[v.name].weight = v.desired_weight
@@ -187,9 +188,12 @@ class Controller:
                 await self._resize(ep.name, fleet, v.name, v.desired_count)
             except FleetFailed as exc:
                 failure = f"Update failed: {exc}"
+                failed.add(v.name)
         self.routes.install(fleet.route(ep.name))
         if self._still(ep):
-            self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=fleet, failure=failure)
+            self._finish(
+                ep.name, EndpointStatus.IN_SERVICE, fleet=fleet, failure=failure, roll_back=failed
+            )
 
     async def _resize(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> None:
         group = fleet.instances.setdefault(variant, [])
@@ -265,6 +269,7 @@ class Controller:
         failure: str | None = None,
         adopt_pending: bool = False,
         clear_pending: bool = False,
+        roll_back: set[str] | None = None,
     ) -> None:
         def change(e: Endpoint) -> None:
             if e.status is EndpointStatus.DELETING:
@@ -280,6 +285,9 @@ class Controller:
             e.modified = time.time()
             if fleet is not None:
                 _apply_counts(e, fleet)
+                for v in e.variants:  # a failed capacity change keeps what is running
+                    if roll_back and v.name in roll_back and v.current_count is not None:
+                        v.desired_count = v.current_count
 
         self.store.update_endpoint(name, change)
 
