@@ -1,0 +1,1 @@
+"""Helpers of bench/compare_servers.py: throwaway venvs and the competitors' server files."""
