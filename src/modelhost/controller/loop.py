@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from modelhost.controller.fleet import Fleet, FleetFailed, Fleets
 from modelhost.router.routing import RouteTable
@@ -105,24 +107,24 @@ class Controller:
         for name in [n for n in self.live if n not in names and not self.live[n].busy()]:
             await self._forget(name)
 
-    def _step(self, ep: Endpoint, live: Live) -> asyncio.Future[None] | None:
+    def _step(self, ep: Endpoint, live: Live) -> Coroutine[Any, Any, None] | None:
         match ep.status:
             case EndpointStatus.DELETING:
-                return asyncio.ensure_future(self._delete(ep, live))
+                return self._delete(ep, live)
             case EndpointStatus.CREATING:
-                return asyncio.ensure_future(self._create(ep, live))
+                return self._create(ep, live)
             case EndpointStatus.UPDATING if ep.update is UpdateKind.CONFIG:
-                return asyncio.ensure_future(self._blue_green(ep, live))
+                return self._blue_green(ep, live)
             case EndpointStatus.UPDATING:
-                return asyncio.ensure_future(self._capacity(ep, live))
+                return self._capacity(ep, live)
             case EndpointStatus.IN_SERVICE | EndpointStatus.SYSTEM_UPDATING if live.fleet is None:
-                return asyncio.ensure_future(self._recover(ep, live))
+                return self._recover(ep, live)
             case EndpointStatus.IN_SERVICE if live.needs_healing(ep):
-                return asyncio.ensure_future(self._heal(ep, live))
+                return self._heal(ep, live)
             case _:
                 return None
 
-    async def _guard(self, name: str, step: asyncio.Future[None]) -> None:
+    async def _guard(self, name: str, step: Coroutine[Any, Any, None]) -> None:
         try:
             await step
         except asyncio.CancelledError:
@@ -138,6 +140,10 @@ class Controller:
             await self.fleets.build(ep.name, fleet, ep.variants)
         except FleetFailed as exc:
             self._finish(ep.name, EndpointStatus.FAILED, failure=str(exc))
+            return
+        except Exception as exc:  # never leave an endpoint Creating and retried forever
+            log.exception("creating the fleet of endpoint %s failed", ep.name)
+            self._finish(ep.name, EndpointStatus.FAILED, failure=f"Internal error: {exc!r}")
             return
         if not self._still(ep):
             await self.fleets.stop(fleet.all())
@@ -156,7 +162,9 @@ class Controller:
         try:
             fleet = await self.fleets.plan(ep.pending_deployment, ep.pending_variants)
             await self.fleets.build(ep.name, fleet, ep.pending_variants)
-        except FleetFailed as exc:
+        except Exception as exc:
+            if not isinstance(exc, FleetFailed):
+                log.exception("building the new fleet of endpoint %s failed", ep.name)
             self._set_status(ep.name, EndpointStatus.ROLLING_BACK)
             self._finish(
                 ep.name,
