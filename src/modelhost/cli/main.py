@@ -63,7 +63,16 @@ def serve(
     def listening() -> None:
         logging.getLogger("modelhost").info("listening on %s", url)
 
-    uvloop.run(server.serve(listening))
+    try:
+        uvloop.run(server.serve(listening))
+    except OSError as exc:
+        typer.secho(
+            f"modelhost: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. "
+            "Is another server using that port? Choose one with --port or MODELHOST_PORT.",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 async def _deploy_demo(services: object, url: str) -> None:
