@@ -35,7 +35,9 @@ def test_name_contains_is_case_insensitive() -> None:
 
 
 def test_creation_time_window() -> None:
-    when = lambda s: datetime.fromtimestamp(s, UTC)  # noqa: E731
+    def when(seconds: float) -> datetime:
+        return datetime.fromtimestamp(seconds, UTC)
+
     assert run(CreationTimeAfter=when(1.5), CreationTimeBefore=when(3.5))[0] == ["alpha", "gamma"]
 
 

@@ -45,7 +45,8 @@ def test_all_zero_weights_fall_back_to_a_variant_with_instances() -> None:
 
 def test_pick_target_least_in_flight() -> None:
     a, b, c = FakeTarget("a", 3), FakeTarget("b", 1), FakeTarget("c", 2)
-    assert pick_target([a, b, c], 0) is b  # type: ignore[list-item]
+    picked: object = pick_target([a, b, c], 0)  # type: ignore[list-item]
+    assert picked is b
 
 
 def test_pick_target_ties_rotate() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from modelhost.runtime import server
-from modelhost.runtime.batched import BatchingConnection
+from modelhost.runtime.batched import BatchingConnection, make_batcher
 from modelhost.runtime.batching import (
     BatchConfigError,
     Batcher,
@@ -397,7 +397,7 @@ def serve_requests(
     async def go() -> list[bytes]:
         options = server.ServerOptions(batching=policy)
         state = server.ServerState(handler, options)
-        batcher = server.make_batcher(handler, options, state)
+        batcher = make_batcher(handler, options, state)
         transports = [FakeTransport() for _ in requests]
         for transport, data in zip(transports, requests, strict=True):
             conn = (

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelhost.runtime.handlers import HandlerOptions, ModelHandler, ModelLoadError, load_handler
+from modelhost.runtime.handlers import (
+    HandlerOptions,
+    InvocationResult,
+    ModelHandler,
+    ModelLoadError,
+    StreamingResult,
+    load_handler,
+)
 from modelhost.runtime.loaders import load_default_model
 from modelhost.runtime.loaders.pytorch import NotTorchScript
 from tests.fixtures import framework_models as fm
@@ -20,12 +27,18 @@ ROWS = fm.IRIS_ROWS
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
 
+def plain(result: InvocationResult | StreamingResult) -> InvocationResult:
+    """The handler's answer when it is not a stream (narrowed for the type checker)."""
+    assert isinstance(result, InvocationResult)
+    return result
+
+
 def handler(model_dir: Path) -> ModelHandler:
     return load_handler(HandlerOptions(model_dir=str(model_dir)))
 
 
 def invoke_json(h: ModelHandler, payload: Any, accept: str = "application/json") -> Any:
-    result = h.invoke(json.dumps(payload).encode(), "application/json", accept)
+    result = plain(h.invoke(json.dumps(payload).encode(), "application/json", accept))
     assert result.content_type == accept
     return json.loads(result.body) if accept == "application/json" else result.body
 
@@ -49,19 +62,19 @@ def test_xgboost_default_handlers_speak_csv_and_json(tmp_path: Path) -> None:
     expected = booster.predict(xgb.DMatrix(ROWS)).tolist()
     h = handler(model_dir)
     csv_body = "\n".join(",".join(str(v) for v in row) for row in ROWS.tolist()).encode()
-    out = h.invoke(csv_body, "text/csv", "text/csv")
+    out = plain(h.invoke(csv_body, "text/csv", "text/csv"))
     lines = out.body.decode().splitlines()
     got = [[float(v) for v in line.split(",")] for line in lines]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    one = h.invoke(b"5.1,3.5,1.4,0.2", None, "application/json")  # no type: CSV, one row
+    one = plain(h.invoke(b"5.1,3.5,1.4,0.2", None, "application/json"))  # no type: CSV, one row
     scores = json.loads(one.body)["predictions"]
     np.testing.assert_allclose(scores[0]["score"], expected[0], rtol=1e-6)
     body = invoke_json(h, ROWS.tolist())
     assert len(body["predictions"]) == 3
     libsvm = b"0 0:5.1 1:3.5 2:1.4 3:0.2\n"
-    sparse = json.loads(h.invoke(libsvm, "text/libsvm", "application/json").body)
+    sparse = json.loads(plain(h.invoke(libsvm, "text/libsvm", "application/json")).body)
     np.testing.assert_allclose(sparse["predictions"][0]["score"], expected[0], rtol=1e-6)
-    lines_out = h.invoke(csv_body, "text/csv", "application/jsonlines").body.decode()
+    lines_out = plain(h.invoke(csv_body, "text/csv", "application/jsonlines")).body.decode()
     from_lines = [json.loads(x)["score"] for x in lines_out.splitlines()]
     np.testing.assert_allclose(from_lines, expected, rtol=1e-6)
 
@@ -90,7 +103,7 @@ def test_torchscript_default_handlers(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = module(torch.from_numpy(ROWS)).numpy()
     np.testing.assert_allclose(invoke_json(h, ROWS.tolist()), expected, rtol=1e-6)
-    npy = h.invoke(_npy(ROWS), "application/x-npy", "application/x-npy")
+    npy = plain(h.invoke(_npy(ROWS), "application/x-npy", "application/x-npy"))
     np.testing.assert_allclose(np.load(io.BytesIO(npy.body)), expected, rtol=1e-6)
 
 

@@ -14,8 +14,10 @@ import pytest
 from modelhost.runtime import codecs
 from modelhost.runtime.handlers import (
     HandlerOptions,
+    InvocationResult,
     ModelHandler,
     ModelLoadError,
+    StreamingResult,
     default_predict_fn,
     load_handler,
     takes_context,
@@ -24,6 +26,12 @@ from modelhost.runtime.handlers import (
 from tests.fixtures.models import fixture_model_dir, sklearn_iris_dir
 
 WriteModel = Callable[[str], Path]
+
+
+def plain(result: InvocationResult | StreamingResult) -> InvocationResult:
+    """The handler's answer when it is not a stream (narrowed for the type checker)."""
+    assert isinstance(result, InvocationResult)
+    return result
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +163,7 @@ def test_program_and_lib_dir_are_importable(tmp_path: Path) -> None:
     )
     try:
         handler = load(tmp_path, program="other")
-        assert handler.invoke(b"", None, None).body == b"42"
+        assert plain(handler.invoke(b"", None, None)).body == b"42"
     finally:
         sys.modules.pop("helper_lib_mod", None)
 
@@ -172,7 +180,7 @@ def test_hooks_run_in_order(write_model: WriteModel) -> None:
         """
     )
     handler = load(model_dir)
-    assert handler.invoke(b"", None, None).body == f"pre,model,warmup:{model_dir}".encode()
+    assert plain(handler.invoke(b"", None, None)).body == f"pre,model,warmup:{model_dir}".encode()
 
 
 def test_default_predict_needs_a_predict_method(write_model: WriteModel) -> None:
@@ -186,13 +194,13 @@ def test_default_predict_needs_a_predict_method(write_model: WriteModel) -> None
 
 def test_echo_keeps_bytes_and_content_type(tmp_path: Path) -> None:
     handler = load(fixture_model_dir("echo", tmp_path / "m"))
-    result = handler.invoke(b"\x00\x01", "application/octet-stream", None)
+    result = plain(handler.invoke(b"\x00\x01", "application/octet-stream", None))
     assert result == (b"\x00\x01", "application/octet-stream", None)
 
 
 def test_sum_chain(tmp_path: Path) -> None:
     handler = load(fixture_model_dir("sum", tmp_path / "m"))
-    result = handler.invoke(b"[1, 2, 3.5]", "application/json", "*/*")
+    result = plain(handler.invoke(b"[1, 2, 3.5]", "application/json", "*/*"))
     assert result.body == b'{"sum": 6.5}'
     assert result.content_type == "application/json"
 
@@ -200,7 +208,7 @@ def test_sum_chain(tmp_path: Path) -> None:
 def test_error_propagates(tmp_path: Path) -> None:
     handler = load(fixture_model_dir("error", tmp_path / "m"))
     with pytest.raises(ValueError, match="boom from predict_fn"):
-        handler.invoke(b"[1]", "application/json", None)
+        plain(handler.invoke(b"[1]", "application/json", None))
 
 
 def test_text_types_arrive_as_str_others_as_bytes(write_model: WriteModel) -> None:
@@ -212,11 +220,11 @@ def test_text_types_arrive_as_str_others_as_bytes(write_model: WriteModel) -> No
         """
     )
     handler = load(model_dir)
-    assert handler.invoke(b"{}", "application/json; charset=utf-8", None).body == b"str"
-    assert handler.invoke(b"1,2", "text/csv", None).body == b"str"
-    assert handler.invoke(b"{}\n", "application/jsonlines", None).body == b"str"
-    assert handler.invoke(b"\x93NUMPY", "application/x-npy", None).body == b"bytes"
-    assert handler.invoke(b"x", None, None).body == b"bytes"
+    assert plain(handler.invoke(b"{}", "application/json; charset=utf-8", None)).body == b"str"
+    assert plain(handler.invoke(b"1,2", "text/csv", None)).body == b"str"
+    assert plain(handler.invoke(b"{}\n", "application/jsonlines", None)).body == b"str"
+    assert plain(handler.invoke(b"\x93NUMPY", "application/x-npy", None)).body == b"bytes"
+    assert plain(handler.invoke(b"x", None, None)).body == b"bytes"
 
 
 def test_plain_body_gets_the_accept_type(write_model: WriteModel) -> None:
@@ -227,9 +235,9 @@ def test_plain_body_gets_the_accept_type(write_model: WriteModel) -> None:
         """
     )
     handler = load(model_dir, default_accept="text/csv")
-    assert handler.invoke(b"", None, "*/*").content_type == "text/csv"
-    assert handler.invoke(b"", None, None).content_type == "text/csv"
-    assert handler.invoke(b"", None, "application/x-npy").content_type == "application/x-npy"
+    assert plain(handler.invoke(b"", None, "*/*")).content_type == "text/csv"
+    assert plain(handler.invoke(b"", None, None)).content_type == "text/csv"
+    assert plain(handler.invoke(b"", None, "application/x-npy")).content_type == "application/x-npy"
 
 
 @pytest.mark.parametrize("bad", ["[1, 2]", "(b'x', 'a', 'b')", "(b'x', 3)"])
@@ -241,7 +249,7 @@ def test_bad_output_is_type_error(write_model: WriteModel, bad: str) -> None:
         """
     )
     with pytest.raises(TypeError, match="transform_fn"):
-        load(model_dir).invoke(b"", None, None)
+        plain(load(model_dir).invoke(b"", None, None))
 
 
 def test_context_sees_headers_and_sets_custom_attributes(write_model: WriteModel) -> None:
@@ -259,33 +267,33 @@ def test_context_sees_headers_and_sets_custom_attributes(write_model: WriteModel
     handler = load(model_dir)
     assert handler.uses_context
     headers = {"x-amzn-sagemaker-custom-attributes": "trace=1"}
-    result = handler.invoke(b"", "application/json", None, headers)
+    result = plain(handler.invoke(b"", "application/json", None, headers))
     assert result == (b"trace=1", "text/plain", "seen=trace=1")
 
 
 def test_without_context_nothing_is_built(tmp_path: Path) -> None:
     handler = load(fixture_model_dir("sum", tmp_path / "m"))
     assert not handler.uses_context
-    assert handler.invoke(b"[1]", "application/json", None).custom_attributes is None
+    assert plain(handler.invoke(b"[1]", "application/json", None)).custom_attributes is None
 
 
 def test_default_handlers_415_and_406(tmp_path: Path) -> None:
     handler = load(sklearn_iris_dir(tmp_path / "iris"))
     with pytest.raises(codecs.UnsupportedContentType):
-        handler.invoke(b"x", "text/plain", None)
+        plain(handler.invoke(b"x", "text/plain", None))
     with pytest.raises(codecs.UnsupportedAccept):
-        handler.invoke(b"[[1, 2, 3, 4]]", "application/json", "text/html")
+        plain(handler.invoke(b"[[1, 2, 3, 4]]", "application/json", "text/html"))
 
 
 def test_default_handlers_match_in_process_predict(tmp_path: Path) -> None:
     handler = load(sklearn_iris_dir(tmp_path / "iris"))
     rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
     expected = handler.model.predict(rows).tolist()
-    as_json = handler.invoke(
-        b"[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]", "application/json", None
+    as_json = plain(
+        handler.invoke(b"[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]", "application/json", None)
     )
     assert as_json.body == str(expected).encode()
-    as_csv = handler.invoke(b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", "text/csv", "text/csv")
+    as_csv = plain(handler.invoke(b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", "text/csv", "text/csv"))
     assert as_csv.body.decode().split() == [str(v) for v in expected]
 
 
