@@ -21,7 +21,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
@@ -35,6 +35,19 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 
+
+class FastPath(Protocol):
+    """Requests the app answers without ASGI messages: the runtime API's InvokeEndpoint, the
+    hot path. ``handle`` gets the raw path, the lower-cased headers and the whole body, and
+    returns (status, headers, body), written back in one ``transport.write``."""
+
+    def accepts(self, method: bytes, path: bytes) -> bool: ...
+
+    async def handle(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]: ...
+
+
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
 }
@@ -45,6 +58,28 @@ _MAX_PIPELINED = 16
 
 def _status_line(status: int) -> bytes:
     return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+
+
+def response_head(
+    status: int, headers: list[tuple[bytes, bytes]], length: int, more: bool, keep_alive: bool
+) -> tuple[bytes, bool]:
+    """The status line and headers; whether the body goes out chunked (sent in parts, with no
+    Content-Length of the app's)."""
+    parts = [_status_line(status)]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            has_length = True
+        parts += (name, b": ", value, b"\r\n")
+    chunked = more and not has_length
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif not has_length:
+        parts += (b"content-length: ", str(length).encode(), b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked
 
 
 class _Cycle:
@@ -103,22 +138,8 @@ class _Cycle:
     def _head(self, body: bytes, more: bool) -> bytes:
         assert self.started is not None
         status, headers = self.started
-        parts = [_status_line(status)]
-        has_length = False
-        for name, value in headers:
-            if name.lower() == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, b"\r\n")
-        if not has_length:
-            if more:
-                self._chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-            else:
-                parts += (b"content-length: ", str(len(body)).encode(), b"\r\n")
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        head, self._chunked = response_head(status, headers, len(body), more, self.keep_alive)
+        return head
 
     @staticmethod
     def _frame(body: bytes) -> bytes:
@@ -134,7 +155,10 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.paused: asyncio.Future[None] | None = None
-        self.queue: deque[tuple[Scope, bytes, bool]] = deque()
+        # (ASGI scope, or None for the fast path with its raw path), headers, body, keep-alive
+        self.queue: deque[tuple[Scope | None, bytes, list[tuple[bytes, bytes]], bytes, bool]] = (
+            deque()
+        )
         self.busy = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -206,7 +230,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self.queue.append((self._scope(), body, self.parser.should_keep_alive()))
+        keep_alive = self.parser.should_keep_alive()
+        fast = self.server.fast
+        path = self._url.partition(b"?")[0]
+        if fast is not None and fast.accepts(self.parser.get_method(), path):
+            self.queue.append((None, path, self._headers, body, keep_alive))
+        else:
+            self.queue.append((self._scope(), b"", self._headers, body, keep_alive))
         if len(self.queue) > _MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
         if not self.busy:
@@ -242,11 +272,30 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
             self.transport.resume_reading()
-        scope, body, keep_alive = self.queue.popleft()
-        cycle = _Cycle(self, body, keep_alive and not self.server.stopping)
-        task = asyncio.get_running_loop().create_task(self._run(scope, cycle))
+        scope, path, headers, body, keep_alive = self.queue.popleft()
+        keep_alive = keep_alive and not self.server.stopping
+        loop = asyncio.get_running_loop()
+        if scope is None:
+            task = loop.create_task(self._run_fast(path, headers, body, keep_alive))
+        else:
+            task = loop.create_task(self._run(scope, _Cycle(self, body, keep_alive)))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+
+    async def _run_fast(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+    ) -> None:
+        fast = self.server.fast
+        assert fast is not None
+        try:
+            status, out, payload = await fast.handle(path, headers, body)
+        except Exception:
+            log.exception("unhandled error serving POST %s", path.decode("latin-1"))
+            status, out, payload = 500, [(b"content-type", b"text/plain")], b"Internal Server Error"
+            keep_alive = False
+        head, _ = response_head(status, out, len(payload), False, keep_alive)
+        self.write(head + payload)
+        self._done(keep_alive)
 
     async def _run(self, scope: Scope, cycle: _Cycle) -> None:
         try:
@@ -260,7 +309,10 @@ class HttpProtocol(asyncio.Protocol):
                 await _plain(cycle, 500, b"The application sent no response.")
             else:  # a half-sent response can only be cut off
                 cycle.keep_alive = False
-        if cycle.keep_alive and self.transport is not None:
+        self._done(cycle.keep_alive)
+
+    def _done(self, keep_alive: bool) -> None:
+        if keep_alive and self.transport is not None:
             self._next()
         else:
             self.close()
@@ -301,9 +353,16 @@ class Server:
     """Run ``app``: lifespan startup, serve until SIGTERM/SIGINT, drain, lifespan shutdown."""
 
     def __init__(
-        self, app: ASGIApp, host: str, port: int, max_body: int, drain_s: float = 30.0
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        max_body: int,
+        drain_s: float = 30.0,
+        fast: FastPath | None = None,
     ) -> None:
         self.app = app
+        self.fast = fast
         self.address = (host, port)
         self.max_body = max_body
         self.drain_s = drain_s

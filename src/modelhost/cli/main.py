@@ -58,7 +58,10 @@ def serve(
             asyncio.get_running_loop().create_task(_deploy_demo(services, url))
 
     application = create_app(settings, on_ready)
-    server = Server(application, settings.host, settings.port, settings.max_payload_bytes)
+    runtime = application.services.runtime  # type: ignore[attr-defined]
+    server = Server(
+        application, settings.host, settings.port, settings.max_payload_bytes, fast=runtime
+    )
 
     def listening() -> None:
         logging.getLogger("modelhost").info("listening on %s", url)

@@ -119,6 +119,42 @@ class RuntimeApp:
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
+        status, out, payload = await self._invocation(name, headers, variant_name, body, rid, started)
+        await _respond(send, status, out, payload)
+
+    # -- the front server's fast path (httpserver.FastPath): no ASGI messages ---------------
+
+    def accepts(self, method: bytes, path: bytes) -> bool:
+        """InvokeEndpoint requests, which the front server hands to ``handle`` directly."""
+        return method == b"POST" and path.startswith(b"/endpoints/") and path.endswith(INVOCATIONS)
+
+    async def handle(
+        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        started = perf_counter()
+        rid = f"{self._rid.getrandbits(128):032x}"
+        try:
+            name, action = _parse_path(path.decode("latin-1"))
+            if action != "invocations":
+                raise ValidationError(f"Unknown path {path.decode('latin-1')}.")
+            headers, variant_name, declared = _request_headers(raw_headers)
+            size = max(declared or 0, len(body))
+            if size > self.max_body:
+                raise _too_large(size, self.max_body)
+            return await self._invocation(name, headers, variant_name, body, rid, started)
+        except ServiceError as err:
+            return rest_error(err, rid)
+
+    async def _invocation(
+        self,
+        name: str,
+        headers: list[tuple[bytes, bytes]],
+        variant_name: str | None,
+        body: bytes,
+        rid: str,
+        started: float,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One InvokeEndpoint: pick the variant and instance, forward, shape the answer."""
         route = self.routes.get(name)
         if route is None:
             raise self._missing(name)
@@ -129,14 +165,15 @@ class RuntimeApp:
         except ServiceError as err:
             self._record(name, variant, err.status, started, sent, isinstance(err, ModelError))
             raise
-        answered = perf_counter()
-        out = [(b"x-amzn-invoked-production-variant", variant.name.encode())]
-        out.append((b"x-amzn-requestid", rid.encode()))
+        self._record(name, variant, 200, started, sent, False, perf_counter())
+        out = [
+            (b"x-amzn-invoked-production-variant", variant.name.encode()),
+            (b"x-amzn-requestid", rid.encode()),
+        ]
         for key, value in upstream.headers:
             if key in RETURNED:
                 out.append((key, value))
-        await _respond(send, 200, out, upstream.body)
-        self._record(name, variant, 200, started, sent, False, answered)
+        return 200, out, upstream.body
 
     def _record(
         self,

@@ -1,0 +1,127 @@
+"""modelhost's front HTTP server (httpserver.py) on its own: a tiny ASGI app and a fast path,
+driven over raw loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import pytest
+
+from modelhost.httpserver import Server
+
+pytestmark = pytest.mark.e2e
+MAX_BODY = 1024
+
+
+async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = (await receive())["body"]
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one", b"two"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"] == "/boom":
+        raise RuntimeError("boom")
+    answer = b"%s %s %d" % (scope["method"].encode(), scope["path"].encode(), len(body))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"asgi")]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+class Fast:
+    def accepts(self, method: bytes, path: bytes) -> bool:
+        return path == b"/fast"
+
+    async def handle(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 201, [(b"x-app", b"fast")], body[::-1]
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[tuple[str, int]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=Fast())
+    listening = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        # signal handlers only work in the main thread: stop through server.stop instead
+        loop.add_signal_handler = lambda *args: None  # type: ignore[method-assign]
+        loop.run_until_complete(server.serve(listening.set))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    yield "127.0.0.1", port
+    loop.call_soon_threadsafe(server.stop)
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def exchange(address: tuple[str, int], data: bytes, until: bytes, limit: int = 1) -> bytes:
+    """Send raw bytes; read until ``until`` has appeared ``limit`` times or the peer closes."""
+    with socket.create_connection(address, timeout=5) as conn:
+        conn.sendall(data)
+        got = b""
+        while got.count(until) < limit:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_asgi_request_and_keep_alive(address: tuple[str, int]) -> None:
+    req = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    got = exchange(address, req + req, b"POST /x 3", limit=2)
+    assert got.count(b"HTTP/1.1 200 OK") == 2  # pipelined on one connection, in order
+    assert b"x-app: asgi" in got and b"content-length: 9" in got
+
+
+def test_fast_path_single_write(address: tuple[str, int]) -> None:
+    got = exchange(address, b"POST /fast HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", b"cba")
+    assert got.startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b"x-app: fast" in got and got.endswith(b"\r\n\r\ncba")
+
+
+def test_chunked_request_and_response(address: tuple[str, int]) -> None:
+    req = b"POST /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    got = exchange(address, req, b"0\r\n\r\n")
+    assert b"transfer-encoding: chunked" in got
+    assert got.endswith(b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")
+
+
+def test_expect_continue(address: tuple[str, int]) -> None:
+    req = b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok"
+    got = exchange(address, req, b"POST /x 2")
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+
+
+def test_body_is_capped_not_buffered_whole(address: tuple[str, int]) -> None:
+    body = b"x" * (MAX_BODY * 4)
+    req = b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    assert b"POST /x %d" % (MAX_BODY + 1) in exchange(address, req, b"POST /x")
+
+
+def test_app_error_is_500_and_closes(address: tuple[str, int]) -> None:
+    got = exchange(address, b"GET /boom HTTP/1.1\r\n\r\n", b"\r\n\r\nInternal Server Error")
+    assert got.startswith(b"HTTP/1.1 500 ") and b"connection: close" in got
+
+
+def test_malformed_request_is_400(address: tuple[str, int]) -> None:
+    got = exchange(address, b"NOT HTTP AT ALL\r\n\r\n", b"Malformed")
+    assert got.startswith(b"HTTP/1.1 400 ")
