@@ -7,6 +7,7 @@ and wait for the endpoint to reach a final status.
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
 import tempfile
@@ -56,9 +57,14 @@ def is_deploy_name(name: str, candidate: str) -> bool:
 
 def pack(model_dir: Path, dest: Path) -> Path:
     """model.tar.gz of a directory, paths relative to it, without __pycache__."""
-    with tarfile.open(dest, "w:gz") as tar:
-        for path in sorted(model_dir.rglob("*")):
-            if "__pycache__" not in path.relative_to(model_dir).parts:
+    # Symbolic links are packed as the files they point to: the server refuses links in
+    # archives (they could point anywhere), and a user's link is meant as its content.
+    with tarfile.open(dest, "w:gz", dereference=True) as tar:
+        for root, dirs, files in os.walk(model_dir, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            here = Path(root)
+            for entry in [*dirs, *sorted(files)]:
+                path = here / entry
                 tar.add(path, path.relative_to(model_dir).as_posix(), recursive=False)
     return dest
 

@@ -119,7 +119,9 @@ class RuntimeApp:
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
-        status, out, payload = await self._invocation(name, headers, variant_name, body, rid, started)
+        status, out, payload = await self._invocation(
+            name, headers, variant_name, body, rid, started
+        )
         await _respond(send, status, out, payload)
 
     # -- the front server's fast path (httpserver.FastPath): no ASGI messages ---------------

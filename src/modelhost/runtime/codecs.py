@@ -74,7 +74,8 @@ def _decode_json(data: str | bytes) -> Any:
 
 
 def _decode_csv(data: str | bytes) -> Any:
-    return np.genfromtxt(io.StringIO(_as_text(data)), delimiter=",")
+    """One row per line, even with a single column ("1\n5\n10" is three rows, not one)."""
+    return np.genfromtxt(io.StringIO(_as_text(data)), delimiter=",", ndmin=2)
 
 
 def _decode_npy(data: str | bytes) -> Any:
@@ -108,7 +109,7 @@ def decode(data: str | bytes, content_type: str | None) -> Any:
 # --- encoders --------------------------------------------------------------------------------
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray | np.generic):
         return obj.tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
@@ -117,7 +118,7 @@ def _json_default(obj: Any) -> Any:
 def _encode_json(prediction: Any) -> bytes:
     if isinstance(prediction, np.ndarray):
         prediction = prediction.tolist()
-    return json.dumps(prediction, default=_json_default).encode("utf-8")
+    return json.dumps(prediction, default=json_default).encode("utf-8")
 
 
 def _encode_csv(prediction: Any) -> bytes:
@@ -134,7 +135,7 @@ def _encode_npy(prediction: Any) -> bytes:
 
 def _encode_jsonlines(prediction: Any) -> bytes:
     rows = prediction.tolist() if isinstance(prediction, np.ndarray) else prediction
-    lines = [json.dumps(row, default=_json_default) for row in rows]
+    lines = [json.dumps(row, default=json_default) for row in rows]
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 

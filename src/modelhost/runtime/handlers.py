@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -120,7 +121,10 @@ def default_predict_fn(data: Any, model: Any) -> Any:
 def _default_output_fn(default_accept: str) -> Callable[[Any, str], tuple[bytes, str]]:
     def output_fn(prediction: Any, accept: str) -> tuple[Any, str]:
         if isinstance(prediction, _GENERATORS):  # predict_fn streams: encode item by item
-            return _encode_items(prediction, accept, default_accept), accept
+            return (
+                _encode_items(prediction, accept, default_accept),
+                _stream_type(accept, default_accept),
+            )
         return codecs.encode(prediction, accept, default_accept)
 
     return output_fn
@@ -130,6 +134,15 @@ def _encode_item(item: Any, accept: str, default_accept: str) -> Any:
     if isinstance(item, bytes | str):
         return item
     return codecs.encode(item, accept, default_accept)[0]
+
+
+def _stream_type(accept: str, default_accept: str) -> str:
+    """The Content-Type of streamed items: the negotiated type; for a type the encoders do not
+    know (str and bytes items pass as they are), the first type the caller accepts."""
+    try:
+        return codecs.negotiate(accept, default_accept)
+    except codecs.InvocationError:
+        return accept.split(",", 1)[0].split(";", 1)[0].strip()
 
 
 def _encode_items(
@@ -186,7 +199,9 @@ def takes_context(fn: Callable[..., Any], name: str, nargs: int) -> bool:
             f"{name} must take {nargs} positional arguments, plus an optional trailing context; "
             f"its signature is {name}{inspect.signature(fn)}"
         )
-    return var or len(positional) > nargs  # *args absorbs the context
+    # As the toolkit: a context only when a named parameter is there for it (a decorator's
+    # (*args, **kwargs) wrapper gets exactly the usual arguments).
+    return len(positional) > nargs
 
 
 # --- the chain ---------------------------------------------------------------------------------
@@ -336,6 +351,10 @@ def _invocation_result(
         return InvocationResult(bytes(body), content_type, custom)
     if isinstance(body, Iterator | AsyncIterator):
         return StreamingResult(ResponseStream(body, ctx), content_type, custom)
+    if isinstance(body, dict | list | int | float | bool) or body is None:
+        # MMS/TorchServe JSON-encode any other value; so do we
+        text = json.dumps(body, default=codecs.json_default)
+        return InvocationResult(text.encode(), codecs.JSON, custom)
     raise TypeError(
         f"output_fn/transform_fn must return bytes or str (or a (body, content_type) tuple), "
         f"or a generator of them; got {type(body).__name__}"

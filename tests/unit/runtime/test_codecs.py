@@ -126,3 +126,9 @@ def test_negotiate_unsupported_is_406_naming_types() -> None:
 def test_negotiate_unsupported_default_is_406() -> None:
     with pytest.raises(codecs.UnsupportedAccept):
         codecs.negotiate(None, default="text/plain")
+
+
+def test_decode_csv_one_column_is_one_row_per_line() -> None:
+    rows = codecs.decode("1\n5\n10\n", "text/csv")
+    assert rows.shape == (3, 1)
+    assert codecs.decode("1,2,3", "text/csv").shape == (1, 3)

@@ -72,10 +72,14 @@ def test_takes_context_by_arity() -> None:
 
     def var(data: Any, *rest: Any) -> None: ...
 
+    def wrapper(*args: Any, **kwargs: Any) -> None: ...  # a decorator without functools.wraps
+
     assert not takes_context(plain, "input_fn", 2)
     assert takes_context(with_ctx, "input_fn", 2)
     assert takes_context(with_default, "input_fn", 2)
-    assert takes_context(var, "input_fn", 2)
+    # as the toolkit: *args gets exactly the usual arguments, never an extra context
+    assert not takes_context(var, "input_fn", 2)
+    assert not takes_context(wrapper, "input_fn", 2)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +244,18 @@ def test_plain_body_gets_the_accept_type(write_model: WriteModel) -> None:
     assert plain(handler.invoke(b"", None, "application/x-npy")).content_type == "application/x-npy"
 
 
-@pytest.mark.parametrize("bad", ["[1, 2]", "(b'x', 'a', 'b')", "(b'x', 3)"])
+def test_json_values_are_encoded_as_json(write_model: WriteModel) -> None:
+    model_dir = write_model(
+        """
+        def model_fn(model_dir): return None
+        def transform_fn(model, data, content_type, accept): return {"label": [1, 2]}
+        """
+    )
+    result = plain(load(model_dir).invoke(b"", None, None))
+    assert (result.body, result.content_type) == (b'{"label": [1, 2]}', "application/json")
+
+
+@pytest.mark.parametrize("bad", ["object()", "(b'x', 'a', 'b')", "(b'x', 3)"])
 def test_bad_output_is_type_error(write_model: WriteModel, bad: str) -> None:
     model_dir = write_model(
         f"""
