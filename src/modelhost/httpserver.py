@@ -218,8 +218,11 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        if self.transport is not None and (b"expect", b"100-continue") in self._headers:
-            self.transport.write(_CONTINUE)
+        if self.transport is None or self.busy or self.queue:
+            return  # a 100 Continue must not land inside another request's response
+        for name, value in self._headers:
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         room = self.server.max_body + 1 - self._size
@@ -375,16 +378,23 @@ class Server:
         self._stop.set()
 
     async def serve(self, on_listening: Callable[[], None] | None = None) -> None:
+        """Bind first (a taken port fails before the app starts anything), then lifespan
+        startup, then accept connections until stopped."""
         loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: HttpProtocol(self),
+            *self.address,
+            reuse_address=True,
+            backlog=1024,
+            start_serving=False,
+        )
         lifespan = _Lifespan(self.app)
-        await lifespan.startup()
         try:
-            server = await loop.create_server(
-                lambda: HttpProtocol(self), *self.address, reuse_address=True, backlog=1024
-            )
+            await lifespan.startup()
         except BaseException:
-            await lifespan.shutdown()
+            server.close()
             raise
+        await server.start_serving()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         if on_listening is not None:

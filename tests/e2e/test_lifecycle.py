@@ -195,6 +195,7 @@ def test_state_survives_restart_and_stop_leaves_no_orphans(
     assert deploy(sm, name, str(archive), count=2)["EndpointStatus"] == "InService"
     assert len(instance_pids(own_server.data_dir)) == 2
     sm.delete_model(ModelName=name)  # the endpoint keeps what it was deployed with
+    archive.unlink()  # ... even when its model data is gone
     assert own_server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     assert instance_pids(own_server.data_dir) == []
     own_server.start()

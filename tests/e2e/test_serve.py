@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, free_port, unique
+
 pytestmark = pytest.mark.e2e
 
 
@@ -36,3 +38,30 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_one_server_per_data_dir(own_server: LiveServer) -> None:
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("locked")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelhost.cli.main",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(own_server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "is in use by a running server" in done.stderr
+    # the running server's endpoints are untouched
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"

@@ -117,17 +117,21 @@ class LocalBackend:
         if command.builtin:
             env["MODELHOST_UNIX_SOCKET"] = str(self.sockets_dir / f"{spec.instance_id}.sock")
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as logf:
-            proc = subprocess.Popen(
-                command.argv,
-                env=env,
-                cwd=spec.model_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_limits(spec.profile),
-            )
+        try:
+            with spec.log_path.open("ab") as logf:
+                proc = subprocess.Popen(
+                    command.argv,
+                    env=env,
+                    cwd=spec.model_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_limits(spec.profile),
+                )
+        except OSError:
+            self._gpus_free.extend(gpus)
+            raise
         inst = Instance(spec, port, proc, UpstreamPool(self.host, port), gpus)
         inst.unix_path = env.get("MODELHOST_UNIX_SOCKET")
         self.instances.add(inst)
@@ -209,6 +213,7 @@ class LocalBackend:
                 _signal(inst.process, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             inst.process.wait(timeout=5)
+        _signal(inst.process, signal.SIGKILL)  # children of a crashed server, if any
         await inst.pool.close()
 
     def kill_all(self) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
@@ -57,6 +59,7 @@ def serve(
         if demo:
             asyncio.get_running_loop().create_task(_deploy_demo(services, url))
 
+    lock = _lock_data_dir(settings.data_dir)
     application = create_app(settings, on_ready)
     runtime = application.services.runtime  # type: ignore[attr-defined]
     server = Server(
@@ -76,6 +79,30 @@ def serve(
             err=True,
         )
         raise typer.Exit(1) from None
+    finally:
+        lock.close()
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """One server per data directory: a second would start the same endpoints again."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "server.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        owner = lock.read().strip() or "another process"
+        typer.secho(
+            f"modelhost: the data directory {data_dir} is in use by a running server "
+            f"(pid {owner}). Stop it, or give this one another --data-dir.",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 async def _deploy_demo(services: object, url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
@@ -73,11 +74,16 @@ class Fleets:
         weights = {v.name: v.desired_weight for v in variants}
         for pv in deployment.config.spec["ProductionVariants"]:
             model = deployment.models.get(pv["ModelName"].lower())
-            plans[pv["VariantName"]] = await self._plan_variant(pv, model, weights)
+            known = deployment.model_dirs.get(pv["VariantName"])
+            plans[pv["VariantName"]] = await self._plan_variant(pv, model, weights, known)
         return Fleet(deployment.config.name, plans)
 
     async def _plan_variant(
-        self, pv: dict[str, Any], model: Resource | None, weights: dict[str, float]
+        self,
+        pv: dict[str, Any],
+        model: Resource | None,
+        weights: dict[str, float],
+        known_dir: str | None = None,
     ) -> VariantPlan:
         if model is None:
             arn = self.arns.arn("model", pv["ModelName"])
@@ -96,7 +102,12 @@ class Fleets:
                 container.get("ModelDataUrl"),
                 container.get("ModelDataSource"),
             )
-        except (ArtifactError, UnsupportedImage) as exc:
+        except ArtifactError as exc:
+            if known_dir is None or not Path(known_dir).is_dir():
+                raise FleetFailed(str(exc)) from exc
+            log.warning("%s; using the copy unpacked when it was deployed: %s", exc, known_dir)
+            model_dir = Path(known_dir)
+        except UnsupportedImage as exc:
             raise FleetFailed(str(exc)) from exc
         profile = _profile(pv)
         return VariantPlan(
@@ -145,14 +156,21 @@ class Fleets:
         return started
 
     async def build(self, endpoint: str, fleet: Fleet, variants: list[VariantState]) -> None:
+        """Every variant's instances, healthy; on any failure none is left running (the other
+        variants are waited for first, so a slower one cannot outlive the failure)."""
         counts = {v.name: v.desired_count for v in variants}
         try:
-            await asyncio.gather(
-                *(self.grow(endpoint, fleet, name, counts.get(name, 1)) for name in fleet.plans)
+            results = await asyncio.gather(
+                *(self.grow(endpoint, fleet, name, counts.get(name, 1)) for name in fleet.plans),
+                return_exceptions=True,
             )
-        except BaseException:
+        except asyncio.CancelledError:
             await self.stop(fleet.all())
             raise
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.stop(fleet.all())
+            raise errors[0]
 
     async def stop(self, instances: list[Instance]) -> None:
         await asyncio.gather(*(self.backend.stop(i, self.settings.stop_grace_s) for i in instances))

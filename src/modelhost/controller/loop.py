@@ -121,6 +121,8 @@ class Controller:
                 return self._recover(ep, live)
             case EndpointStatus.IN_SERVICE if live.needs_healing(ep):
                 return self._heal(ep, live)
+            case EndpointStatus.SYSTEM_UPDATING:  # has a fleet: recovered, or marked by another
+                return self._settle(ep, live)
             case _:
                 return None
 
@@ -151,6 +153,10 @@ class Controller:
         live.fleet = fleet
         self.routes.install(fleet.route(ep.name))
         self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=fleet)
+
+    async def _settle(self, ep: Endpoint, live: Live) -> None:
+        if live.fleet is not None and self._still(ep):
+            self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=live.fleet)
 
     async def _recover(self, ep: Endpoint, live: Live) -> None:
         """After a server restart: SystemUpdating while the fleet comes back, then InService."""
@@ -293,6 +299,10 @@ class Controller:
             e.modified = time.time()
             if fleet is not None:
                 _apply_counts(e, fleet)
+                if e.deployment is not None:
+                    e.deployment.model_dirs = {
+                        name: str(plan.model_dir) for name, plan in fleet.plans.items()
+                    }
                 for v in e.variants:  # a failed capacity change keeps what is running
                     if roll_back and v.name in roll_back and v.current_count is not None:
                         v.desired_count = v.current_count

@@ -61,7 +61,12 @@ FORWARDED = frozenset(
     }
 )
 TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
-RETURNED = (b"content-type", b"x-amzn-sagemaker-custom-attributes")
+RETURNED = (
+    b"content-type",
+    b"x-amzn-sagemaker-custom-attributes",
+    b"x-amzn-sagemaker-new-session-id",
+    b"x-amzn-sagemaker-closed-session-id",
+)
 INVOCATIONS = b"/invocations"
 CONNECT_RETRIES = 2
 
@@ -159,7 +164,7 @@ class RuntimeApp:
         """One InvokeEndpoint: pick the variant and instance, forward, shape the answer."""
         route = self.routes.get(name)
         if route is None:
-            raise self._missing(name)
+            raise await asyncio.to_thread(self._missing, name)
         variant = _variant(route, variant_name, self._rid.random(), name)
         sent = perf_counter()
         try:
@@ -246,7 +251,7 @@ class RuntimeApp:
         body = await _read_body(receive, declared, self.max_body)
         route = self.routes.get(name)
         if route is None:
-            raise self._missing(name)
+            raise await asyncio.to_thread(self._missing, name)
         variant = _variant(route, variant_name, self._rid.random(), name)
         upstream = await self._open_stream(variant, headers, body, name)
         try:

@@ -24,6 +24,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from modelhost.artifacts.files import tree_digest
+
 log = logging.getLogger("modelhost.runtime.requirements")
 
 ENVS_ENV = "MODELHOST_ENVS_DIR"
@@ -41,8 +43,25 @@ def envs_dir(env: Mapping[str, str]) -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "modelhost-envs"
 
 
-def env_key(content: bytes) -> str:
-    return f"{hashlib.sha256(content).hexdigest()}-{PYTHON_TAG}"
+def env_key(content: bytes, local_digest: str = "") -> str:
+    """The cache directory's name: the requirements' digest per Python version, and, when the
+    file names local paths or options (``./wheels/x.whl``, ``-f ./wheels``), the digest of
+    the code dir too, since the same text then means different packages in different dirs."""
+    digest = hashlib.sha256(content)
+    digest.update(local_digest.encode())
+    return f"{digest.hexdigest()}-{PYTHON_TAG}"
+
+
+def names_local_files(content: bytes) -> bool:
+    for raw in content.splitlines():
+        line = raw.strip()
+        if (
+            line
+            and not line.startswith(b"#")
+            and (line.startswith((b".", b"/", b"-", b"~")) or b"file:" in line or b" @ ." in line)
+        ):
+            return True
+    return False
 
 
 def pip_error(output: str) -> str:
@@ -88,7 +107,8 @@ def ensure_requirements(
     ):
         return None
     envs.mkdir(parents=True, exist_ok=True)
-    final = envs / env_key(content)
+    local = tree_digest(code_dir) if names_local_files(content) else ""
+    final = envs / env_key(content, local)
     if final.is_dir():
         return final
     with _locked(envs / f"{final.name}.lock"):

@@ -47,11 +47,15 @@ class Deployment:
 
     config: Resource
     models: dict[str, Resource]
+    # Where each variant's model data was unpacked, once a fleet ran it: a restart recovers
+    # from there when the source (an S3 object, a local file) is gone or unreachable.
+    model_dirs: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {
             "config": _resource_doc(self.config),
             "models": {k: _resource_doc(m) for k, m in self.models.items()},
+            "model_dirs": self.model_dirs,
         }
 
     @classmethod
@@ -59,7 +63,7 @@ class Deployment:
         if not doc:
             return None
         models = {k: Resource(**m) for k, m in doc["models"].items()}
-        return cls(Resource(**doc["config"]), models)
+        return cls(Resource(**doc["config"]), models, dict(doc.get("model_dirs", {})))
 
 
 def _resource_doc(r: Resource) -> dict[str, Any]:

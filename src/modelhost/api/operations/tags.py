@@ -9,15 +9,16 @@ from modelhost.errors import ResourceLimitExceeded, ValidationException
 MAX_TAGS = 50
 
 
-def _require_resource(ctx: Context, arn: str) -> None:
+def _require_resource(ctx: Context, arn: str) -> str:
+    """The resource's canonical ARN (names are case-insensitive; ARNs lower-case them)."""
     parsed = ctx.arns.parse(arn)
     if parsed is None or ctx.store.get(*parsed) is None:
         raise ValidationException(f'Could not find resource "{arn}".')
+    return ctx.arns.arn(*parsed)
 
 
 def add_tags(ctx: Context, req: Request) -> Response:
-    arn = req["ResourceArn"]
-    _require_resource(ctx, arn)
+    arn = _require_resource(ctx, req["ResourceArn"])
     existing = {t["Key"] for t in ctx.store.list_tags(arn)}
     new_keys = {t["Key"] for t in req["Tags"]} - existing
     if len(existing) + len(new_keys) > MAX_TAGS:
@@ -27,8 +28,7 @@ def add_tags(ctx: Context, req: Request) -> Response:
 
 
 def list_tags(ctx: Context, req: Request) -> Response:
-    arn = req["ResourceArn"]
-    _require_resource(ctx, arn)
+    arn = _require_resource(ctx, req["ResourceArn"])
     items = ctx.store.list_tags(arn)
     start = offset_of(req.get("NextToken"))
     size = req.get("MaxResults") or 50
@@ -39,8 +39,7 @@ def list_tags(ctx: Context, req: Request) -> Response:
 
 
 def delete_tags(ctx: Context, req: Request) -> Response:
-    arn = req["ResourceArn"]
-    _require_resource(ctx, arn)
+    arn = _require_resource(ctx, req["ResourceArn"])
     ctx.store.delete_tags(arn, req["TagKeys"])
     return {}
 
