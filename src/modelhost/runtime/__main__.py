@@ -142,8 +142,25 @@ def _prepare(env: Mapping[str, str]) -> tuple[HandlerOptions, ServerOptions, int
     code_dir = resolve_code_dir(env, Path(h_options.model_dir).absolute(), cache)
     installed = ensure_requirements(code_dir, cache)
     if installed is not None:
+        if env.get(REQUIREMENTS_ACTIVE_ENV) != str(installed):
+            _restart_with(installed)  # does not return
         activate(installed)
     return dataclasses.replace(h_options, code_dir=str(code_dir)), s_options, workers
+
+
+REQUIREMENTS_ACTIVE_ENV = "MODELHOST_REQUIREMENTS_ACTIVE"
+
+
+def _restart_with(installed: Path) -> None:
+    """Start this server again with the installed requirements first on the path. numpy and
+    friends are already imported by now, so a version pinned in requirements.txt would
+    otherwise be installed but never loaded (SageMaker installs before the server starts)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(installed), env.get("PYTHONPATH")) if p)
+    env[REQUIREMENTS_ACTIVE_ENV] = str(installed)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "modelhost.runtime", "serve"], env)
 
 
 def serve(env: Mapping[str, str]) -> int:
