@@ -54,6 +54,8 @@ _STATUS_LINES = {
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PIPELINED = 16
+_MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
+_LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
 
 
 def _status_line(status: int) -> bytes:
@@ -88,6 +90,7 @@ class _Cycle:
     __slots__ = (
         "_body",
         "_chunked",
+        "_no_body",
         "_proto",
         "_read",
         "done",
@@ -96,8 +99,11 @@ class _Cycle:
         "started",
     )
 
-    def __init__(self, proto: HttpProtocol, body: bytes, keep_alive: bool) -> None:
+    def __init__(
+        self, proto: HttpProtocol, body: bytes, keep_alive: bool, no_body: bool = False
+    ) -> None:
         self._proto = proto
+        self._no_body = no_body  # HEAD: headers (with the body's length) but no body
         self._body = body
         self._read = False
         self._chunked = False
@@ -125,8 +131,13 @@ class _Cycle:
         proto = self._proto
         if not self.head_sent:
             self.head_sent = True
-            proto.write(self._head(body, more) + (self._frame(body) if self._chunked else body))
-        elif body:
+            head = self._head(body, more)
+            if self._no_body:
+                proto.write(head)
+                self._chunked, body = False, b""
+            else:
+                proto.write(head + (self._frame(body) if self._chunked else body))
+        elif body and not self._no_body:
             proto.write(self._frame(body) if self._chunked else body)
         if not more:
             if self._chunked:
@@ -164,7 +175,9 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._head_size = 0
         self._client: tuple[str, int] | None = None
+        self.failed = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -179,6 +192,8 @@ class HttpProtocol(asyncio.Protocol):
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.failed:
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -210,12 +225,21 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._size = 0
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > _MAX_HEAD:
+            self._fail(431, b"Request header fields too large.")
+            raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
         if self.transport is None or self.busy or self.queue:
@@ -281,7 +305,8 @@ class HttpProtocol(asyncio.Protocol):
         if scope is None:
             task = loop.create_task(self._run_fast(path, headers, body, keep_alive))
         else:
-            task = loop.create_task(self._run(scope, _Cycle(self, body, keep_alive)))
+            cycle = _Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
+            task = loop.create_task(self._run(scope, cycle))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
@@ -334,10 +359,18 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     def _fail(self, status: int, text: bytes) -> None:
-        if self.transport is not None:
-            head = _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
-            self.transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
-        self.close()
+        """Answer a request we cannot parse, then close gently: stop sending, drop what the
+        client still sends for a moment, then close (closing with unread input would reset
+        the connection, and the client could lose the answer)."""
+        transport = self.transport
+        if transport is None or self.failed:
+            return
+        self.failed = True
+        head = _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
+        transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(_LINGER_S, self.close)
 
 
 async def _plain(cycle: _Cycle, status: int, text: bytes) -> None:

@@ -125,3 +125,16 @@ def test_app_error_is_500_and_closes(address: tuple[str, int]) -> None:
 def test_malformed_request_is_400(address: tuple[str, int]) -> None:
     got = exchange(address, b"NOT HTTP AT ALL\r\n\r\n", b"Malformed")
     assert got.startswith(b"HTTP/1.1 400 ")
+
+
+def test_oversized_head_is_431(address: tuple[str, int]) -> None:
+    req = b"GET /x HTTP/1.1\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"
+    got = exchange(address, req, b"too large")
+    assert got.startswith(b"HTTP/1.1 431 ")
+
+
+def test_head_has_no_body(address: tuple[str, int]) -> None:
+    got = exchange(address, b"HEAD /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n", b"GET /y 0")
+    first, _, second = got.partition(b"\r\n\r\n")
+    assert b"content-length: 9" in first  # the length the body would have had
+    assert second.startswith(b"HTTP/1.1 200 OK")  # nothing between the two responses
