@@ -56,6 +56,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PIPELINED = 16
 _MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
 _LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
+IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed after this
 
 
 def _status_line(status: int) -> bytes:
@@ -178,6 +179,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_size = 0
         self._client: tuple[str, int] | None = None
         self.failed = False
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -190,19 +192,28 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.server.connections.add(self)
+        self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
         if self.failed:
             return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"Upgrade is not supported.")
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
+        if not self.busy and not self.queue:
+            self._arm_idle()  # a request still arriving gets the same allowance
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self.paused is not None and not self.paused.done():
@@ -295,6 +306,7 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         if not self.queue or self.transport is None:
             self.busy = False
+            self._arm_idle()
             return
         self.busy = True
         if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
@@ -345,6 +357,13 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.close()
 
+    def _arm_idle(self) -> None:
+        """Close a connection that sends nothing for IDLE_TIMEOUT_S (idle keep-alive, or a
+        request that never finishes arriving): no client holds a socket forever."""
+        if self.transport is not None and self._idle_timer is None:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(self.server.idle_timeout_s, self.close_if_idle)
+
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
@@ -355,6 +374,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport = None
 
     def close_if_idle(self) -> None:
+        self._idle_timer = None
         if not self.busy:
             self.close()
 
@@ -396,8 +416,10 @@ class Server:
         max_body: int,
         drain_s: float = 30.0,
         fast: FastPath | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.app = app
+        self.idle_timeout_s = idle_timeout_s
         self.fast = fast
         self.address = (host, port)
         self.max_body = max_body

@@ -54,7 +54,7 @@ def address() -> Iterator[tuple[str, int]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     loop = asyncio.new_event_loop()
-    server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=Fast())
+    server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=Fast(), idle_timeout_s=1)
     listening = threading.Event()
 
     def run() -> None:
@@ -138,3 +138,10 @@ def test_head_has_no_body(address: tuple[str, int]) -> None:
     first, _, second = got.partition(b"\r\n\r\n")
     assert b"content-length: 9" in first  # the length the body would have had
     assert second.startswith(b"HTTP/1.1 200 OK")  # nothing between the two responses
+
+
+def test_idle_and_half_sent_connections_are_closed(address: tuple[str, int]) -> None:
+    for opening in (b"", b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"):
+        with socket.create_connection(address, timeout=10) as conn:
+            conn.sendall(opening)
+            assert conn.recv(100) == b""  # closed by the server after its idle timeout
