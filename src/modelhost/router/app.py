@@ -247,7 +247,9 @@ class RuntimeApp:
     async def _invoke_stream(
         self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
     ) -> None:
-        headers, variant_name, declared = _stream_request_headers(scope["headers"])
+        headers, variant_name, declared = _request_headers(
+            scope["headers"], STREAM_FORWARDED, {SAGEMAKER_ACCEPT: b"accept"}
+        )
         body = await _read_body(receive, declared, self.max_body)
         route = self.routes.get(name)
         if route is None:
@@ -387,37 +389,23 @@ def _parse_path(path: str) -> tuple[str, str]:
 
 def _request_headers(
     raw: list[tuple[bytes, bytes]],
+    forwarded: frozenset[bytes] = FORWARDED,
+    renamed: dict[bytes, bytes] | None = None,
 ) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
-    """The headers to forward, the TargetVariant, and the declared Content-Length."""
+    """The headers to forward (``renamed`` ones under their new name), the TargetVariant, and
+    the declared Content-Length."""
     out = []
     variant = None
     declared = None
     for key, value in raw:
-        if key in FORWARDED:
+        if key in forwarded:
             out.append((key, value))
         elif key == TARGET_VARIANT:
             variant = value.decode("latin-1")
         elif key == b"content-length" and value.isdigit():
             declared = int(value)
-    return out, variant, declared
-
-
-def _stream_request_headers(
-    raw: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
-    """`_request_headers` for InvokeEndpointWithResponseStream."""
-    out = []
-    variant = None
-    declared = None
-    for key, value in raw:
-        if key in STREAM_FORWARDED:
-            out.append((key, value))
-        elif key == SAGEMAKER_ACCEPT:
-            out.append((b"accept", value))
-        elif key == TARGET_VARIANT:
-            variant = value.decode("latin-1")
-        elif key == b"content-length" and value.isdigit():
-            declared = int(value)
+        elif renamed is not None and key in renamed:
+            out.append((renamed[key], value))
     return out, variant, declared
 
 

@@ -21,15 +21,6 @@ from modelhost.runtime.protocol import (
     _say,
 )
 
-__all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
-    "HttpConnection",
-    "ServerOptions",
-    "ServerState",
-    "run",
-    "serve",
-]
-
 
 async def serve(
     handler: ModelHandler,
