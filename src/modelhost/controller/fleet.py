@@ -21,6 +21,8 @@ from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
 
+PORT_RETRIES = 2
+
 
 class FleetFailed(Exception):
     """A fleet could not be brought up; the message is the endpoint's FailureReason."""
@@ -130,30 +132,36 @@ class Fleets:
         """Start ``count`` instances of ``variant`` and wait until every one is healthy; on any
         failure stop them all and raise FleetFailed naming the cause."""
         plan = fleet.plans[variant]
-        started: list[Instance] = []
-        try:
-            for _ in range(count):
-                started.append(self.backend.start(self._spec(endpoint, plan)))
-        except (InstanceFailed, UnsupportedImage, OSError) as exc:
-            await self.stop(started)
-            raise FleetFailed(f"Production variant {variant}: {exc}") from exc
-        try:
-            results = await asyncio.gather(
-                *(self.backend.wait_ready(i, plan.startup_timeout) for i in started),
-                return_exceptions=True,
-            )
-        except asyncio.CancelledError:  # a DeleteEndpoint arrived while these were starting
-            await self.stop(started)
-            raise
+        results = await asyncio.gather(
+            *(self._start_ready(endpoint, plan) for _ in range(count)), return_exceptions=True
+        )
+        ready = [r for r in results if not isinstance(r, BaseException)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            await self.stop(started)
+            await self.stop(ready)
             first = errors[0]
-            if isinstance(first, InstanceFailed):
+            if isinstance(first, InstanceFailed | UnsupportedImage | OSError):
                 raise FleetFailed(f"Production variant {variant}: {first}") from first
             raise first
-        fleet.instances.setdefault(variant, []).extend(started)
-        return started
+        fleet.instances.setdefault(variant, []).extend(ready)
+        return ready
+
+    async def _start_ready(self, endpoint: str, plan: VariantPlan) -> Instance:
+        """One healthy instance. The port an instance is given was free when picked; if
+        another process took it before the instance bound it, start again on a new one."""
+        for attempt in range(PORT_RETRIES + 1):
+            inst = self.backend.start(self._spec(endpoint, plan))
+            try:
+                await self.backend.wait_ready(inst, plan.startup_timeout)
+                return inst
+            except InstanceFailed as exc:
+                await self.stop([inst])
+                if attempt == PORT_RETRIES or "address already in use" not in str(exc).lower():
+                    raise
+            except BaseException:  # cancelled (a DeleteEndpoint), or a bug: leave nothing
+                await self.stop([inst])
+                raise
+        raise AssertionError("unreachable")
 
     async def build(self, endpoint: str, fleet: Fleet, variants: list[VariantState]) -> None:
         """Every variant's instances, healthy; on any failure none is left running (the other
