@@ -179,6 +179,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_size = 0
         self._client: tuple[str, int] | None = None
         self.failed = False
+        self.last_request = False  # after an upgrade request: answer it, then close
         self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -195,7 +196,7 @@ class HttpProtocol(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        if self.failed:
+        if self.failed or self.last_request:
             return
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -203,7 +204,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, b"Upgrade is not supported.")
+            # An upgrade we do not do (curl --http2 asks for h2c): the request itself has
+            # been read; answer it in HTTP/1.1, then close (the parser stops at an upgrade).
+            self.last_request = True
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
         if not self.busy and not self.queue:
@@ -352,7 +355,7 @@ class HttpProtocol(asyncio.Protocol):
         self._done(cycle.keep_alive)
 
     def _done(self, keep_alive: bool) -> None:
-        if keep_alive and self.transport is not None:
+        if keep_alive and self.transport is not None and not (self.last_request and not self.queue):
             self._next()
         else:
             self.close()

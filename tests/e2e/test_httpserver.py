@@ -145,3 +145,9 @@ def test_idle_and_half_sent_connections_are_closed(address: tuple[str, int]) -> 
         with socket.create_connection(address, timeout=10) as conn:
             conn.sendall(opening)
             assert conn.recv(100) == b""  # closed by the server after its idle timeout
+
+
+def test_an_upgrade_request_is_answered_in_http_1_1(address: tuple[str, int]) -> None:
+    req = b"GET /h2 HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    got = exchange(address, req, b"GET /h2 0")
+    assert got.startswith(b"HTTP/1.1 200 OK")
