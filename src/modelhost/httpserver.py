@@ -9,6 +9,8 @@ sends in one ``http.response.body`` message is one ``transport.write``; a body s
 
 Request bodies are buffered up to ``max_body + 1`` bytes and the rest is discarded, so the app
 can refuse an oversized body with its own error shape without the server holding it in memory.
+
+This module is one connection's protocol; serving.py runs it (lifespan, listening, draining).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import httptools
+
+if TYPE_CHECKING:
+    from modelhost.serving import Server
 
 log = logging.getLogger(__name__)
 
@@ -406,111 +410,3 @@ async def _plain(cycle: _Cycle, status: int, text: bytes) -> None:
         }
     )
     await cycle.send({"type": "http.response.body", "body": text})
-
-
-class Server:
-    """Run ``app``: lifespan startup, serve until SIGTERM/SIGINT, drain, lifespan shutdown."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        host: str,
-        port: int,
-        max_body: int,
-        drain_s: float = 30.0,
-        fast: FastPath | None = None,
-        idle_timeout_s: float = IDLE_TIMEOUT_S,
-    ) -> None:
-        self.app = app
-        self.idle_timeout_s = idle_timeout_s
-        self.fast = fast
-        self.address = (host, port)
-        self.max_body = max_body
-        self.drain_s = drain_s
-        self.connections: set[HttpProtocol] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.stopping = False
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def serve(self, on_listening: Callable[[], None] | None = None) -> None:
-        """Bind first (a taken port fails before the app starts anything), then lifespan
-        startup, then accept connections until stopped."""
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: HttpProtocol(self),
-            *self.address,
-            reuse_address=True,
-            backlog=1024,
-            start_serving=False,
-        )
-        lifespan = _Lifespan(self.app)
-        try:
-            await lifespan.startup()
-        except BaseException:
-            server.close()
-            raise
-        await server.start_serving()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        if on_listening is not None:
-            on_listening()
-        try:
-            await self._stop.wait()
-        finally:
-            await self._shutdown(server, lifespan)
-
-    async def _shutdown(self, server: asyncio.Server, lifespan: _Lifespan) -> None:
-        self.stopping = True
-        server.close()
-        for conn in list(self.connections):
-            conn.close_if_idle()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=self.drain_s)
-        for conn in list(self.connections):
-            conn.close()
-        await lifespan.shutdown()
-
-
-class _Lifespan:
-    """The ASGI lifespan protocol, from the server's side."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.started: asyncio.Future[None] = loop.create_future()
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.task: asyncio.Task[None] | None = None
-
-    async def startup(self) -> None:
-        self.task = asyncio.create_task(self._run())
-        await self.inbox.put({"type": "lifespan.startup"})
-        await self.started
-
-    async def shutdown(self) -> None:
-        if self.task is None or self.task.done():
-            return
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        await asyncio.wait([self.finished, self.task], return_when=asyncio.FIRST_COMPLETED)
-
-    async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": {}}
-        try:
-            await self.app(scope, self.inbox.get, self._send)
-        except BaseException as exc:
-            for fut in (self.started, self.finished):
-                if not fut.done():
-                    fut.set_exception(exc)
-            raise
-
-    async def _send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "lifespan.startup.complete":
-            self.started.set_result(None)
-        elif kind == "lifespan.startup.failed":
-            self.started.set_exception(RuntimeError(message.get("message", "startup failed")))
-        elif kind.startswith("lifespan.shutdown"):
-            self.finished.set_result(None)

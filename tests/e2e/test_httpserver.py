@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.httpserver import Server
+from modelhost.serving import Server
 
 pytestmark = pytest.mark.e2e
 MAX_BODY = 1024

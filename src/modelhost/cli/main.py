@@ -47,7 +47,7 @@ def serve(
     import uvloop
 
     from modelhost.app import Services, create_app
-    from modelhost.httpserver import Server
+    from modelhost.serving import Server
 
     settings = settings_from(host, port, data_dir)
     logging.basicConfig(

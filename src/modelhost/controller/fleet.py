@@ -22,6 +22,9 @@ from modelhost.state.store import Store
 log = logging.getLogger(__name__)
 
 PORT_RETRIES = 2
+# An instance that never became ready has no requests to finish: it gets this long after
+# SIGTERM (a model_fn may be in C code that ignores it) before SIGKILL.
+STARTING_GRACE_S = 2.0
 
 
 class FleetFailed(Exception):
@@ -155,11 +158,11 @@ class Fleets:
                 await self.backend.wait_ready(inst, plan.startup_timeout)
                 return inst
             except InstanceFailed as exc:
-                await self.stop([inst])
+                await self.stop([inst], STARTING_GRACE_S)
                 if attempt == PORT_RETRIES or "address already in use" not in str(exc).lower():
                     raise
             except BaseException:  # cancelled (a DeleteEndpoint), or a bug: leave nothing
-                await self.stop([inst])
+                await self.stop([inst], STARTING_GRACE_S)
                 raise
         raise AssertionError("unreachable")
 
@@ -180,8 +183,10 @@ class Fleets:
             await self.stop(fleet.all())
             raise errors[0]
 
-    async def stop(self, instances: list[Instance]) -> None:
-        await asyncio.gather(*(self.backend.stop(i, self.settings.stop_grace_s) for i in instances))
+    async def stop(self, instances: list[Instance], grace: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after the grace period (the settings' unless given)."""
+        wait = self.settings.stop_grace_s if grace is None else grace
+        await asyncio.gather(*(self.backend.stop(i, wait) for i in instances))
 
     def _spec(self, endpoint: str, plan: VariantPlan) -> InstanceSpec:
         spec = InstanceSpec(

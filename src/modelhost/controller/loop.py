@@ -98,7 +98,10 @@ class Controller:
         for ep in endpoints:
             live = self.live.setdefault(ep.name.lower(), Live())
             if ep.status is EndpointStatus.DELETING and live.busy() and not live.deleting:
-                await _cancel(live.task)  # stop a slow start at once; its instances are stopped
+                # Stop a slow start at once (its instances are stopped); the delete step runs
+                # once that is done, and other endpoints are not held up meanwhile.
+                assert live.task is not None
+                live.task.cancel()
             if not live.busy():
                 step = self._step(ep, live)
                 if step is not None:
@@ -311,12 +314,6 @@ class Controller:
 
     def _record_counts(self, name: str, fleet: Fleet) -> None:
         self.store.update_endpoint(name, lambda e: _apply_counts(e, fleet))
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _apply_counts(e: Endpoint, fleet: Fleet) -> None:
