@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
@@ -184,7 +185,7 @@ class HttpProtocol(asyncio.Protocol):
         self._client: tuple[str, int] | None = None
         self.failed = False
         self.last_request = False  # after an upgrade request: answer it, then close
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -197,14 +198,11 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.server.connections.add(self)
-        self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
         if self.failed or self.last_request:
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -213,14 +211,9 @@ class HttpProtocol(asyncio.Protocol):
             self.last_request = True
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
-        if not self.busy and not self.queue:
-            self._arm_idle()  # a request still arriving gets the same allowance
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self.paused is not None and not self.paused.done():
@@ -313,7 +306,7 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         if not self.queue or self.transport is None:
             self.busy = False
-            self._arm_idle()
+            self.last_active = time.monotonic()
             return
         self.busy = True
         if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
@@ -364,13 +357,6 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.close()
 
-    def _arm_idle(self) -> None:
-        """Close a connection that sends nothing for IDLE_TIMEOUT_S (idle keep-alive, or a
-        request that never finishes arriving): no client holds a socket forever."""
-        if self.transport is not None and self._idle_timer is None:
-            loop = asyncio.get_running_loop()
-            self._idle_timer = loop.call_later(self.server.idle_timeout_s, self.close_if_idle)
-
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
@@ -380,9 +366,10 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
             self.transport = None
 
-    def close_if_idle(self) -> None:
-        self._idle_timer = None
-        if not self.busy:
+    def close_if_idle(self, idle_since: float | None = None) -> None:
+        """Close unless a request is being served (and, with ``idle_since``, unless the
+        connection sent or finished something after that time)."""
+        if not self.busy and (idle_since is None or self.last_active < idle_since):
             self.close()
 
     def _fail(self, status: int, text: bytes) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 
 from modelhost.httpserver import (
@@ -68,10 +69,22 @@ class Server:
             loop.add_signal_handler(sig, self.stop)
         if on_listening is not None:
             on_listening()
+        sweeper = asyncio.create_task(self._sweep_idle())
         try:
             await self._stop.wait()
         finally:
+            sweeper.cancel()
             await self._shutdown(server, lifespan)
+
+    async def _sweep_idle(self) -> None:
+        """Close connections idle (or stuck mid-request) longer than the idle timeout. One
+        periodic pass instead of a timer per request keeps the hot path free of it."""
+        period = max(0.05, min(self.idle_timeout_s / 4, 15.0))
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.idle_timeout_s
+            for conn in list(self.connections):
+                conn.close_if_idle(cutoff)
 
     async def _shutdown(self, server: asyncio.Server, lifespan: _Lifespan) -> None:
         self.stopping = True
