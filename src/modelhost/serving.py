@@ -18,6 +18,7 @@ from modelhost.httpserver import (
     HttpProtocol,
     Message,
 )
+from modelhost.keepawake import KeepAwake
 
 
 class Server:
@@ -32,6 +33,7 @@ class Server:
         drain_s: float = 30.0,
         fast: FastPath | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        busy_poll_s: float = 0.0,
     ) -> None:
         self.app = app
         self.idle_timeout_s = idle_timeout_s
@@ -39,6 +41,7 @@ class Server:
         self.address = (host, port)
         self.max_body = max_body
         self.drain_s = drain_s
+        self.awake = KeepAwake(busy_poll_s)  # see keepawake.py; 0 turns it off
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False

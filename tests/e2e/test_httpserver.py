@@ -4,6 +4,7 @@ driven over raw loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator, MutableMapping
@@ -48,13 +49,25 @@ class Fast:
         return 201, [(b"x-app", b"fast")], body[::-1]
 
 
-@pytest.fixture(scope="module")
-def address() -> Iterator[tuple[str, int]]:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    loop = asyncio.new_event_loop()
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[tuple[str, int]]:
+    port = free_port()
     server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=Fast(), idle_timeout_s=1)
+    with running(server):
+        yield "127.0.0.1", port
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[None]:
+    """Serve on an event loop in a thread until the block ends."""
+    loop = asyncio.new_event_loop()
     listening = threading.Event()
 
     def run() -> None:
@@ -66,10 +79,12 @@ def address() -> Iterator[tuple[str, int]]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert listening.wait(10)
-    yield "127.0.0.1", port
-    loop.call_soon_threadsafe(server.stop)
-    thread.join(10)
-    assert not thread.is_alive()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(server.stop)
+        thread.join(10)
+        assert not thread.is_alive()
 
 
 def exchange(address: tuple[str, int], data: bytes, until: bytes, limit: int = 1) -> bytes:
@@ -151,3 +166,31 @@ def test_an_upgrade_request_is_answered_in_http_1_1(address: tuple[str, int]) ->
     req = b"GET /h2 HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
     got = exchange(address, req, b"GET /h2 0")
     assert got.startswith(b"HTTP/1.1 200 OK")
+
+
+class Awake:
+    """A fast path that answers whether the server's loop is being kept awake."""
+
+    server: Server
+
+    def accepts(self, method: bytes, path: bytes) -> bool:
+        return True
+
+    async def handle(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [], b"polling" if self.server.awake.polling else b"asleep"
+
+
+@pytest.mark.parametrize(("busy_poll_s", "expected"), [(0.05, b"polling"), (0.0, b"asleep")])
+def test_a_request_keeps_the_loop_awake_unless_busy_polling_is_off(
+    busy_poll_s: float, expected: bytes
+) -> None:
+    fast = Awake()
+    port = free_port()
+    fast.server = Server(app, "127.0.0.1", port, MAX_BODY, fast=fast, busy_poll_s=busy_poll_s)
+    with running(fast.server):
+        request = b"POST /x HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        reply = exchange(("127.0.0.1", port), request, b"until the server closes")
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        assert reply.endswith(b"\r\n\r\n" + expected), reply

@@ -63,7 +63,12 @@ def serve(
     application = create_app(settings, on_ready)
     runtime = application.services.runtime  # type: ignore[attr-defined]
     server = Server(
-        application, settings.host, settings.port, settings.max_payload_bytes, fast=runtime
+        application,
+        settings.host,
+        settings.port,
+        settings.max_payload_bytes,
+        fast=runtime,
+        busy_poll_s=settings.busy_poll_us / 1e6,
     )
 
     def listening() -> None:

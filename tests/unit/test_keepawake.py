@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvloop
+
+from modelhost.keepawake import GROW_START_S, KeepAwake, next_window
+
+LONGEST = 200e-6
+
+
+def test_events_within_the_longest_window_grow_it_up_to_the_cap() -> None:
+    assert next_window(0.0, 50e-6, LONGEST) == GROW_START_S
+    assert next_window(GROW_START_S, 50e-6, LONGEST) == 2 * GROW_START_S
+    assert next_window(150e-6, 10e-6, LONGEST) == LONGEST
+    assert next_window(LONGEST, 10e-6, LONGEST) == LONGEST
+    # an event just past the current window but within the longest one: a longer poll would
+    # have caught it
+    assert next_window(40e-6, 120e-6, LONGEST) == 80e-6
+
+
+def test_late_events_halve_the_window_down_to_zero() -> None:
+    assert next_window(LONGEST, 1.0, LONGEST) == LONGEST / 2
+    assert next_window(2 * GROW_START_S, 1.0, LONGEST) == GROW_START_S
+    assert next_window(GROW_START_S, 1.0, LONGEST) == 0.0
+    assert next_window(0.0, 1.0, LONGEST) == 0.0
+
+
+def test_off_when_the_longest_window_is_zero() -> None:
+    assert next_window(LONGEST, 0.0, 0.0) == 0.0
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_kick_keeps_the_loop_polling_for_the_window_then_stops(factory: object) -> None:
+    async def main() -> None:
+        awake = KeepAwake(0.02)
+        ticks = Ticks()
+        awake._yield = ticks  # counts the loop passes made while kept awake
+        awake.kick()
+        assert awake.polling
+        # Nothing else is scheduled: without the keep-awake the loop would sleep through the
+        # whole 50 ms in one blocking poll. Kept awake, it passes many times for 20 ms ...
+        await asyncio.sleep(0.05)
+        assert ticks.count > 20
+        # ... and then stops by itself.
+        assert not awake.polling
+        settled = ticks.count
+        await asyncio.sleep(0.02)
+        assert ticks.count == settled
+
+    with asyncio.Runner(loop_factory=factory) as runner:  # type: ignore[arg-type]
+        runner.run(main())
+
+
+def test_sparse_traffic_stops_polling_and_back_to_back_traffic_brings_it_back() -> None:
+    async def main() -> None:
+        now = [100.0]
+        awake = KeepAwake(LONGEST)
+        awake._clock = lambda: now[0]
+        for _ in range(6):  # one request a second: every poll would be wasted
+            now[0] += 1.0
+            awake.kick()
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert awake.window == 0.0
+        assert not awake.polling  # nothing scheduled: the loop may sleep
+        for _ in range(6):  # requests 20 us apart
+            now[0] += 20e-6
+            awake.kick()
+            await asyncio.sleep(0)
+        assert awake.window == LONGEST
+        assert awake.polling
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def test_zero_turns_it_off() -> None:
+    async def main() -> None:
+        awake = KeepAwake(0.0)
+        awake.kick()
+        assert not awake.polling
+
+    asyncio.run(main())
