@@ -41,16 +41,21 @@ ASGIApp = Callable[
 ]
 
 
+Reply = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+
+
 class FastPath(Protocol):
-    """Requests the app answers without ASGI messages: the runtime API's InvokeEndpoint, the
-    hot path. ``handle`` gets the raw path, the lower-cased headers and the whole body, and
-    returns (status, headers, body), written back in one ``transport.write``."""
+    """Requests the app answers without ASGI messages or a task: the runtime API's
+    InvokeEndpoint, the hot path. ``dispatch`` gets the raw path, the lower-cased headers,
+    the whole body and a ``reply(status, headers, body)`` to call once, now or later; the
+    answer is written back in one ``transport.write``. The headers must not include
+    Content-Length, Transfer-Encoding or Connection: the server writes those."""
 
     def accepts(self, method: bytes, path: bytes) -> bool: ...
 
-    async def handle(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]: ...
+    def dispatch(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None: ...
 
 
 _STATUS_LINES = {
@@ -58,6 +63,8 @@ _STATUS_LINES = {
 }
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_KEEP = b"\r\n"
+_CLOSE = b"connection: close\r\n\r\n"
 _MAX_PIPELINED = 16
 _MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
 _LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
@@ -241,17 +248,19 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head_size += len(url)
+        if self._head_size > _MAX_HEAD:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        self._count_head(len(name) + len(value))
-
-    def _count_head(self, size: int) -> None:
-        self._head_size += size
+        self._head_size += len(name) + len(value)
         if self._head_size > _MAX_HEAD:
-            self._fail(431, b"Request header fields too large.")
-            raise httptools.HttpParserError("request head too large")
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self._fail(431, b"Request header fields too large.")
+        raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
         if self.transport is None or self.busy or self.queue:
@@ -273,6 +282,11 @@ class HttpProtocol(asyncio.Protocol):
         fast = self.server.fast
         path = self._url.partition(b"?")[0]
         if fast is not None and fast.accepts(self.parser.get_method(), path):
+            if not self.busy and not self.queue and self.transport is not None:
+                # the common case, straight through: nothing queued ahead of it
+                self.busy = True
+                self._run_fast(path, self._headers, body, keep_alive and not self.server.stopping)
+                return
             self.queue.append((None, path, self._headers, body, keep_alive))
         else:
             self.queue.append((self._scope(), b"", self._headers, body, keep_alive))
@@ -314,29 +328,42 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         scope, path, headers, body, keep_alive = self.queue.popleft()
         keep_alive = keep_alive and not self.server.stopping
-        loop = asyncio.get_running_loop()
         if scope is None:
-            task = loop.create_task(self._run_fast(path, headers, body, keep_alive))
-        else:
-            cycle = _Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
-            task = loop.create_task(self._run(scope, cycle))
+            self._run_fast(path, headers, body, keep_alive)
+            return
+        cycle = _Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
+        task = asyncio.get_running_loop().create_task(self._run(scope, cycle))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    async def _run_fast(
+    def _run_fast(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
     ) -> None:
         fast = self.server.fast
         assert fast is not None
+        answered = False
+
+        def reply(status: int, out: list[tuple[bytes, bytes]], payload: bytes) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            self.server.in_flight -= 1
+            parts = [_status_line(status)]
+            for name, value in out:
+                parts += (name, b": ", value, b"\r\n")
+            parts += (b"content-length: %d\r\n" % len(payload), _KEEP if keep_alive else _CLOSE)
+            parts.append(payload)
+            self.write(b"".join(parts))
+            self._done(keep_alive)
+
+        self.server.in_flight += 1
         try:
-            status, out, payload = await fast.handle(path, headers, body)
+            fast.dispatch(path, headers, body, reply)
         except Exception:
             log.exception("unhandled error serving POST %s", path.decode("latin-1"))
-            status, out, payload = 500, [(b"content-type", b"text/plain")], b"Internal Server Error"
             keep_alive = False
-        head, _ = response_head(status, out, len(payload), False, keep_alive)
-        self.write(head + payload)
-        self._done(keep_alive)
+            reply(500, [(b"content-type", b"text/plain")], b"Internal Server Error")
 
     async def _run(self, scope: Scope, cycle: _Cycle) -> None:
         try:

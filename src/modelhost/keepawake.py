@@ -4,8 +4,9 @@ On a VM, a process that blocks in ``epoll_wait`` lets its vCPU halt, and the nex
 wake it again: on the 2-core Firecracker VM in docs/benchmarks.md that costs tens of
 microseconds per wake-up, more than the router's own work for a request. After activity (a
 request arrived, a response went out) ``KeepAwake`` keeps the loop polling without blocking
-for a short window, so an event that comes soon finds it awake. It yields the CPU on every
-pass, so other runnable processes (instances) are not held up.
+for a short window, so an event that comes soon finds it awake. Each pass costs a clock read
+and a ready callback, nothing more: the scheduler preempts the polling loop as it would any
+busy process when an instance or a client wakes on the same CPU.
 
 The window adapts like KVM's halt polling: ``next_window`` grows it while events come within
 the longest window, and shrinks it to nothing when they do not. A client that sends requests
@@ -16,7 +17,6 @@ costs nothing. ``MODELHOST_BUSY_POLL_US=0`` turns it off.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 GROW_START_S = 10e-6  # the window a grow from zero starts at
@@ -42,7 +42,7 @@ def next_window(window: float, waited: float, longest: float) -> float:
 class KeepAwake:
     """Call ``kick`` on activity; the loop then stays awake for the current window."""
 
-    __slots__ = ("_clock", "_last", "_running", "_until", "_yield", "longest", "window")
+    __slots__ = ("_clock", "_last", "_loop", "_running", "_until", "longest", "passes", "window")
 
     def __init__(self, longest_s: float) -> None:
         self.longest = max(0.0, longest_s)
@@ -51,7 +51,9 @@ class KeepAwake:
         self._until = 0.0
         self._running = False
         self._clock = time.perf_counter
-        self._yield = getattr(os, "sched_yield", _no_yield)
+        # Cached: on Python 3.11, asyncio.get_running_loop() makes a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.passes = 0  # loop passes made while kept awake (for tests and curiosity)
 
     @property
     def polling(self) -> bool:
@@ -68,16 +70,15 @@ class KeepAwake:
         self._until = now + window
         if window > 0 and not self._running:
             self._running = True
-            asyncio.get_running_loop().call_soon(self._tick)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         # A ready callback makes the loop poll for I/O with a zero timeout instead of blocking.
         if self._clock() < self._until:
-            self._yield()
-            asyncio.get_running_loop().call_soon(self._tick)
+            self.passes += 1
+            assert self._loop is not None
+            self._loop.call_soon(self._tick)
         else:
             self._running = False
-
-
-def _no_yield() -> None:
-    return None

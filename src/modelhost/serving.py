@@ -44,6 +44,7 @@ class Server:
         self.awake = KeepAwake(busy_poll_s)  # see keepawake.py; 0 turns it off
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight = 0  # fast-path requests being answered (they run without a task)
         self.stopping = False
         self._stop = asyncio.Event()
 
@@ -94,8 +95,11 @@ class Server:
         server.close()
         for conn in list(self.connections):
             conn.close_if_idle()
+        deadline = time.monotonic() + self.drain_s
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=self.drain_s)
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.close()
         await lifespan.shutdown()

@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
 
+from modelhost.httpserver import Reply
 from modelhost.serving import Server
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +45,10 @@ class Fast:
     def accepts(self, method: bytes, path: bytes) -> bool:
         return path == b"/fast"
 
-    async def handle(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 201, [(b"x-app", b"fast")], body[::-1]
+    def dispatch(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        reply(201, [(b"x-app", b"fast")], body[::-1])
 
 
 def free_port() -> int:
@@ -65,7 +67,7 @@ def address() -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[None]:
+def running(server: Server) -> Iterator[asyncio.AbstractEventLoop]:
     """Serve on an event loop in a thread until the block ends."""
     loop = asyncio.new_event_loop()
     listening = threading.Event()
@@ -80,7 +82,7 @@ def running(server: Server) -> Iterator[None]:
     thread.start()
     assert listening.wait(10)
     try:
-        yield
+        yield loop
     finally:
         loop.call_soon_threadsafe(server.stop)
         thread.join(10)
@@ -176,10 +178,10 @@ class Awake:
     def accepts(self, method: bytes, path: bytes) -> bool:
         return True
 
-    async def handle(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 200, [], b"polling" if self.server.awake.polling else b"asleep"
+    def dispatch(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        reply(200, [], b"polling" if self.server.awake.polling else b"asleep")
 
 
 @pytest.mark.parametrize(("busy_poll_s", "expected"), [(0.05, b"polling"), (0.0, b"asleep")])
@@ -194,3 +196,38 @@ def test_a_request_keeps_the_loop_awake_unless_busy_polling_is_off(
         reply = exchange(("127.0.0.1", port), request, b"until the server closes")
         assert reply.startswith(b"HTTP/1.1 200 ")
         assert reply.endswith(b"\r\n\r\n" + expected), reply
+
+
+class Later:
+    """A fast path that answers 0.3 s after the request, from a timer (no task)."""
+
+    def accepts(self, method: bytes, path: bytes) -> bool:
+        return True
+
+    def dispatch(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        asyncio.get_running_loop().call_later(0.3, reply, 200, [], b"late answer")
+
+
+def test_stopping_waits_for_fast_path_answers_in_flight() -> None:
+    port = free_port()
+    server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=Later())
+    with (
+        running(server) as loop,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as conn,
+    ):
+        conn.sendall(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while server.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert server.in_flight == 1
+        loop.call_soon_threadsafe(server.stop)
+        got = b""
+        for _ in range(100):  # read until the server closes the connection
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert got.endswith(b"late answer")  # answered before the server closed it

@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, TypeVar
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import (
+    InternalFailure,
     ModelError,
     ModelNotReadyException,
     ServiceError,
@@ -90,6 +92,20 @@ ERROR_TEXT_LIMIT = 4096
 
 log = logging.getLogger(__name__)
 
+Reply = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+
+
+@dataclass(slots=True)
+class _Call:
+    """One InvokeEndpoint in flight on the fast path."""
+
+    name: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    rid: str
+    started: float
+    reply: Reply
+
 
 class RuntimeApp:
     def __init__(
@@ -104,6 +120,7 @@ class RuntimeApp:
         self.timeout = settings.invocation_timeout_s
         self.stream_timeout = max(STREAM_TIMEOUT_S, self.timeout)
         self._rid = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = f"{self._rid.getrandbits(128):032x}"
@@ -129,15 +146,17 @@ class RuntimeApp:
         )
         await _respond(send, status, out, payload)
 
-    # -- the front server's fast path (httpserver.FastPath): no ASGI messages ---------------
+    # -- the front server's fast path (httpserver.FastPath): no ASGI messages, no task ------
 
     def accepts(self, method: bytes, path: bytes) -> bool:
-        """InvokeEndpoint requests, which the front server hands to ``handle`` directly."""
+        """InvokeEndpoint requests, which the front server hands to ``dispatch`` directly."""
         return method == b"POST" and path.startswith(b"/endpoints/") and path.endswith(INVOCATIONS)
 
-    async def handle(
-        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def dispatch(
+        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
+        pooled connection to the instance at hand, this runs on callbacks alone."""
         started = perf_counter()
         rid = f"{self._rid.getrandbits(128):032x}"
         try:
@@ -148,9 +167,10 @@ class RuntimeApp:
             size = max(declared or 0, len(body))
             if size > self.max_body:
                 raise _too_large(size, self.max_body)
-            return await self._invocation(name, headers, variant_name, body, rid, started)
         except ServiceError as err:
-            return rest_error(err, rid)
+            reply(*rest_error(err, rid))
+            return
+        self._start(name, headers, variant_name, body, rid, started, reply)
 
     async def _invocation(
         self,
@@ -161,26 +181,107 @@ class RuntimeApp:
         rid: str,
         started: float,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """One InvokeEndpoint: pick the variant and instance, forward, shape the answer."""
+        """``_start`` for the ASGI path: await the answer."""
+        answer: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def reply(status: int, out: list[tuple[bytes, bytes]], payload: bytes) -> None:
+            if not answer.done():
+                answer.set_result((status, out, payload))
+
+        self._start(name, headers, variant_name, body, rid, started, reply)
+        return await answer
+
+    def _start(
+        self,
+        name: str,
+        headers: list[tuple[bytes, bytes]],
+        variant_name: str | None,
+        body: bytes,
+        rid: str,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """Pick the variant, then send (``_send``); errors go to ``reply`` in SageMaker's shape."""
         route = self.routes.get(name)
-        if route is None:
-            raise await asyncio.to_thread(self._missing, name)
-        variant = _variant(route, variant_name, self._rid.random(), name)
-        sent = perf_counter()
+        if route is None:  # unknown, or not serving yet: ask the store, off the loop
+            self._spawn(self._reply_missing(name, rid, reply))
+            return
         try:
-            upstream = await self._forward(variant, headers, body, name)
+            variant = _variant(route, variant_name, self._rid.random(), name)
         except ServiceError as err:
-            self._record(name, variant, err.status, started, sent, isinstance(err, ModelError))
-            raise
-        self._record(name, variant, 200, started, sent, False, perf_counter())
-        out = [
-            (b"x-amzn-invoked-production-variant", variant.name.encode()),
-            (b"x-amzn-requestid", rid.encode()),
-        ]
-        for key, value in upstream.headers:
-            if key in RETURNED:
-                out.append((key, value))
-        return 200, out, upstream.body
+            reply(*rest_error(err, rid))
+            return
+        call = _Call(name, headers, body, rid, started, reply)
+        self._send(call, variant, 0)
+
+    def _send(self, call: _Call, variant: VariantRoute, attempt: int) -> None:
+        """Send to the least-loaded instance of ``variant``; an instance that went away
+        (connection refused) is retried on another; other failures become SageMaker's errors."""
+        target = pick_target(variant.targets, self.routes.next_start())
+        sent = perf_counter()
+        if target is None:
+            err = ModelNotReadyException(f"Endpoint {call.name} has no instance ready to serve.")
+            self._record(call.name, variant, err.status, call.started, sent, False)
+            call.reply(*rest_error(err, call.rid))
+            return
+
+        def done(result: UpstreamResponse | UpstreamError) -> None:
+            try:
+                if isinstance(result, UpstreamConnectError) and attempt < CONNECT_RETRIES:
+                    # The instance went away: an update or scale-in may have swapped the fleet
+                    # since this request picked it, so pick again from the current route.
+                    self._send(call, self._current(call.name, variant), attempt + 1)
+                    return
+                call.reply(*self._answer(call, variant, sent, result))
+            except Exception:
+                log.exception("answering an invocation of endpoint %s failed", call.name)
+                failure = InternalFailure("The invocation failed inside modelhost; see its log.")
+                call.reply(*rest_error(failure, call.rid))
+
+        target.pool.submit(b"POST", INVOCATIONS, call.headers, call.body, self.timeout, done)
+
+    def _answer(
+        self,
+        call: _Call,
+        variant: VariantRoute,
+        sent: float,
+        result: UpstreamResponse | UpstreamError,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The caller's answer for the instance's response (or failure), recorded."""
+        name = call.name
+        if isinstance(result, UpstreamResponse) and result.status < 300:
+            self._record(name, variant, 200, call.started, sent, False, perf_counter())
+            out = [
+                (b"x-amzn-invoked-production-variant", variant.name.encode()),
+                (b"x-amzn-requestid", call.rid.encode()),
+            ]
+            for key, value in result.headers:
+                if key in RETURNED:
+                    out.append((key, value))
+            return 200, out, result.body
+        err: ServiceError
+        if isinstance(result, UpstreamResponse):
+            text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+            err = self._model_error(name, result.status, text)
+        elif isinstance(result, UpstreamConnectError):
+            err = ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+        elif isinstance(result, UpstreamTimeout):
+            err = self._model_error(name, 0, _TIMEOUT_TEXT)
+        else:
+            err = self._model_error(name, 0, f"connection to the container failed: {result.reason}")
+        self._record(name, variant, err.status, call.started, sent, isinstance(err, ModelError))
+        return rest_error(err, call.rid)
+
+    async def _reply_missing(self, name: str, rid: str, reply: Reply) -> None:
+        err = await asyncio.to_thread(self._missing, name)
+        reply(*rest_error(err, rid))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _record(
         self,
@@ -203,19 +304,6 @@ class RuntimeApp:
             (done - started) * 1e6,
             model_error,
         )
-
-    async def _forward(
-        self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
-    ) -> UpstreamResponse:
-        response = await self._upstream(
-            variant,
-            name,
-            lambda pool: pool.request(b"POST", INVOCATIONS, headers, body, self.timeout),
-        )
-        if response.status >= 300:
-            text = response.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
-            raise self._model_error(name, response.status, text)
-        return response
 
     async def _upstream(
         self, variant: VariantRoute, name: str, call: Callable[[UpstreamPool], Awaitable[T]]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import httptools
 
@@ -40,6 +40,8 @@ __all__ = [
     "UpstreamTimeout",
 ]
 
+Done = Callable[[UpstreamResponse | UpstreamError], None]
+
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 _NO_BODY_STATUSES = (204, 304)
 
@@ -50,14 +52,18 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "_at_head",
         "_chunks",
+        "_deadline",
         "_eof_body",
         "_framed",
         "_headers",
         "_live",
+        "_loop",
+        "_on_done",
         "_parser",
         "_status",
+        "_timeout",
         "_timer",
-        "_waiter",
+        "_timer_at",
         "body_sink",
         "chunk_done",
         "closed",
@@ -69,10 +75,18 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, live: set[_Connection]) -> None:
         self._live = live
+        # Cached: on Python 3.11, asyncio.get_running_loop() makes a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._on_done: Done | None = None
+        # One lazy timer per connection instead of one per request: it is armed for the
+        # first deadline and, when it fires early (a later request moved the deadline),
+        # re-armed for the current one. A request only sets _deadline.
+        self._deadline = 0.0
+        self._timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] = []
@@ -88,29 +102,43 @@ class _Connection(asyncio.Protocol):
 
     # -- exchange, called by the pool --------------------------------------------------
 
-    def send(
-        self, data: bytes, deadline: float, timeout: float, at_head: bool
-    ) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the future resolves with its response or an UpstreamError.
+    def start(
+        self, data: bytes, deadline: float, timeout: float, at_head: bool, on_done: Done
+    ) -> None:
+        """Write one request; ``on_done`` gets its response or an UpstreamError, once.
 
         `at_head`: act once the head is parsed: hand it to `head_sink` when set (a stream; the
-        body follows), else resolve the future (a HEAD request, whose response has no body).
+        body follows), else finish (a HEAD request, whose response has no body).
         """
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        self._timer = loop.call_at(deadline, self._on_timeout, timeout)
+        self._on_done = on_done
+        self._arm(deadline, timeout)
         self._at_head = at_head
         self.got_bytes = False
         self.reusable = False
         self.transport.write(data)
+
+    def send(
+        self, data: bytes, deadline: float, timeout: float, at_head: bool
+    ) -> asyncio.Future[UpstreamResponse]:
+        """`start`, with a future for the outcome."""
+        waiter: asyncio.Future[UpstreamResponse] = self._loop.create_future()
+
+        def settle(result: UpstreamResponse | UpstreamError) -> None:
+            if waiter.done():
+                return
+            if isinstance(result, UpstreamResponse):
+                waiter.set_result(result)
+            else:
+                waiter.set_exception(result)
+
+        self.start(data, deadline, timeout, at_head, settle)
         return waiter
 
     def rearm(self, deadline: float, timeout: float) -> None:
         """Move the pending request's deadline (a stream's, once its head is in)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timeout, timeout)
+        if self._on_done is not None:
+            self._arm(deadline, timeout)
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -153,7 +181,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._live.discard(self)
-        if self._waiter is None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._on_done is None:
             return
         if self._eof_body and exc is None:
             self._finish()  # body delimited by end of stream
@@ -165,7 +196,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._waiter is None:
+        if self._on_done is None:
             raise UpstreamProtocolError("unsolicited data on an idle connection")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -201,34 +232,48 @@ class _Connection(asyncio.Protocol):
             self._headers = []
             self._framed = False
             return
-        if self._waiter is not None:
+        if self._on_done is not None:
             self._finish()
 
     # -- internals ---------------------------------------------------------------------
 
     def _finish(self) -> None:
         response = UpstreamResponse(self._status, self._headers, b"".join(self._chunks))
-        waiter = self._take_waiter()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
+        on_done = self._take()
+        if on_done is not None:
+            on_done(response)
 
     def _resolve_error(self, exc: UpstreamError) -> None:
-        waiter = self._take_waiter()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        on_done = self._take()
+        if on_done is not None:
+            on_done(exc)
 
-    def _take_waiter(self) -> asyncio.Future[UpstreamResponse] | None:
-        waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _take(self) -> Done | None:
+        on_done, self._on_done = self._on_done, None
         self._headers = []  # handed to the response; the chunks were copied by join
         self._chunks.clear()
         self._framed = self._eof_body = False
-        return waiter
+        return on_done
 
-    def _on_timeout(self, timeout: float) -> None:
-        self.fail(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
+    def _arm(self, deadline: float, timeout: float) -> None:
+        self._deadline = deadline
+        self._timeout = timeout
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._on_done is None:
+            return  # idle: the next request arms it again
+        if self._loop.time() >= self._deadline:
+            timeout = self._timeout
+            self.fail(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
+        else:
+            self._arm(self._deadline, self._timeout)
 
 
 class UpstreamPool:
@@ -260,6 +305,8 @@ class UpstreamPool:
         self._live: set[_Connection] = set()
         self._in_flight = 0
         self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()  # submit's connects
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def in_flight(self) -> int:
@@ -300,6 +347,43 @@ class UpstreamPool:
                 raise UpstreamProtocolError(exc.reason) from None
         finally:
             self._in_flight -= 1
+
+    def submit(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+        on_done: Done,
+    ) -> None:
+        """`request` without a coroutine: ``on_done`` gets the whole response or an
+        UpstreamError, exactly once. With an idle connection at hand (the hot path) no task or
+        future is made; the response's callback runs inside the connection's read."""
+        if self._closed:
+            on_done(UpstreamConnectError(f"pool for {self._address} is closed"))
+            return
+        data = self._encode(method, path, headers, body)
+        head_only = method == b"HEAD"
+        loop = self._loop
+        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._in_flight += 1
+        conn = self._pop_idle()
+        if conn is None:
+            self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
+            return
+
+        def done(result: UpstreamResponse | UpstreamError) -> None:
+            if isinstance(result, _ClosedBeforeResponse):
+                # the instance closed the idle keep-alive connection: retry once on a new one
+                conn.abort()
+                self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
+            else:
+                self._settle(conn, result, on_done)
+
+        conn.start(data, deadline, timeout, head_only, done)
 
     async def stream(
         self,
@@ -343,6 +427,8 @@ class UpstreamPool:
         """Close every connection; outstanding requests fail with UpstreamConnectError."""
         self._closed = True
         self._idle.clear()
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self._live):
             conn.fail(UpstreamConnectError(f"pool for {self._address} was closed"))
         await asyncio.sleep(0)  # let the transports run connection_lost
@@ -376,6 +462,42 @@ class UpstreamPool:
             raise
         self._release(conn)
         return response
+
+    async def _connect_and_start(
+        self, data: bytes, deadline: float, timeout: float, head_only: bool, on_done: Done
+    ) -> None:
+        try:
+            conn = await self._connect(deadline, timeout)
+        except UpstreamError as exc:
+            self._in_flight -= 1
+            on_done(exc)
+            return
+        except asyncio.CancelledError:  # the pool is closing
+            self._in_flight -= 1
+            on_done(UpstreamConnectError(f"pool for {self._address} was closed"))
+            raise
+
+        def done(result: UpstreamResponse | UpstreamError) -> None:
+            if isinstance(result, _ClosedBeforeResponse):
+                result = UpstreamProtocolError(result.reason)
+            self._settle(conn, result, on_done)
+
+        conn.start(data, deadline, timeout, head_only, done)
+
+    def _settle(
+        self, conn: _Connection, result: UpstreamResponse | UpstreamError, on_done: Done
+    ) -> None:
+        self._in_flight -= 1
+        if isinstance(result, UpstreamResponse):
+            self._release(conn)
+        else:
+            conn.abort()  # never reuse a half-used connection
+        on_done(result)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _open(
         self,
