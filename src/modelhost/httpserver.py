@@ -210,7 +210,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.failed or self.last_request:
             return
         self.last_active = time.monotonic()
-        self.server.awake.kick()
+        self.server.awake.kick(self.server.in_flight)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -380,7 +380,7 @@ class HttpProtocol(asyncio.Protocol):
         self._done(cycle.keep_alive)
 
     def _done(self, keep_alive: bool) -> None:
-        self.server.awake.kick()  # the client's next request may come right away
+        self.server.awake.kick(self.server.in_flight)  # the next request may come right away
         if keep_alive and self.transport is not None and not (self.last_request and not self.queue):
             self._next()
         else:

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import uvloop
 
-from modelhost.keepawake import GROW_START_S, KeepAwake, next_window
+from modelhost.keepawake import GROW_START_S, SPIN_MAX_IN_FLIGHT, KeepAwake, next_window
 
 LONGEST = 200e-6
 
@@ -81,3 +81,18 @@ def test_zero_turns_it_off() -> None:
         assert not awake.polling
 
     asyncio.run(main())
+
+
+def test_no_polling_under_load_and_a_poll_in_progress_stops() -> None:
+    async def main() -> None:
+        awake = KeepAwake(10.0)  # a window far longer than the test
+        awake.kick(in_flight=0)
+        assert awake.polling
+        awake.kick(in_flight=SPIN_MAX_IN_FLIGHT + 1)  # many requests wait on instances
+        await asyncio.sleep(0.01)
+        assert not awake.polling
+        awake.kick(in_flight=SPIN_MAX_IN_FLIGHT)
+        assert awake.polling
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
