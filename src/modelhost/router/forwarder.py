@@ -329,10 +329,7 @@ class UpstreamPool:
         """Send one request and return the whole response, or raise an UpstreamError."""
         if self._closed:
             raise UpstreamConnectError(f"pool for {self._address} is closed")
-        data = self._encode(method, path, headers, body)
-        head_only = method == b"HEAD"
-        deadline = asyncio.get_running_loop().time() + timeout
-        self._in_flight += 1
+        data, head_only, deadline = self._begin(method, path, headers, body, timeout)
         try:
             conn = self._pop_idle()
             if conn is not None:
@@ -363,13 +360,7 @@ class UpstreamPool:
         if self._closed:
             on_done(UpstreamConnectError(f"pool for {self._address} is closed"))
             return
-        data = self._encode(method, path, headers, body)
-        head_only = method == b"HEAD"
-        loop = self._loop
-        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
-            loop = self._loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        self._in_flight += 1
+        data, head_only, deadline = self._begin(method, path, headers, body, timeout)
         conn = self._pop_idle()
         if conn is None:
             self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
@@ -432,6 +423,21 @@ class UpstreamPool:
         for conn in list(self._live):
             conn.fail(UpstreamConnectError(f"pool for {self._address} was closed"))
         await asyncio.sleep(0)  # let the transports run connection_lost
+
+    def _begin(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> tuple[bytes, bool, float]:
+        """Count a request in flight: its bytes, whether it is a HEAD, and its deadline."""
+        loop = self._loop
+        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        return self._encode(method, path, headers, body), method == b"HEAD", loop.time() + timeout
 
     def _encode(
         self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
