@@ -298,3 +298,38 @@ def test_delete_during_a_slow_start_stops_it_at_once(
     wait_gone(sm, name, timeout=30)
     assert time.monotonic() - started < 20
     _poll(lambda: instance_pids(own_server.data_dir) == [], what="the instance to be stopped")
+
+
+def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveServer) -> None:
+    """The hot path runs on callbacks: every request must still get exactly one answer when
+    its instance dies under it (the one being served and the ones queued behind it)."""
+    own_server.start()
+    sm, rt = own_server.client("sagemaker"), own_server.client("sagemaker-runtime")
+    name = unique("dies")
+    assert deploy(sm, name, str(FIXTURE_MODELS / "slow"))["EndpointStatus"] == "InService"
+    [pid] = instance_pids(own_server.data_dir)
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            rt.invoke_endpoint(EndpointName=name, Body=b"60", ContentType="text/plain")
+            outcomes.append("answered")
+        except rt.exceptions.ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    logs = own_server.data_dir / "logs" / name
+    _poll(
+        lambda: any("slow: sleeping 60" in p.read_text() for p in logs.rglob("*.log")),
+        what="the instance to be serving the first request",
+    )
+    started = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a request got no answer"
+    assert time.monotonic() - started < 30  # not the 60 s sleep, nor the invocation timeout
+    assert len(outcomes) == 3
+    assert set(outcomes) <= {"ModelError", "ModelNotReadyException"}, outcomes
