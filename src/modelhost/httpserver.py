@@ -217,6 +217,8 @@ class HttpProtocol(asyncio.Protocol):
             # An upgrade we do not do (curl --http2 asks for h2c): the request itself has
             # been read; answer it in HTTP/1.1, then close (the parser stops at an upgrade).
             self.last_request = True
+            if not self.busy and not self.queue:
+                self.close()  # answered already (the fast path can answer synchronously)
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
 

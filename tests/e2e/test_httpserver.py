@@ -170,6 +170,15 @@ def test_an_upgrade_request_is_answered_in_http_1_1(address: tuple[str, int]) ->
     assert got.startswith(b"HTTP/1.1 200 OK")
 
 
+def test_an_upgrade_request_on_the_fast_path_is_answered_then_closed(
+    address: tuple[str, int],
+) -> None:
+    req = b"POST /fast HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n"
+    got = exchange(address, req, b"until the server closes")  # a 5 s timeout if it does not
+    assert got.startswith(b"HTTP/1.1 201 ")
+    assert got.endswith(b"content-length: 0\r\n\r\n")
+
+
 class Awake:
     """A fast path that answers whether the server's loop is being kept awake."""
 
