@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Instances' working copies: none outlives the server that made it (every instance is
+    # started anew when a server starts); a crash can leave some behind.
+    shutil.rmtree(settings.instances_dir, ignore_errors=True)
     store = Store(settings.state_db_url)
     objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)

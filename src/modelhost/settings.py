@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     container_engine: str | None = None
     # GPUs instances may use (CUDA_VISIBLE_DEVICES); None: as many as `nvidia-smi -L` lists.
     gpu_count: int | None = None
+    # Each instance process works on its own copy of the model directory, as each SageMaker
+    # instance has its own /opt/ml/model, when the model is at most this big; a bigger one is
+    # shared with the artifact cache (containers always get the cache's copy, read-only).
+    model_copy_max_bytes: int = Field(default=2 * 1024**3, ge=0)
 
     @property
     def state_db_url(self) -> str:
@@ -58,3 +62,8 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def instances_dir(self) -> Path:
+        """Per-instance working copies of model directories (emptied at start-up)."""
+        return self.data_dir / "instances"

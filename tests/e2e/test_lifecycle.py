@@ -333,3 +333,58 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
     assert time.monotonic() - started < 30  # not the 60 s sleep, nor the invocation timeout
     assert len(outcomes) == 3
     assert set(outcomes) <= {"ModelError", "ModelNotReadyException"}, outcomes
+
+
+WRITER = """import os
+
+
+def model_fn(model_dir):
+    with open(os.path.join(model_dir, "data.txt"), "a") as fh:  # in place, an existing file
+        fh.write(f"{os.getpid()}\\n")
+    with open(os.path.join(model_dir, "created.txt"), "w") as fh:
+        fh.write("mine")
+    return model_dir
+
+
+def transform_fn(model_dir, data, content_type, accept):
+    with open(os.path.join(model_dir, "data.txt")) as fh:
+        return fh.read(), "text/plain"
+"""
+
+
+def test_each_instance_writes_to_its_own_model_directory(
+    own_server: LiveServer, tmp_path: Path
+) -> None:
+    """As on SageMaker, where every instance has its own /opt/ml/model: what one instance's
+    code writes there is not seen by another, nor by a later deployment of the same data."""
+    own_server.start()
+    sm, rt = own_server.client("sagemaker"), own_server.client("sagemaker-runtime")
+    model_dir = tmp_path / "writer"
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "code" / "inference.py").write_text(WRITER)
+    (model_dir / "data.txt").write_text("base\n")
+    archive = pack(model_dir, tmp_path / "writer.tar.gz")
+    first = unique("writer")
+    desc = deploy(sm, first, str(archive), count=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    pids = set(instance_pids(own_server.data_dir))
+    assert len(pids) == 2
+    seen = set()
+    for _ in range(40):  # least-in-flight with rotating ties reaches both instances
+        body = rt.invoke_endpoint(EndpointName=first, Body=b"x")["Body"].read().decode()
+        lines = body.splitlines()
+        assert lines[0] == "base" and len(lines) == 2, body  # its own write only
+        seen.add(int(lines[1]))
+        if seen == pids:
+            break
+    assert seen == pids
+    copies = own_server.data_dir / "instances"
+    assert len(list(copies.iterdir())) == 2
+
+    sm.delete_endpoint(EndpointName=first)
+    wait_gone(sm, first)
+    _poll(lambda: not any(copies.iterdir()), what="the instances' copies to be removed")
+    second = unique("writer")
+    assert deploy(sm, second, str(archive))["EndpointStatus"] == "InService"
+    body = rt.invoke_endpoint(EndpointName=second, Body=b"x")["Body"].read().decode()
+    assert len(body.splitlines()) == 2, body  # the cached model data was never written to

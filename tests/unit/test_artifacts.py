@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
+from modelhost.artifacts.files import tree_size, working_copy
 from modelhost.storage import ObjectInfo
 from modelhost.storage.local import LocalObjectStore
 
@@ -417,3 +419,34 @@ def test_stale_temp_dirs_are_removed_on_start(tmp_path: Path, store: CountingSto
     os.utime(stale, (0, 0))
     ArtifactCache(tmp_path / "cache", store, MAX_BYTES)
     assert not stale.exists()
+
+
+def test_working_copy_copies_small_trees_and_leaves_big_ones(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    (src / "code").mkdir(parents=True)
+    (src / "weights.bin").write_bytes(b"w" * 1000)
+    (src / "code" / "inference.py").write_text("x = 1\n")
+    assert tree_size(src) == 1006
+    copy = tmp_path / "instances" / "i-1" / "model"
+    assert working_copy(src, copy, max_bytes=1006)
+    assert (copy / "weights.bin").read_bytes() == b"w" * 1000
+    assert (copy / "code" / "inference.py").read_text() == "x = 1\n"
+    (copy / "weights.bin").write_bytes(b"changed")  # the copy is the instance's own
+    assert (src / "weights.bin").read_bytes() == b"w" * 1000
+    big = tmp_path / "instances" / "i-2" / "model"
+    assert not working_copy(src, big, max_bytes=1005)
+    assert not big.exists()
+    inside = src / "instances" / "i-3" / "model"  # would copy itself forever
+    assert not working_copy(src, inside, max_bytes=10**6)
+    assert not inside.exists()
+
+
+def test_a_failed_working_copy_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    os.mkfifo(src / "fifo")  # copytree cannot copy a FIFO (it would block reading it)
+    dest = tmp_path / "copy"
+    with pytest.raises(shutil.Error):
+        working_copy(src, dest, max_bytes=10**6)
+    assert not dest.exists()

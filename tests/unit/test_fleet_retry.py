@@ -35,7 +35,9 @@ class FakeBackend:
 def run(failures: list[str], tmp_path: Path) -> tuple[FakeBackend, Fleet]:
     backend = FakeBackend(failures)
     fleets = Fleets(Settings(data_dir=tmp_path), None, backend, None)  # type: ignore[arg-type]
-    plan = VariantPlan("v", tmp_path, {}, None, Profile(1, 1.0), 1.0, 5.0)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir(exist_ok=True)
+    plan = VariantPlan("v", model_dir, {}, None, Profile(1, 1.0), 1.0, 5.0)
     fleet = Fleet("cfg", {"v": plan})
     asyncio.run(fleets.grow("ep", fleet, "v", 1))
     return backend, fleet

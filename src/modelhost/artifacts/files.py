@@ -119,6 +119,31 @@ def _raise(exc: OSError) -> None:
     raise exc
 
 
+def tree_size(root: Path) -> int:
+    """Bytes in the regular files under ``root`` (symlinks not followed)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(root, onerror=_raise):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def working_copy(src: Path, dest: Path, max_bytes: int) -> bool:
+    """Copy the model directory ``src`` to the new directory ``dest`` for one instance, when
+    it holds at most ``max_bytes`` (and ``dest`` is not inside it); whether it was copied. A
+    failed copy leaves no ``dest``."""
+    if dest.resolve().is_relative_to(src.resolve()) or tree_size(src) > max_bytes:
+        return False
+    try:
+        shutil.copytree(src, dest, symlinks=True)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return True
+
+
 def copy_file(src: Path, dest: Path, budget: Budget) -> None:
     budget.add_member()
     _copy_file(src, dest, budget)

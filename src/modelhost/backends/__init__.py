@@ -7,6 +7,9 @@ kill_all, instances) and picks, per instance, by its Image (backends/images.py):
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+
 from modelhost.backends import images
 from modelhost.backends.containers import ContainerBackend, EngineFinder
 from modelhost.backends.local import Instance, InstanceSpec, LocalBackend
@@ -38,10 +41,12 @@ class Backends(LocalBackend):
     async def stop(self, inst: Instance, grace: float) -> None:
         if not self.containers.owns(inst):
             await super().stop(inst, grace)
-            return
-        self.instances.discard(inst)
-        await self.containers.stop(inst, grace)
-        await inst.pool.close()
+        else:
+            self.instances.discard(inst)
+            await self.containers.stop(inst, grace)
+            await inst.pool.close()
+        if inst.spec.work_dir is not None:  # its model copy
+            await asyncio.to_thread(shutil.rmtree, inst.spec.work_dir, True)
 
     def kill_all(self) -> None:
         self.containers.kill_all()

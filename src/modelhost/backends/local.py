@@ -49,6 +49,7 @@ class InstanceSpec:
     log_path: Path
     instance_id: str = field(default_factory=lambda: f"i-{uuid.uuid4().hex[:17]}")
     hostname: str | None = None  # the container's ContainerHostname
+    work_dir: Path | None = None  # this instance's own files (its model copy): removed at stop
 
 
 @dataclass(eq=False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
+from modelhost.artifacts.files import working_copy
 from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
 from modelhost.instance_types import Profile, profile_for
@@ -153,7 +155,13 @@ class Fleets:
         """One healthy instance. The port an instance is given was free when picked; if
         another process took it before the instance bound it, start again on a new one."""
         for attempt in range(PORT_RETRIES + 1):
-            inst = self.backend.start(self._spec(endpoint, plan))
+            spec = await self._with_model_copy(self._spec(endpoint, plan))
+            try:
+                inst = self.backend.start(spec)
+            except BaseException:
+                if spec.work_dir is not None:
+                    await asyncio.to_thread(shutil.rmtree, spec.work_dir, True)
+                raise
             try:
                 await self.backend.wait_ready(inst, plan.startup_timeout)
                 return inst
@@ -165,6 +173,34 @@ class Fleets:
                 await self.stop([inst], STARTING_GRACE_S)
                 raise
         raise AssertionError("unreachable")
+
+    async def _with_model_copy(self, spec: InstanceSpec) -> InstanceSpec:
+        """Give an instance process its own copy of the model directory, as every SageMaker
+        instance has its own /opt/ml/model: what its code writes there stays its own and never
+        reaches the artifact cache. Containers mount the cache's copy read-only instead."""
+        if command_for(spec.image).container_image is not None:
+            return spec
+        work = self.settings.instances_dir / spec.instance_id
+        limit = self.settings.model_copy_max_bytes
+        try:
+            copied = await asyncio.to_thread(
+                working_copy, Path(spec.model_dir), work / "model", limit
+            )
+        except OSError as exc:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            raise InstanceFailed(f"Could not copy the model data for the instance: {exc}") from exc
+        if not copied:
+            log.warning(
+                "%s/%s: the model data is over MODELHOST_MODEL_COPY_MAX_BYTES (%d); its "
+                "instances share one directory, and what they write there is seen by all",
+                spec.endpoint,
+                spec.variant,
+                limit,
+            )
+            return spec
+        spec.model_dir = work / "model"
+        spec.work_dir = work
+        return spec
 
     async def build(self, endpoint: str, fleet: Fleet, variants: list[VariantState]) -> None:
         """Every variant's instances, healthy; on any failure none is left running (the other
