@@ -115,6 +115,17 @@ def test_fast_path_single_write(address: tuple[str, int]) -> None:
     assert b"x-app: fast" in got and got.endswith(b"\r\n\r\ncba")
 
 
+def test_pipelined_fast_path_and_asgi_requests_are_answered_in_order(
+    address: tuple[str, int],
+) -> None:
+    fast = b"POST /fast HTTP/1.1\r\nContent-Length: %d\r\n\r\n%b"
+    asgi = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+    requests = [fast % (3, b"one"), fast % (3, b"two"), asgi, fast % (5, b"three")]
+    got = exchange(address, b"".join(requests), b"eerht")  # the last answer
+    bodies = [part.rsplit(b"\r\n\r\n", 1)[-1] for part in got.split(b"HTTP/1.1 ")[1:]]
+    assert bodies == [b"eno", b"owt", b"POST /x 3", b"eerht"]
+
+
 def test_chunked_request_and_response(address: tuple[str, int]) -> None:
     req = b"POST /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
     got = exchange(address, req, b"0\r\n\r\n")
