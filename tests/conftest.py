@@ -1,3 +1,8 @@
 """Shared fixtures. Fixture modules live in tests/fixtures/ and are registered here."""
 
-pytest_plugins = ["tests.fixtures.seaweed", "tests.fixtures.server", "tests.fixtures.containers"]
+pytest_plugins = [
+    "tests.fixtures.seaweed",
+    "tests.fixtures.server",
+    "tests.fixtures.containers",
+    "tests.fixtures.sagemaker_sdk",
+]

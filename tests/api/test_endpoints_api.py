@@ -142,14 +142,33 @@ def test_create_with_missing_config(sm: Any) -> None:
     assert sm.list_endpoints(NameContains=name)["Endpoints"] == []
 
 
-def test_config_in_use_cannot_be_deleted(sm: Any, live: str) -> None:
-    err = error(sm.delete_endpoint_config, EndpointConfigName=live)
-    assert err["Code"] == "ValidationException"
-    assert err["Message"] == (
-        f"Cannot delete endpoint configuration {live}: it is in use by endpoint {live}. "
-        "Delete or update the endpoint first."
+def test_a_config_in_use_can_be_deleted_and_its_endpoint_goes_on(
+    server: LiveServer, sm: Any
+) -> None:
+    """As on SageMaker. The SageMaker Python SDK's Predictor.delete_endpoint() deletes the
+    endpoint's config first, then the endpoint: both calls must succeed."""
+    rt = server.client("sagemaker-runtime")
+    name = unique("ep-cfg-gone")
+    assert deploy(sm, name, ECHO)["EndpointStatus"] == "InService"
+    sm.delete_endpoint_config(EndpointConfigName=name)
+    assert error(sm.describe_endpoint_config, EndpointConfigName=name)["Message"] == (
+        f'Could not find endpoint configuration "{ACCOUNT}:endpoint-config/{name}".'
     )
-    assert sm.describe_endpoint_config(EndpointConfigName=live)["EndpointConfigName"] == live
+    desc = sm.describe_endpoint(EndpointName=name)
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", name)
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert rt.invoke_endpoint(EndpointName=name, Body=b"still here")["Body"].read() == (
+        b"still here"
+    )
+    sm.update_endpoint_weights_and_capacities(  # works from the endpoint's own copy
+        EndpointName=name,
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredWeight": 3.0}],
+    )
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=WAIT)
+    variant = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]
+    assert variant["CurrentWeight"] == 3.0
+    sm.delete_endpoint(EndpointName=name)
+    wait_gone(sm, name)
 
 
 def test_update_weights_with_unknown_variant(sm: Any, live: str) -> None:

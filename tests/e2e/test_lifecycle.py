@@ -195,6 +195,7 @@ def test_state_survives_restart_and_stop_leaves_no_orphans(
     assert deploy(sm, name, str(archive), count=2)["EndpointStatus"] == "InService"
     assert len(instance_pids(own_server.data_dir)) == 2
     sm.delete_model(ModelName=name)  # the endpoint keeps what it was deployed with
+    sm.delete_endpoint_config(EndpointConfigName=name)  # ... its config too
     archive.unlink()  # ... even when its model data is gone
     assert own_server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     assert instance_pids(own_server.data_dir) == []
@@ -202,7 +203,7 @@ def test_state_survives_restart_and_stop_leaves_no_orphans(
     sm, rt = own_server.client("sagemaker"), own_server.client("sagemaker-runtime")
     _poll(lambda: _sum_ok(rt, name), what="the endpoint to serve after a restart")
     desc = sm.describe_endpoint(EndpointName=name)
-    assert desc["EndpointStatus"] == "InService"
+    assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", name)
     assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
     own_server.stop(signal.SIGINT)
     assert instance_pids(own_server.data_dir) == []

@@ -7,7 +7,7 @@ from typing import Any
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
 from modelhost.errors import ValidationException, already_exists, not_found
-from modelhost.state.records import EndpointStatus, Resource
+from modelhost.state.records import Resource
 from modelhost.state.store import Duplicate
 
 KIND = "endpoint_config"
@@ -112,13 +112,10 @@ def delete_endpoint_config(ctx: Context, req: Request) -> Response:
     arn = ctx.arns.arn(KIND, name)
     if ctx.store.get(KIND, name) is None:
         raise not_found("endpoint configuration", arn)
-    for ep in ctx.store.endpoints():
-        uses = {ep.config_name.lower(), (ep.pending_config or "").lower()}
-        if name.lower() in uses and ep.status is not EndpointStatus.FAILED:
-            raise ValidationException(
-                f"Cannot delete endpoint configuration {name}: it is in use by endpoint "
-                f"{ep.name}. Delete or update the endpoint first."
-            )
+    # As on SageMaker, a config in use may be deleted: endpoints keep the copy they were
+    # created or updated with (their deployment), so they go on serving, and DescribeEndpoint
+    # still names the config. The SageMaker Python SDK's Predictor.delete_endpoint() relies on
+    # this: it deletes the endpoint's config first, then the endpoint.
     ctx.store.delete(KIND, name)
     ctx.store.delete_tags(arn)
     return {}
