@@ -138,5 +138,8 @@ modelhost is serving on {url} with the demo endpoint '{DEMO_ENDPOINT}'.
     print(rt.invoke_endpoint(EndpointName="{DEMO_ENDPOINT}", ContentType="application/json",
                              Body='{body}')["Body"].read())
 
+  Existing code, unchanged (boto3, AWS CLI and the SageMaker Python SDK read these):
+    export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}
+
   modelhost endpoints | modelhost logs {DEMO_ENDPOINT} --follow | Ctrl-C stops everything.
 """
