@@ -1,11 +1,15 @@
-"""The SageMaker Python SDK (v2) against a live modelhost: Model.deploy, Predictor.predict
-with JSON and CSV serializers, a model error, delete_model and delete_endpoint."""
+"""The SageMaker Python SDK against a live modelhost. v2: Model.deploy, Predictor.predict with
+JSON and CSV serializers, a model error, delete_model and delete_endpoint. v3: the resource
+classes (Model, EndpointConfig, Endpoint) from create to delete, found through the
+environment alone."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,29 +18,72 @@ from tests.fixtures.server import LiveServer, unique
 
 pytestmark = pytest.mark.api
 
-FLOW = Path(__file__).resolve().parents[1] / "fixtures" / "sdk" / "flow.py"
+FLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "sdk"
+FLOW = FLOWS / "flow.py"
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 BUCKET = "sdk-bucket"
+
+
+def iris_in_object_store(server: LiveServer, name: str) -> str:
+    """The demo iris model.tar.gz in the server's embedded object store; its s3:// URL."""
+    key = f"{name}/model.tar.gz"
+    path = server.data_dir / "objects" / BUCKET / key
+    path.parent.mkdir(parents=True)
+    path.write_bytes(build_archive())
+    return f"s3://{BUCKET}/{key}"
+
+
+def flow_output(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    line = next((x for x in done.stdout.splitlines() if x.startswith("SDKFLOW ")), None)
+    assert line is not None, done.stdout[-3000:]
+    out: dict[str, Any] = json.loads(line.removeprefix("SDKFLOW "))
+    return out
 
 
 def test_sdk_deploys_predicts_and_tears_down(server: LiveServer, sdk_python: Path) -> None:
     name = unique("sdk-iris")
-    key = f"{name}/model.tar.gz"
-    path = server.data_dir / "objects" / BUCKET / key  # the embedded object store's layout
-    path.parent.mkdir(parents=True)
-    path.write_bytes(build_archive())
+    model_data = iris_in_object_store(server, name)
     done = subprocess.run(
-        [str(sdk_python), str(FLOW), server.url, f"s3://{BUCKET}/{key}", name],
+        [str(sdk_python), str(FLOW), server.url, model_data, name],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next((x for x in done.stdout.splitlines() if x.startswith("SDKFLOW ")), None)
-    assert line is not None, done.stdout[-3000:]
-    out = json.loads(line.removeprefix("SDKFLOW "))
+    out = flow_output(done)
     assert out["json"] == {"predictions": ["setosa", "virginica"]}
     assert out["csv"] == {"predictions": ["setosa"]}
     assert out["error"] == "ModelError"  # the demo's input_fn refuses a dict: a 424
     assert out["endpoint_status"] == "InService"
     assert out["left"] == {"configs": [], "models": []}
+
+
+def test_sdk_v3_resources_from_create_to_delete(
+    server: LiveServer, sdk3_python: Path, tmp_path: Path
+) -> None:
+    name = unique("sdk3-iris")
+    model_data = iris_in_object_store(server, name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    done = subprocess.run(
+        [str(sdk3_python), str(FLOWS / "v3_flow.py"), SKLEARN_IMAGE, model_data, name],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    out = flow_output(done)
+    assert out["prediction"] == {"predictions": ["virginica"]}
+    assert out["status"] == "InService"
+    assert out["left"] == []
