@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, unique
+from tests.fixtures.server import FIXTURE_MODELS, LiveServer, aws_env, unique
 
 pytestmark = pytest.mark.api
 
@@ -23,16 +22,7 @@ CLI_TIMEOUT_S = 60.0
 @pytest.fixture
 def aws(server: LiveServer, tmp_path: Path) -> Any:
     """Run ``aws --endpoint-url <server> ...`` with test credentials and no user AWS config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_MAX_ATTEMPTS": "1",
-    }
+    env = aws_env(tmp_path) | {"AWS_MAX_ATTEMPTS": "1"}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -5,14 +5,13 @@ endpoint_url anywhere in the code), as the README and `make run` say."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
+from tests.fixtures.server import FIXTURE_MODELS, LiveServer, aws_env, deploy, unique
 
 pytestmark = pytest.mark.api
 
@@ -48,18 +47,7 @@ def endpoint(server: LiveServer) -> str:
 
 
 def environment(server: LiveServer, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return env | {
-        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-    }
+    return aws_env(tmp_path, server.url) | {"SAGEMAKER_SUPPRESS_V2_WARNING": "1"}
 
 
 def run(argv: list[str], env: dict[str, str]) -> str:

@@ -6,7 +6,6 @@ environment alone."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelhost.demo import build_archive
-from tests.fixtures.server import LiveServer, unique
+from tests.fixtures.server import LiveServer, aws_env, unique
 
 pytestmark = pytest.mark.api
 
@@ -64,17 +63,7 @@ def test_sdk_v3_resources_from_create_to_delete(
 ) -> None:
     name = unique("sdk3-iris")
     model_data = iris_in_object_store(server, name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = aws_env(tmp_path, server.url)
     done = subprocess.run(
         [str(sdk3_python), str(FLOWS / "v3_flow.py"), SKLEARN_IMAGE, model_data, name],
         capture_output=True,
