@@ -106,3 +106,8 @@ def test_podman_gets_runc_and_ignore_flags(tmp_path: Path) -> None:
         "-f",
         "mh-x",
     ]
+
+
+def test_exists_lists_exactly_one_container_by_name() -> None:
+    argv = Engine("podman", "/usr/bin/podman", podman=True).exists_argv("mh-i-1")
+    assert argv[-6:] == ["ps", "-a", "--filter", "name=^mh-i-1$", "--format", "{{.Names}}"]

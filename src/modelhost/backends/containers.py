@@ -44,6 +44,8 @@ NAME_PREFIX = "mh-"
 PROBE_TIMEOUT_S = 20.0
 FAILED_PROBE_TTL_S = 10.0  # ask again after this long when no engine answered
 ENGINE_COMMAND_TIMEOUT_S = 60.0
+REMOVAL_TIMEOUT_S = 30.0  # how long a removed container may still be listed
+REMOVAL_CHECKS = 200
 # Podman as root here needs explicit ulimits (DESIGN.md); harmless for docker.
 ULIMITS = ("nofile=1024:1024", "nproc=1024:1024")
 
@@ -82,6 +84,10 @@ class Engine:
 
     def rm_argv(self, names: Sequence[str]) -> list[str]:
         return [*self.base(), "rm", "-f", *(["--ignore"] if self.podman else []), *names]
+
+    def exists_argv(self, name: str) -> list[str]:
+        """Lists the container ``name`` (running or not), or nothing."""
+        return [*self.base(), "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}"]
 
 
 def container_name(spec: InstanceSpec) -> str:
@@ -200,6 +206,9 @@ class ContainerBackend:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(inst.process.wait, 5.0)
         await asyncio.to_thread(_engine_command, engine.rm_argv([name]), ENGINE_COMMAND_TIMEOUT_S)
+        # `rm --ignore` returns at once while the run process's own --rm cleanup is still
+        # removing the container: a deleted endpoint must leave nothing, so wait for it.
+        await asyncio.to_thread(_wait_removed, engine, name)
 
     def kill_all(self) -> None:
         """Last resort at exit: remove every container still known, then kill the run
@@ -214,6 +223,26 @@ class ContainerBackend:
             if inst.exited() is None:
                 _signal(inst.process, signal.SIGKILL)
         self.instances.clear()
+
+
+def _wait_removed(engine: Engine, name: str, timeout: float = REMOVAL_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    for attempt in range(REMOVAL_CHECKS):
+        try:
+            done = subprocess.run(
+                engine.exists_argv(name), capture_output=True, text=True, timeout=timeout
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("checking that container %s is gone failed: %s", name, exc)
+            return
+        if done.returncode == 0 and name not in done.stdout.split():
+            return
+        if time.monotonic() > deadline:
+            break
+        if attempt % 10 == 9:  # still there after a while: ask again
+            _engine_command(engine.rm_argv([name]), ENGINE_COMMAND_TIMEOUT_S)
+        time.sleep(0.1)
+    log.warning("container %s was still listed %.0f s after its removal", name, timeout)
 
 
 def _engine_command(argv: list[str], timeout: float) -> None:
