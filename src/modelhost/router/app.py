@@ -31,7 +31,6 @@ from modelhost.errors import (
 )
 from modelhost.metrics import Recorder
 from modelhost.names import Arns
-from modelhost.router.eventstream import internal_stream_failure, model_stream_error, payload_part
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
@@ -41,6 +40,7 @@ from modelhost.router.forwarder import (
     UpstreamTimeout,
 )
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
+from modelhost.router.stream_relay import ERROR_TEXT_LIMIT, error_text, relay
 from modelhost.settings import Settings
 from modelhost.state.store import Store
 
@@ -88,7 +88,6 @@ CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 EVENT_STREAM = b"application/vnd.amazon.eventstream"
 # The first byte must come within Settings.invocation_timeout_s; the whole stream within this.
 STREAM_TIMEOUT_S = 480.0
-ERROR_TEXT_LIMIT = 4096
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +355,7 @@ class RuntimeApp:
                 elif key == CUSTOM_ATTRIBUTES:
                     out.append((key, value))
             await send({"type": "http.response.start", "status": 200, "headers": out})
-            await _relay(upstream, receive, send, name)
+            await relay(upstream, receive, send, name)
         finally:
             await upstream.aclose()
 
@@ -371,7 +370,7 @@ class RuntimeApp:
             ),
         )
         if upstream.status >= 300:
-            raise self._model_error(name, upstream.status, await _error_text(upstream))
+            raise self._model_error(name, upstream.status, await error_text(upstream))
         return upstream
 
     def _current(self, name: str, variant: VariantRoute) -> VariantRoute:
@@ -406,66 +405,6 @@ _TIMEOUT_TEXT = (
     "Your invocation timed out while waiting for a response from container primary. "
     "Review the latency of the model, resolve the issue, and try again."
 )
-
-
-_STREAM_TIMEOUT_TEXT = (
-    "Your model primary did not complete sending the inference response in the allotted time."
-)
-_STREAM_INTERNAL_TEXT = "The stream failed inside modelhost; see the server log. Try again."
-
-
-async def _relay(upstream: UpstreamStream, receive: Receive, send: Send, name: str) -> None:
-    """Each part of the container's body as one PayloadPart event, as it arrives; a failure
-    ends the stream with an exception event. A client that goes away stops the upstream."""
-    gone = _close_on_disconnect(upstream, receive)
-    tail = b""
-    try:
-        async for part in upstream:
-            await send(
-                {"type": "http.response.body", "body": payload_part(part), "more_body": True}
-            )
-    except UpstreamTimeout:
-        tail = model_stream_error(_STREAM_TIMEOUT_TEXT, "ModelInvocationTimeExceeded")
-    except UpstreamError as exc:
-        text = f"The response stream from model primary broke: {exc.reason}."
-        tail = model_stream_error(text, "StreamBroken")
-    except Exception:
-        log.exception("streaming the response of endpoint %s failed", name)
-        tail = internal_stream_failure(_STREAM_INTERNAL_TEXT)
-    finally:
-        gone.cancel()
-    await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-def _close_on_disconnect(upstream: UpstreamStream, receive: Receive) -> asyncio.Future[Message]:
-    """Wait for the client to go away, then stop reading from the container."""
-
-    def done(waiter: asyncio.Future[Message]) -> None:
-        if waiter.cancelled() or waiter.exception() is not None:
-            return
-        if waiter.result().get("type") == "http.disconnect":
-            upstream.close()
-
-    waiter = asyncio.ensure_future(receive())
-    waiter.add_done_callback(done)
-    return waiter
-
-
-async def _error_text(upstream: UpstreamStream) -> str:
-    """The start of a container's error body (for ModelError's OriginalMessage)."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for part in upstream:
-            parts.append(part)
-            size += len(part)
-            if size >= ERROR_TEXT_LIMIT:
-                break
-    except UpstreamError:
-        pass
-    finally:
-        await upstream.aclose()
-    return b"".join(parts).decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
 
 
 def _parse_path(path: str) -> tuple[str, str]:

@@ -1,9 +1,10 @@
 """Hot-path upstream HTTP/1.1 client: a pooled keep-alive connection per instance.
 
-One `UpstreamPool` per instance (host, port). Each connection carries one request at a
-time; idle connections are reused last-in-first-out. The wire work is raw asyncio
-(`loop.create_connection` + an `asyncio.Protocol`) and `httptools.HttpResponseParser`,
-because generic clients cost several times the router's whole budget (DESIGN.md).
+One `UpstreamPool` per instance (host, port). Each connection (upstream_conn.py) carries
+one request at a time; idle connections are reused last-in-first-out. The wire work is raw
+asyncio (`loop.create_connection` + an `asyncio.Protocol`) and `httptools.HttpResponseParser`,
+because generic clients cost several times the router's whole budget (DESIGN.md). `submit`
+is the hot path's callback form; `request` and `stream` are coroutines.
 
 Streaming: `stream` returns an `UpstreamStream` once the response head is in; its body
 arrives through the connection's sinks (`head_sink`, `body_sink`, `chunk_done`) as it is
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from collections.abc import Coroutine
+from typing import Any
 
-import httptools
-
+from modelhost.router.upstream_conn import Done, UpstreamConnection
 from modelhost.router.upstream_stream import UpstreamStream
 from modelhost.router.upstream_types import (
     UpstreamConnectError,
@@ -39,241 +38,6 @@ __all__ = [
     "UpstreamStream",
     "UpstreamTimeout",
 ]
-
-Done = Callable[[UpstreamResponse | UpstreamError], None]
-
-_FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
-_NO_BODY_STATUSES = (204, 304)
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses responses and resolves one waiter at a time."""
-
-    __slots__ = (
-        "_at_head",
-        "_chunks",
-        "_deadline",
-        "_eof_body",
-        "_framed",
-        "_headers",
-        "_live",
-        "_loop",
-        "_on_done",
-        "_parser",
-        "_status",
-        "_timeout",
-        "_timer",
-        "_timer_at",
-        "body_sink",
-        "chunk_done",
-        "closed",
-        "got_bytes",
-        "head_sink",
-        "reusable",
-        "transport",
-    )
-
-    def __init__(self, live: set[_Connection]) -> None:
-        self._live = live
-        # Cached: on Python 3.11, asyncio.get_running_loop() makes a getpid() system call.
-        self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self._on_done: Done | None = None
-        # One lazy timer per connection instead of one per request: it is armed for the
-        # first deadline and, when it fires early (a later request moved the deadline),
-        # re-armed for the current one. A request only sets _deadline.
-        self._deadline = 0.0
-        self._timeout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._status = 0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._chunks: list[bytes] = []
-        self._framed = False
-        self._eof_body = False
-        self._at_head = False
-        self.body_sink: Callable[[bytes], None] | None = None
-        self.head_sink: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None
-        self.chunk_done: Callable[[], None] | None = None
-        self.got_bytes = False
-        self.reusable = False
-        self.closed = False
-
-    # -- exchange, called by the pool --------------------------------------------------
-
-    def start(
-        self, data: bytes, deadline: float, timeout: float, at_head: bool, on_done: Done
-    ) -> None:
-        """Write one request; ``on_done`` gets its response or an UpstreamError, once.
-
-        `at_head`: act once the head is parsed: hand it to `head_sink` when set (a stream; the
-        body follows), else finish (a HEAD request, whose response has no body).
-        """
-        assert self.transport is not None
-        self._on_done = on_done
-        self._arm(deadline, timeout)
-        self._at_head = at_head
-        self.got_bytes = False
-        self.reusable = False
-        self.transport.write(data)
-
-    def send(
-        self, data: bytes, deadline: float, timeout: float, at_head: bool
-    ) -> asyncio.Future[UpstreamResponse]:
-        """`start`, with a future for the outcome."""
-        waiter: asyncio.Future[UpstreamResponse] = self._loop.create_future()
-
-        def settle(result: UpstreamResponse | UpstreamError) -> None:
-            if waiter.done():
-                return
-            if isinstance(result, UpstreamResponse):
-                waiter.set_result(result)
-            else:
-                waiter.set_exception(result)
-
-        self.start(data, deadline, timeout, at_head, settle)
-        return waiter
-
-    def rearm(self, deadline: float, timeout: float) -> None:
-        """Move the pending request's deadline (a stream's, once its head is in)."""
-        if self._on_done is not None:
-            self._arm(deadline, timeout)
-
-    def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
-
-    def fail(self, exc: UpstreamError) -> None:
-        """Fail the pending request (if any) and drop the connection."""
-        self._resolve_error(exc)
-        self.abort()
-
-    def abort(self) -> None:
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.abort()
-
-    def close(self) -> None:
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- asyncio.Protocol --------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._live.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self.fail(UpstreamProtocolError(f"malformed response from instance: {exc}"))
-
-    def eof_received(self) -> bool:
-        return False  # close our side too; connection_lost settles the pending request
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.reusable = False
-        self._live.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._on_done is None:
-            return
-        if self._eof_body and exc is None:
-            self._finish()  # body delimited by end of stream
-        elif not self.got_bytes:
-            self._resolve_error(_ClosedBeforeResponse("connection closed before any response"))
-        else:
-            self._resolve_error(UpstreamProtocolError("connection closed mid-response"))
-
-    # -- httptools callbacks -----------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._on_done is None:
-            raise UpstreamProtocolError("unsolicited data on an idle connection")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in _FRAMING_HEADERS:
-            self._framed = True
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self._status = self._parser.get_status_code()
-        self.reusable = self._parser.should_keep_alive() and status != 101
-        if self._at_head and status >= 200:
-            if self.head_sink is None:
-                self.reusable = False  # the parser cannot know a HEAD response has no body
-                self._finish()
-                return
-            self.head_sink(status, list(self._headers))
-        if not self._framed and status >= 200 and status not in _NO_BODY_STATUSES:
-            self._eof_body = True
-
-    def on_body(self, body: bytes) -> None:
-        if self.body_sink is not None:
-            self.body_sink(body)
-        else:
-            self._chunks.append(body)
-
-    def on_chunk_complete(self) -> None:
-        if self.chunk_done is not None:
-            self.chunk_done()
-
-    def on_message_complete(self) -> None:
-        if self._status < 200:  # 1xx informational: the real response follows
-            self._headers = []
-            self._framed = False
-            return
-        if self._on_done is not None:
-            self._finish()
-
-    # -- internals ---------------------------------------------------------------------
-
-    def _finish(self) -> None:
-        response = UpstreamResponse(self._status, self._headers, b"".join(self._chunks))
-        on_done = self._take()
-        if on_done is not None:
-            on_done(response)
-
-    def _resolve_error(self, exc: UpstreamError) -> None:
-        on_done = self._take()
-        if on_done is not None:
-            on_done(exc)
-
-    def _take(self) -> Done | None:
-        on_done, self._on_done = self._on_done, None
-        self._headers = []  # handed to the response; the chunks were copied by join
-        self._chunks.clear()
-        self._framed = self._eof_body = False
-        return on_done
-
-    def _arm(self, deadline: float, timeout: float) -> None:
-        self._deadline = deadline
-        self._timeout = timeout
-        timer = self._timer
-        if timer is None or deadline < self._timer_at:
-            if timer is not None:
-                timer.cancel()
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._on_done is None:
-            return  # idle: the next request arms it again
-        if self._loop.time() >= self._deadline:
-            timeout = self._timeout
-            self.fail(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
-        else:
-            self._arm(self._deadline, self._timeout)
 
 
 class UpstreamPool:
@@ -301,8 +65,8 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._host_header = self._address.encode("ascii")
-        self._idle: list[_Connection] = []
-        self._live: set[_Connection] = set()
+        self._idle: list[UpstreamConnection] = []
+        self._live: set[UpstreamConnection] = set()
         self._in_flight = 0
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # submit's connects
@@ -449,7 +213,7 @@ class UpstreamPool:
         parts += (b"\r\n", body)
         return b"".join(parts)
 
-    def _pop_idle(self) -> _Connection | None:
+    def _pop_idle(self) -> UpstreamConnection | None:
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -458,7 +222,12 @@ class UpstreamPool:
         return None
 
     async def _exchange(
-        self, conn: _Connection, data: bytes, deadline: float, timeout: float, head_only: bool
+        self,
+        conn: UpstreamConnection,
+        data: bytes,
+        deadline: float,
+        timeout: float,
+        head_only: bool,
     ) -> UpstreamResponse:
         waiter = conn.send(data, deadline, timeout, head_only)
         try:
@@ -491,7 +260,7 @@ class UpstreamPool:
         conn.start(data, deadline, timeout, head_only, done)
 
     def _settle(
-        self, conn: _Connection, result: UpstreamResponse | UpstreamError, on_done: Done
+        self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
     ) -> None:
         self._in_flight -= 1
         if isinstance(result, UpstreamResponse):
@@ -507,7 +276,7 @@ class UpstreamPool:
 
     async def _open(
         self,
-        conn: _Connection,
+        conn: UpstreamConnection,
         data: bytes,
         first: float,
         first_timeout: float,
@@ -523,7 +292,7 @@ class UpstreamPool:
             raise
         return stream
 
-    def _stream_done(self, conn: _Connection, complete: bool) -> None:
+    def _stream_done(self, conn: UpstreamConnection, complete: bool) -> None:
         """A stream handed its connection back: reuse it if the body was read to the end."""
         self._in_flight -= 1
         if complete:
@@ -531,14 +300,14 @@ class UpstreamPool:
         else:
             conn.abort()
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: UpstreamConnection) -> None:
         idle = self._idle
         if conn.reusable and len(idle) < self._max_idle and conn.usable() and not self._closed:
             idle.append(conn)
         else:
             conn.close()
 
-    async def _connect(self, deadline: float, timeout: float) -> _Connection:
+    async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         budget = min(self._connect_timeout, deadline - loop.time())
         live = self._live
@@ -546,11 +315,11 @@ class UpstreamPool:
             async with asyncio.timeout(budget):
                 if self._unix_path is not None:
                     _, conn = await loop.create_unix_connection(
-                        lambda: _Connection(live), self._unix_path
+                        lambda: UpstreamConnection(live), self._unix_path
                     )
                 else:
                     _, conn = await loop.create_connection(
-                        lambda: _Connection(live), self._host, self._port
+                        lambda: UpstreamConnection(live), self._host, self._port
                     )
         except TimeoutError:
             if budget < self._connect_timeout:

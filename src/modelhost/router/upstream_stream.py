@@ -12,7 +12,8 @@ from modelhost.router.upstream_types import (
 )
 
 if TYPE_CHECKING:
-    from modelhost.router.forwarder import UpstreamPool, _Connection
+    from modelhost.router.forwarder import UpstreamPool
+    from modelhost.router.upstream_conn import UpstreamConnection
 
 # A stream stops reading from the instance while more than this is parsed but not consumed,
 # and reads again once the consumer is down to STREAM_LOW_WATER.
@@ -35,7 +36,7 @@ class UpstreamStream:
     """
 
     def __init__(
-        self, pool: UpstreamPool, conn: _Connection, deadline: float, timeout: float
+        self, pool: UpstreamPool, conn: UpstreamConnection, deadline: float, timeout: float
     ) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []

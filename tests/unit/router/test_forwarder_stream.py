@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 import uvloop
 
-from modelhost.router import forwarder, upstream_stream
+from modelhost.router import upstream_conn, upstream_stream
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamPool,
@@ -362,7 +362,7 @@ class FakeTransport:
 def test_slow_consumer_pauses_and_resumes_reading(run: Run) -> None:
     async def main() -> None:
         pool = UpstreamPool("127.0.0.1", 1)
-        conn = forwarder._Connection(set())
+        conn = upstream_conn.UpstreamConnection(set())
         transport = FakeTransport()
         conn.connection_made(cast(asyncio.Transport, transport))
         opening = asyncio.ensure_future(pool._open(conn, b"req", 1e9, WAIT, 1e9, WAIT))
