@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -159,17 +160,26 @@ def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def endpoints(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
-    """List endpoints: status, variants with instance counts, instance types."""
+def _rows(
+    url: str | None,
+    operation: str,
+    key: str,
+    name_key: str,
+    row: Callable[[SageMakerClient, str], dict[str, Any] | None],
+) -> list[dict[str, Any]]:
+    """Every resource a List operation names, sorted by name, described by ``row`` (those
+    deleted in between are skipped)."""
     server = Server.from_options(url)
     with reporting(server):
         sm = server.sagemaker()
-        names = [
-            e["EndpointName"]
-            for page in sm.get_paginator("list_endpoints").paginate(SortBy="Name")
-            for e in page["Endpoints"]
-        ]
-        rows = [row for n in names if (row := _endpoint_row(sm, n)) is not None]
+        paginator = sm.get_paginator(operation)  # type: ignore[call-overload]
+        names = [item[name_key] for page in paginator.paginate(SortBy="Name") for item in page[key]]
+        return [r for n in names if (r := row(sm, n)) is not None]
+
+
+def endpoints(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
+    """List endpoints: status, variants with instance counts, instance types."""
+    rows = _rows(url, "list_endpoints", "Endpoints", "EndpointName", _endpoint_row)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -197,15 +207,7 @@ def _model_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:
 
 def models(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
     """List models: image, model data, creation time."""
-    server = Server.from_options(url)
-    with reporting(server):
-        sm = server.sagemaker()
-        names = [
-            m["ModelName"]
-            for page in sm.get_paginator("list_models").paginate(SortBy="Name")
-            for m in page["Models"]
-        ]
-        rows = [row for n in names if (row := _model_row(sm, n)) is not None]
+    rows = _rows(url, "list_models", "Models", "ModelName", _model_row)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
