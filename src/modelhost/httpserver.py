@@ -41,15 +41,16 @@ ASGIApp = Callable[
 ]
 
 
-Reply = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+Reply = Callable[[bytes, bytes], None]
 
 
 class FastPath(Protocol):
     """Requests the app answers without ASGI messages or a task: the runtime API's
     InvokeEndpoint, the hot path. ``dispatch`` gets the raw path, the lower-cased headers,
-    the whole body and a ``reply(status, headers, body)`` to call once, now or later; the
-    answer is written back in one ``transport.write``. The headers must not include
-    Content-Length, Transfer-Encoding or Connection: the server writes those."""
+    the whole body and a ``reply(head, body)`` to call once, now or later; the answer is
+    written back in one ``transport.write``. ``head`` is the status line and header lines,
+    each ending in CRLF (see ``head_bytes``); it must not include Content-Length,
+    Transfer-Encoding or Connection: the server writes those and the blank line."""
 
     def accepts(self, method: bytes, path: bytes) -> bool: ...
 
@@ -73,6 +74,14 @@ IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed aft
 
 def _status_line(status: int) -> bytes:
     return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+
+
+def head_bytes(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A fast-path reply's head: the status line and one line per header."""
+    parts = [_status_line(status)]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
 
 
 def response_head(
@@ -189,6 +198,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._head_size = 0
+        self._expect = False  # Expect: 100-continue
         self._client: tuple[str, int] | None = None
         self.failed = False
         self.last_request = False  # after an upgrade request: answer it, then close
@@ -241,13 +251,6 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks --------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._body = []
-        self._size = 0
-        self._head_size = 0
-
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
@@ -255,21 +258,22 @@ class HttpProtocol(asyncio.Protocol):
             self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        self._headers.append((name, value))
         self._head_size += len(name) + len(value)
         if self._head_size > _MAX_HEAD:
             self._head_too_large()
+        if name == b"expect":
+            self._expect = value.lower() == b"100-continue"
 
     def _head_too_large(self) -> None:
         self._fail(431, b"Request header fields too large.")
         raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
-        if self.transport is None or self.busy or self.queue:
+        if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
-        for name, value in self._headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                self.transport.write(_CONTINUE)
+        self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         room = self.server.max_body + 1 - self._size
@@ -279,19 +283,25 @@ class HttpProtocol(asyncio.Protocol):
             self._size += len(part)
 
     def on_message_complete(self) -> None:
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        # take this request's parts and reset for the next one (no on_message_begin: one
+        # parser callback less per request)
+        parts, headers, url = self._body, self._headers, self._url
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._url, self._headers, self._body = b"", [], []
+        self._size = self._head_size = 0
+        self._expect = False
         keep_alive = self.parser.should_keep_alive()
         fast = self.server.fast
-        path = self._url.partition(b"?")[0]
+        path = url.partition(b"?")[0]
         if fast is not None and fast.accepts(self.parser.get_method(), path):
             if not self.busy and not self.queue and self.transport is not None:
                 # the common case, straight through: nothing queued ahead of it
                 self.busy = True
-                self._run_fast(path, self._headers, body, keep_alive and not self.server.stopping)
+                self._run_fast(path, headers, body, keep_alive and not self.server.stopping)
                 return
-            self.queue.append((None, path, self._headers, body, keep_alive))
+            self.queue.append((None, path, headers, body, keep_alive))
         else:
-            self.queue.append((self._scope(), b"", self._headers, body, keep_alive))
+            self.queue.append((self._scope(url, headers), b"", headers, body, keep_alive))
         if len(self.queue) > _MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
         if not self.busy:
@@ -299,8 +309,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- running requests -----------------------------------------------------------------
 
-    def _scope(self) -> Scope:
-        parsed = httptools.parse_url(self._url)
+    def _scope(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> Scope:
+        parsed = httptools.parse_url(url)
         raw_path: bytes = parsed.path
         path = raw_path.decode("latin-1")
         if "%" in path:
@@ -315,7 +325,7 @@ class HttpProtocol(asyncio.Protocol):
             "raw_path": raw_path,
             "query_string": parsed.query or b"",
             "root_path": "",
-            "headers": self._headers,
+            "headers": headers,
             "client": self._client,
             "server": self.server.address,
         }
@@ -344,19 +354,17 @@ class HttpProtocol(asyncio.Protocol):
         fast = self.server.fast
         assert fast is not None
         answered = False
+        tail = _KEEP if keep_alive else _CLOSE
 
-        def reply(status: int, out: list[tuple[bytes, bytes]], payload: bytes) -> None:
+        def reply(head: bytes, payload: bytes) -> None:
             nonlocal answered
             if answered:
                 return
             answered = True
             self.server.in_flight -= 1
-            parts = [_status_line(status)]
-            for name, value in out:
-                parts += (name, b": ", value, b"\r\n")
-            parts += (b"content-length: %d\r\n" % len(payload), _KEEP if keep_alive else _CLOSE)
-            parts.append(payload)
-            self.write(b"".join(parts))
+            if self.transport is not None:
+                framing = b"content-length: %d\r\n" % len(payload)
+                self.transport.write(b"".join((head, framing, tail, payload)))
             self._done(keep_alive)
 
         self.server.in_flight += 1
@@ -365,7 +373,8 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             log.exception("unhandled error serving POST %s", path.decode("latin-1"))
             keep_alive = False
-            reply(500, [(b"content-type", b"text/plain")], b"Internal Server Error")
+            tail = _CLOSE
+            reply(_status_line(500) + b"content-type: text/plain\r\n", b"Internal Server Error")
 
     async def _run(self, scope: Scope, cycle: _Cycle) -> None:
         try:

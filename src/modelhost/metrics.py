@@ -120,6 +120,18 @@ class Recorder(Collector):
         s.model_latency.observe(model_us)
         s.overhead_latency.observe(total_us - model_us if total_us > model_us else 0.0)
 
+    def record_ok(
+        self, endpoint: str, variant: str, instances: int, model_us: float, total_us: float
+    ) -> None:
+        """``record`` for a 200 (the hot path's case)."""
+        s = self.slots.get((endpoint, variant))
+        if s is None:
+            s = self._slot(endpoint, variant)
+        s.invocations += 1
+        s.per_instance += 1.0 / (instances or 1)
+        s.model_latency.observe(model_us)
+        s.overhead_latency.observe(total_us - model_us if total_us > model_us else 0.0)
+
     def set_instances(self, endpoint: str, variant: str, count: int) -> None:
         self._slot(endpoint, variant).instances = count
 

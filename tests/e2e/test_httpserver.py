@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.httpserver import Reply
+from modelhost.httpserver import Reply, head_bytes
 from modelhost.serving import Server
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ class Fast:
     def dispatch(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
     ) -> None:
-        reply(201, [(b"x-app", b"fast")], body[::-1])
+        reply(head_bytes(201, [(b"x-app", b"fast")]), body[::-1])
 
 
 def free_port() -> int:
@@ -204,7 +204,7 @@ class Awake:
     def dispatch(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
     ) -> None:
-        reply(200, [], b"polling" if self.server.awake.polling else b"asleep")
+        reply(head_bytes(200, []), b"polling" if self.server.awake.polling else b"asleep")
 
 
 @pytest.mark.parametrize(("busy_poll_s", "expected"), [(0.05, b"polling"), (0.0, b"asleep")])
@@ -230,7 +230,7 @@ class Later:
     def dispatch(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
     ) -> None:
-        asyncio.get_running_loop().call_later(0.3, reply, 200, [], b"late answer")
+        asyncio.get_running_loop().call_later(0.3, reply, head_bytes(200, []), b"late answer")
 
 
 def test_stopping_waits_for_fast_path_answers_in_flight() -> None:

@@ -65,6 +65,7 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._host_header = self._address.encode("ascii")
+        self._host_end = b"Host: %b\r\n\r\n" % self._host_header
         self._idle: list[UpstreamConnection] = []
         self._live: set[UpstreamConnection] = set()
         self._in_flight = 0
@@ -121,17 +122,60 @@ class UpstreamPool:
         """`request` without a coroutine: ``on_done`` gets the whole response or an
         UpstreamError, exactly once. With an idle connection at hand (the hot path) no task or
         future is made; the response's callback runs inside the connection's read."""
+        self.send(self._encode(method, path, headers, body), timeout, on_done, method == b"HEAD")
+
+    def tail(self, length: int) -> bytes:
+        """The end of a request head with a body of ``length`` bytes: Content-Length, Host
+        and the blank line (for ``send``)."""
+        return b"Content-Length: %d\r\n%b" % (length, self._host_end)
+
+    def acquire(self) -> UpstreamConnection | None:
+        """The hot path's shortcut: an idle connection, with a request counted in flight on
+        it, or None (then use ``send``). Give it back with ``release_ok`` after a complete
+        response, or ``settle`` otherwise."""
+        if self._closed:
+            return None
+        conn = self._pop_idle()
+        if conn is not None:
+            self._in_flight += 1
+        return conn
+
+    def release_ok(self, conn: UpstreamConnection) -> None:
+        self._in_flight -= 1
+        idle = self._idle
+        if conn.reusable and len(idle) < self._max_idle and not conn.closed:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    def deadline(self, timeout: float) -> float:
+        loop = self._loop
+        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time() + timeout
+
+    def send(self, data: bytes, timeout: float, on_done: Done, head_only: bool = False) -> None:
+        """``submit`` for a request already in bytes (``head_only``: a HEAD request, whose
+        response has no body); the head may end with ``tail``."""
         if self._closed:
             on_done(UpstreamConnectError(f"pool for {self._address} is closed"))
             return
-        data, head_only, deadline = self._begin(method, path, headers, body, timeout)
+        loop = self._loop
+        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        deadline = loop.time() + timeout
         conn = self._pop_idle()
         if conn is None:
             self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
             return
 
         def done(result: UpstreamResponse | UpstreamError) -> None:
-            if isinstance(result, _ClosedBeforeResponse):
+            if type(result) is UpstreamResponse:
+                self._in_flight -= 1
+                self._release(conn)
+                on_done(result)
+            elif isinstance(result, _ClosedBeforeResponse):
                 # the instance closed the idle keep-alive connection: retry once on a new one
                 conn.abort()
                 self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
@@ -258,6 +302,17 @@ class UpstreamPool:
             self._settle(conn, result, on_done)
 
         conn.start(data, deadline, timeout, head_only, done)
+
+    def retry(self, data: bytes, deadline: float, timeout: float, on_done: Done) -> None:
+        """A request whose idle connection closed before any response byte (``acquire``):
+        once more on a new connection."""
+        self._spawn(self._connect_and_start(data, deadline, timeout, False, on_done))
+
+    def settle(
+        self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
+    ) -> None:
+        """Give back a connection from ``acquire`` and pass its request's outcome on."""
+        self._settle(conn, result, on_done)
 
     def _settle(
         self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done

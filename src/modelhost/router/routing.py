@@ -13,6 +13,8 @@ from typing import Protocol
 
 from modelhost.router.forwarder import UpstreamPool
 
+MAX_CACHED_PATHS = 4096
+
 
 class Target(Protocol):
     """An instance the router can send to: an id and a pooled upstream with an in-flight count."""
@@ -32,6 +34,11 @@ class VariantRoute:
     name: str
     weight: float
     targets: list[Target] = field(default_factory=list)
+    # The response header that names the variant, ready to write (the hot path's bytes).
+    header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
+
+    def __post_init__(self) -> None:
+        self.header_line = b"x-amzn-invoked-production-variant: %b\r\n" % self.name.encode()
 
 
 @dataclass(slots=True)
@@ -84,16 +91,31 @@ def pick_target(targets: list[Target], start: int) -> Target | None:
 class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[str, EndpointRoute] = {}
+        # The hot path's lookup: the raw request path as the client sent it -> its route.
+        # Only paths that found a route are kept; cleared whenever the table changes.
+        self._by_path: dict[bytes, EndpointRoute] = {}
         self._counter = itertools.count()
 
     def get(self, endpoint: str) -> EndpointRoute | None:
         return self._routes.get(endpoint.lower())
 
+    def cached(self, path: bytes) -> EndpointRoute | None:
+        """The route a request path found before (see ``remember``), if the table has not
+        changed since."""
+        return self._by_path.get(path)
+
+    def remember(self, path: bytes, route: EndpointRoute) -> None:
+        if len(self._by_path) >= MAX_CACHED_PATHS:
+            self._by_path.clear()  # bounded: a client may spell one name in many ways
+        self._by_path[path] = route
+
     def install(self, route: EndpointRoute) -> None:
         self._routes[route.name.lower()] = route
+        self._by_path.clear()
 
     def remove(self, endpoint: str) -> None:
         self._routes.pop(endpoint.lower(), None)
+        self._by_path.clear()
 
     def next_start(self) -> int:
         return next(self._counter)

@@ -1,0 +1,399 @@
+"""InvokeEndpoint's hot path: the front server's fast path (httpserver.FastPath), on callbacks.
+
+One request costs the router a few microseconds of Python, so everything per request is done
+once and in one place: the route is found by the raw request path (cached), the instance's
+request is written as bytes while the client's headers are filtered, a pooled idle connection
+is taken directly, and the answer's head is joined from precomputed lines. No task, future,
+coroutine or per-request dataclass is made. Anything off that road (no idle connection, an
+instance that went away, an error) takes the general road below it, with the same answers.
+
+``RuntimeApp`` (app.py) adds the ASGI side: InvokeEndpointWithResponseStream and the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Coroutine
+from functools import partial
+from time import perf_counter
+from typing import Any
+
+from modelhost.api.serialize import rest_error
+from modelhost.errors import (
+    InternalFailure,
+    ModelError,
+    ModelNotReadyException,
+    ServiceError,
+    ValidationError,
+)
+from modelhost.httpserver import Reply, head_bytes
+from modelhost.metrics import Recorder
+from modelhost.names import Arns
+from modelhost.router.forwarder import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
+from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
+from modelhost.router.upstream_types import _ClosedBeforeResponse
+from modelhost.settings import Settings
+from modelhost.state.store import Store
+
+log = logging.getLogger(__name__)
+
+# Request headers that reach the container (everything else is stripped, as SageMaker does).
+FORWARDED = frozenset(
+    {
+        b"content-type",
+        b"accept",
+        b"x-amzn-sagemaker-custom-attributes",
+        b"x-amzn-sagemaker-inference-id",
+        b"x-amzn-sagemaker-target-model",
+        b"x-amzn-sagemaker-enable-explanations",
+        b"x-amzn-sagemaker-session-id",
+    }
+)
+TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
+# Response headers of the container's that reach the caller.
+RETURNED = frozenset(
+    {
+        b"content-type",
+        b"x-amzn-sagemaker-custom-attributes",
+        b"x-amzn-sagemaker-new-session-id",
+        b"x-amzn-sagemaker-closed-session-id",
+    }
+)
+INVOCATIONS = b"/invocations"
+CONNECT_RETRIES = 2
+PREFIX = b"/endpoints/"
+
+_OK = b"HTTP/1.1 200 OK\r\n"
+_RID = b"x-amzn-requestid: "
+_TIMEOUT_TEXT = (
+    "Your invocation timed out while waiting for a response from container primary. "
+    "Review the latency of the model, resolve the issue, and try again."
+)
+
+
+class _Call:
+    """One InvokeEndpoint in flight: what the instance's answer needs to become the caller's."""
+
+    __slots__ = ("body", "lines", "name", "reply", "rid", "sent", "started", "variant")
+
+    def __init__(
+        self,
+        name: str,
+        variant: VariantRoute,
+        lines: bytes,
+        body: bytes,
+        rid: bytes,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        self.name = name
+        self.variant = variant
+        self.lines = lines  # the forwarded header lines, ready to write
+        self.body = body
+        self.rid = rid
+        self.started = started
+        self.sent = started
+        self.reply = reply
+
+    def error(self, err: ServiceError) -> None:
+        status, headers, body = rest_error(err, self.rid.decode())
+        self.reply(head_bytes(status, headers), body)
+
+
+class InvokePath:
+    """InvokeEndpoint as the front server's fast path (``accepts`` and ``dispatch``)."""
+
+    def __init__(
+        self, routes: RouteTable, store: Store, settings: Settings, metrics: Recorder | None = None
+    ) -> None:
+        self.metrics = metrics or Recorder()
+        self.routes = routes
+        self.store = store
+        self.settings = settings
+        self.arns = Arns(settings.region, settings.account_id)
+        self.max_body = settings.max_payload_bytes
+        self.timeout = settings.invocation_timeout_s
+        self._random = random.Random()
+        # Request ids: a random half per process, a counter for the other (cheaper than 128
+        # random bits each; unique across restarts all the same).
+        self._rid_prefix = os.urandom(8).hex().encode()
+        self._rid_count = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def new_rid(self) -> bytes:
+        self._rid_count += 1
+        return b"%b%016x" % (self._rid_prefix, self._rid_count)
+
+    # -- the front server's fast path ---------------------------------------------------
+
+    def accepts(self, method: bytes, path: bytes) -> bool:
+        """InvokeEndpoint requests, which the front server hands to ``dispatch`` directly."""
+        return method == b"POST" and path.startswith(PREFIX) and path.endswith(INVOCATIONS)
+
+    def dispatch(
+        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
+        pooled connection to the instance at hand, this runs on callbacks alone."""
+        started = perf_counter()
+        self._rid_count += 1
+        rid = b"%b%016x" % (self._rid_prefix, self._rid_count)
+        lines: list[bytes] = []
+        wanted = None
+        for key, value in raw_headers:
+            if key in FORWARDED:
+                lines += (key, b": ", value, b"\r\n")
+            elif key == TARGET_VARIANT:
+                wanted = value
+        route = self.routes.cached(path)
+        if route is None or len(body) > self.max_body:
+            route = self._check(path, raw_headers, body, rid, reply)
+            if route is None:
+                return
+        variants = route.variants
+        if wanted is None and len(variants) == 1:
+            variant = variants[0]
+        else:
+            try:
+                variant = _variant(route, wanted, self._random.random(), route.name)
+            except ServiceError as err:
+                reply(*_error(err, rid))
+                return
+        call = _Call(route.name, variant, b"".join(lines), body, rid, started, reply)
+        self._send(call, variant, 0)
+
+    def _check(
+        self,
+        path: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        rid: bytes,
+        reply: Reply,
+    ) -> EndpointRoute | None:
+        """The route for a path not seen before (or None, answered), and the size limit."""
+        try:
+            name = _endpoint_name(path)
+            size = len(body)
+            if size > self.max_body:
+                for key, value in raw_headers:
+                    if key == b"content-length" and value.isdigit():
+                        size = max(size, int(value))
+                raise _too_large(size, self.max_body)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+            return None
+        route = self.routes.get(name)
+        if route is None:  # unknown, or not serving yet: ask the store, off the loop
+            self._spawn(self._reply_missing(name, rid, reply))
+            return None
+        self.routes.remember(path, route)
+        return route
+
+    def _send(self, call: _Call, variant: VariantRoute, attempt: int) -> None:
+        """Send to the least-loaded instance of ``variant``; an instance that went away
+        (connection refused) is retried on another; other failures become SageMaker's errors."""
+        targets = variant.targets
+        if len(targets) == 1:
+            target = targets[0]
+        else:
+            target = pick_target(targets, self.routes.next_start())  # type: ignore[assignment]
+            if target is None:
+                err = ModelNotReadyException(
+                    f"Endpoint {call.name} has no instance ready to serve."
+                )
+                self._record(call, variant, err.status, perf_counter(), False)
+                call.error(err)
+                return
+        call.variant = variant
+        call.sent = perf_counter()
+        pool: UpstreamPool = target.pool
+        body = call.body
+        data = b"".join((b"POST /invocations HTTP/1.1\r\n", call.lines, pool.tail(len(body)), body))
+
+        conn = pool.acquire()
+        if conn is None:
+            pool.send(data, self.timeout, partial(self._outcome, call, variant, attempt))
+            return
+        timeout = self.timeout
+        deadline = pool.deadline(timeout)
+
+        def on_conn(result: UpstreamResponse | UpstreamError) -> None:
+            # the hot path: a pooled connection, given back here (as UpstreamPool.send does)
+            if type(result) is UpstreamResponse:
+                pool.release_ok(conn)
+                if result.status < 300:
+                    try:
+                        self._answer(call, result)
+                    except Exception:
+                        self._internal(call)
+                    return
+                self._outcome(call, variant, attempt, result)
+                return
+            done = partial(self._outcome, call, variant, attempt)
+            if isinstance(result, _ClosedBeforeResponse):
+                conn.abort()  # the instance closed the idle connection: once more, on a new one
+                pool.retry(data, deadline, timeout, done)
+            else:
+                pool.settle(conn, result, done)
+
+        conn.start(data, deadline, timeout, False, on_conn)
+
+    def _outcome(
+        self,
+        call: _Call,
+        variant: VariantRoute,
+        attempt: int,
+        result: UpstreamResponse | UpstreamError,
+    ) -> None:
+        try:
+            if type(result) is UpstreamResponse and result.status < 300:
+                self._answer(call, result)
+            elif isinstance(result, UpstreamConnectError) and attempt < CONNECT_RETRIES:
+                # The instance went away: an update or scale-in may have swapped the fleet
+                # since this request picked it, so pick again from the current route.
+                self._send(call, self._current(call.name, variant), attempt + 1)
+            else:
+                self._fail(call, result)
+        except Exception:
+            self._internal(call)
+
+    def _internal(self, call: _Call) -> None:
+        log.exception("answering an invocation of endpoint %s failed", call.name)
+        call.error(InternalFailure("The invocation failed inside modelhost; see its log."))
+
+    def _answer(self, call: _Call, result: UpstreamResponse) -> None:
+        """The caller's 200 for the instance's 2xx, recorded."""
+        variant = call.variant
+        answered = perf_counter()
+        parts = [_OK, variant.header_line, _RID, call.rid, b"\r\n"]
+        for key, value in result.headers:
+            if key in RETURNED:
+                parts += (key, b": ", value, b"\r\n")
+        call.reply(b"".join(parts), result.body)
+        self.metrics.record_ok(
+            call.name,
+            variant.name,
+            len(variant.targets),
+            (answered - call.sent) * 1e6,
+            (perf_counter() - call.started) * 1e6,
+        )
+
+    def _fail(self, call: _Call, result: UpstreamResponse | UpstreamError) -> None:
+        """The caller's error for an instance's non-2xx answer, or for no answer, recorded."""
+        name = call.name
+        err: ServiceError
+        if isinstance(result, UpstreamResponse):
+            text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+            err = self._model_error(name, result.status, text)
+        elif isinstance(result, UpstreamConnectError):
+            err = ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+        elif isinstance(result, UpstreamTimeout):
+            err = self._model_error(name, 0, _TIMEOUT_TEXT)
+        else:
+            err = self._model_error(name, 0, f"connection to the container failed: {result.reason}")
+        self._record(call, call.variant, err.status, perf_counter(), isinstance(err, ModelError))
+        call.error(err)
+
+    def _record(
+        self, call: _Call, variant: VariantRoute, status: int, answered: float, model_error: bool
+    ) -> None:
+        done = perf_counter()
+        self.metrics.record(
+            call.name,
+            variant.name,
+            len(variant.targets),
+            status,
+            (answered - call.sent) * 1e6,
+            (done - call.started) * 1e6,
+            model_error,
+        )
+
+    async def _reply_missing(self, name: str, rid: bytes, reply: Reply) -> None:
+        err = await asyncio.to_thread(self._missing, name)
+        reply(*_error(err, rid))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _current(self, name: str, variant: VariantRoute) -> VariantRoute:
+        route = self.routes.get(name)
+        if route is None:
+            return variant
+        return route.variant(variant.name) or route.pick_variant(self._random.random()) or variant
+
+    def _model_error(self, name: str, status: int, text: str) -> ModelError:
+        kind = "client" if 400 <= status < 500 else "server"
+        log_group = self.arns.log_group(name)
+        return ModelError(
+            f'Received {kind} error ({status}) from primary with message "{text}". '
+            f"See the instance log (modelhost logs {name}) for more information.",
+            OriginalStatusCode=status,
+            OriginalMessage=text,
+            LogStreamArn=log_group,
+        )
+
+    def _missing(self, name: str) -> ServiceError:
+        ep = self.store.endpoint(name)
+        if ep is None:
+            return ValidationError(
+                f"Endpoint {name} of account {self.settings.account_id} not found."
+            )
+        return ModelNotReadyException(
+            f"Endpoint {name} is {ep.status.value} and has no instance ready to serve yet."
+        )
+
+
+def _error(err: ServiceError, rid: bytes) -> tuple[bytes, bytes]:
+    status, headers, body = rest_error(err, rid.decode())
+    return head_bytes(status, headers), body
+
+
+def _endpoint_name(path: bytes) -> str:
+    name, action = parse_path(path.decode("latin-1"))
+    if action != "invocations":
+        raise ValidationError(f"Unknown path {path.decode('latin-1')}.")
+    return name
+
+
+def parse_path(path: str) -> tuple[str, str]:
+    parts = path.split("/")
+    if len(parts) != 4 or parts[1] != "endpoints" or not parts[2]:
+        raise ValidationError(f"Unknown path {path}.")
+    return parts[2], parts[3]
+
+
+def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: str) -> VariantRoute:
+    if wanted is None:
+        chosen = route.pick_variant(u)
+        if chosen is None:
+            raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+        return chosen
+    if isinstance(wanted, bytes):
+        wanted = wanted.decode("latin-1")
+    variant = route.variant(wanted)
+    if variant is None:
+        raise ValidationError(
+            f"The variant {wanted} does not exist in endpoint {name}; its variants are "
+            f"{', '.join(v.name for v in route.variants)}."
+        )
+    return variant
+
+
+def _too_large(size: int, limit: int) -> ValidationError:
+    return ValidationError(
+        f"Request payload of {size} bytes exceeds the InvokeEndpoint limit of {limit} bytes "
+        f"({limit / 2**20:.0f} MB)."
+    )
