@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -172,3 +174,29 @@ def test_metrics_use_cloudwatch_names(server: LiveServer, rt: Any) -> None:
     assert f"sagemaker_InvocationsPerInstance_total{labels} 2.0" in text
     assert f"sagemaker_CurrentInstanceCount{labels} 2.0" in text
     assert f"sagemaker_ModelLatency_count{labels} 4.0" in text
+
+
+def test_concurrent_invocations_each_get_their_own_answer(server: LiveServer, echo: str) -> None:
+    """Many clients at once on one built-in instance: the router pipelines their requests on
+    one connection (upstream_pipe.py); every answer must still reach the request it belongs to."""
+    host, port = server.url.removeprefix("http://").split(":")
+    path = f"/endpoints/{echo}/invocations"
+
+    def client(n: int) -> list[tuple[bytes, bytes]]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        pairs = []
+        try:
+            for i in range(25):
+                body = json.dumps({"client": n, "request": i}).encode()
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                answer = conn.getresponse()
+                assert answer.status == 200
+                pairs.append((body, answer.read()))
+        finally:
+            conn.close()
+        return pairs
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [pair for pairs in pool.map(client, range(16)) for pair in pairs]
+    assert len(results) == 400
+    assert all(body == answer for body, answer in results)

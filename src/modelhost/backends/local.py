@@ -61,6 +61,7 @@ class Instance:
     gpus: list[int]
     started: float = field(default_factory=time.monotonic)
     unix_path: str | None = None  # the built-in server's Unix socket, when it has one
+    pipelined: bool = False  # the router may pipeline requests on it (see upstream_pipe.py)
 
     @property
     def instance_id(self) -> str:
@@ -135,6 +136,7 @@ class LocalBackend:
             raise
         inst = Instance(spec, port, proc, UpstreamPool(self.host, port), gpus)
         inst.unix_path = env.get("MODELHOST_UNIX_SOCKET")
+        inst.pipelined = inst.unix_path is not None and not _batching(env)
         self.instances.add(inst)
         log.info(
             "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
@@ -197,7 +199,10 @@ class LocalBackend:
     async def _prefer_unix_socket(self, inst: Instance) -> None:
         path = inst.unix_path
         if path is not None and os.path.exists(path):
-            old, inst.pool = inst.pool, UpstreamPool(self.host, inst.port, unix_path=path)
+            old, inst.pool = (
+                inst.pool,
+                UpstreamPool(self.host, inst.port, unix_path=path, pipelined=inst.pipelined),
+            )
             await old.close()
 
     async def stop(self, inst: Instance, grace: float) -> None:
@@ -275,3 +280,12 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _batching(env: dict[str, str]) -> bool:
+    """Whether the built-in server may batch (runtime/batching.py; its connections then take
+    no pipelined requests). Anything but a clear "off" counts as on."""
+    return env.get("MODELHOST_BATCHING", "").strip().lower() not in _OFF
+
+
+_OFF = frozenset({"", "0", "false", "no", "off"})

@@ -19,6 +19,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from modelhost.router.upstream_conn import Done, UpstreamConnection
+from modelhost.router.upstream_pipe import MAX_DEPTH as PIPE_DEPTH
+from modelhost.router.upstream_pipe import Pipeline
 from modelhost.router.upstream_stream import UpstreamStream
 from modelhost.router.upstream_types import (
     UpstreamConnectError,
@@ -28,6 +30,8 @@ from modelhost.router.upstream_types import (
     UpstreamTimeout,
     _ClosedBeforeResponse,
 )
+
+PIPE_RETRY_S = 1.0  # after a failed connect of the pipelined connection, wait this long
 
 __all__ = [
     "UpstreamConnectError",
@@ -55,6 +59,7 @@ class UpstreamPool:
         max_idle: int = 64,
         connect_timeout: float = 2.0,
         unix_path: str | None = None,
+        pipelined: bool = False,
     ) -> None:
         self._host = host
         self._port = port
@@ -72,6 +77,12 @@ class UpstreamPool:
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # submit's connects
         self._loop: asyncio.AbstractEventLoop | None = None
+        # One pipelined connection (upstream_pipe.py) for the hot path, on the Unix socket of
+        # a built-in single-worker instance only.
+        self.pipelined = pipelined and unix_path is not None
+        self._pipe: Pipeline | None = None
+        self._pipe_connecting = False
+        self._pipe_failed_at = -1e9
 
     @property
     def in_flight(self) -> int:
@@ -139,6 +150,47 @@ class UpstreamPool:
         if conn is not None:
             self._in_flight += 1
         return conn
+
+    def pipe(self) -> Pipeline | None:
+        """The open pipelined connection, or None (then it is being connected, or this pool
+        has none: use ``acquire``/``send``). A request sent on it is counted with
+        ``count_in`` and ``count_out``."""
+        pipe = self._pipe
+        if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
+            return pipe
+        if (pipe is None or not pipe.open) and not self._pipe_connecting and not self._closed:
+            loop = self._loop or asyncio.get_running_loop()
+            if loop.time() - self._pipe_failed_at > PIPE_RETRY_S:
+                self._pipe_connecting = True
+                self._spawn(self._connect_pipe())
+        return None
+
+    def count_in(self) -> None:
+        self._in_flight += 1
+
+    def count_out(self) -> None:
+        self._in_flight -= 1
+
+    async def _connect_pipe(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, pipe = await loop.create_unix_connection(
+                    lambda: Pipeline(self._pipe_lost), self._unix_path
+                )
+        except (OSError, TimeoutError):
+            self._pipe_failed_at = loop.time()
+            return
+        finally:
+            self._pipe_connecting = False
+        if self._closed:
+            pipe.close()
+            return
+        self._pipe = pipe
+
+    def _pipe_lost(self, pipe: Pipeline) -> None:
+        if self._pipe is pipe:
+            self._pipe = None
 
     def release_ok(self, conn: UpstreamConnection) -> None:
         self._in_flight -= 1
@@ -226,6 +278,8 @@ class UpstreamPool:
         """Close every connection; outstanding requests fail with UpstreamConnectError."""
         self._closed = True
         self._idle.clear()
+        if self._pipe is not None:
+            self._pipe.close()
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._live):

@@ -41,6 +41,7 @@ from modelhost.router.forwarder import (
 )
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
+from modelhost.router.upstream_pipe import Pipeline
 from modelhost.router.upstream_types import _ClosedBeforeResponse
 from modelhost.settings import Settings
 from modelhost.state.store import Store
@@ -221,6 +222,11 @@ class InvokePath:
         body = call.body
         data = b"".join((b"POST /invocations HTTP/1.1\r\n", call.lines, pool.tail(len(body)), body))
 
+        if pool.pipelined:
+            pipe = pool.pipe()
+            if pipe is not None:
+                self._send_pipelined(call, variant, attempt, pool, pipe, data)
+                return
         conn = pool.acquire()
         if conn is None:
             pool.send(data, self.timeout, partial(self._outcome, call, variant, attempt))
@@ -248,6 +254,35 @@ class InvokePath:
                 pool.settle(conn, result, done)
 
         conn.start(data, deadline, timeout, False, on_conn)
+
+    def _send_pipelined(
+        self,
+        call: _Call,
+        variant: VariantRoute,
+        attempt: int,
+        pool: UpstreamPool,
+        pipe: Pipeline,
+        data: bytes,
+    ) -> None:
+        timeout = self.timeout
+        deadline = pool.deadline(timeout)
+        pool.count_in()
+
+        def on_pipe(result: UpstreamResponse | UpstreamError) -> None:
+            if type(result) is UpstreamResponse and result.status < 300:
+                pool.count_out()
+                try:
+                    self._answer(call, result)
+                except Exception:
+                    self._internal(call)
+            elif isinstance(result, _ClosedBeforeResponse):
+                # not started (or the connection went before any answer): on a new connection
+                pool.retry(data, deadline, timeout, partial(self._outcome, call, variant, attempt))
+            else:
+                pool.count_out()
+                self._outcome(call, variant, attempt, result)
+
+        pipe.send(data, deadline, timeout, on_pipe)
 
     def _outcome(
         self,

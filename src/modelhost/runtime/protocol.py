@@ -160,6 +160,7 @@ class HttpConnection(asyncio.Protocol):
         self._stream_keep_alive = False
         self._write_paused = False
         self._writable: asyncio.Future[None] | None = None
+        self._pending: list[bytes] | None = None  # writes held while a read is parsed
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -176,6 +177,23 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        # Answers to the requests in this read go out together, in one write (a router that
+        # pipelines requests gets them in one read; one request: the same single write).
+        self._pending = []
+        try:
+            self._feed(data)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and self._transport is not None:
+            if len(pending) == 1:
+                self._transport.write(pending[0])
+            else:
+                self._transport.writelines(pending)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -206,6 +224,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._flush()
         if self._transport is not None:
             self._transport.close()
 
@@ -414,7 +433,9 @@ class HttpConnection(asyncio.Protocol):
         raise _Abort  # stop parsing: the rest of the body is not read
 
     def _write(self, data: bytes) -> None:
-        if self._transport is not None:
+        if self._pending is not None:
+            self._pending.append(data)
+        elif self._transport is not None:
             self._transport.write(data)
 
     def _finish(self, data: bytes, keep_alive: bool) -> None:

@@ -1,0 +1,162 @@
+"""The pipelined connection to a built-in instance (upstream_pipe.py), through UpstreamPool.pipe,
+against a real Unix-socket server that answers requests in order, as the built-in one does."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from modelhost.router.forwarder import UpstreamPool, UpstreamResponse, UpstreamTimeout
+from modelhost.router.upstream_pipe import Pipeline
+from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
+from tests.unit.router.test_forwarder import WAIT, Reply, Req, Run, Server, echo, response
+from tests.unit.router.test_forwarder import run as run
+
+Outcome = UpstreamResponse | UpstreamError
+
+
+class UnixServer(Server):
+    """The test server on a Unix socket (in a temporary directory)."""
+
+    path: str = ""
+
+    async def __aenter__(self) -> UnixServer:
+        self._tmp = tempfile.TemporaryDirectory()
+        self.path = str(Path(self._tmp.name) / "instance.sock")
+        self._server = await asyncio.start_unix_server(self._serve, self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        self._tmp.cleanup()
+
+
+async def open_pipe(pool: UpstreamPool) -> Pipeline:
+    """The pool's pipelined connection, once connected (the first ask starts connecting)."""
+    async with asyncio.timeout(WAIT):
+        while (pipe := pool.pipe()) is None:
+            await asyncio.sleep(0.001)
+    return pipe
+
+
+def request(body: bytes) -> bytes:
+    return b"POST /invocations HTTP/1.1\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+async def send_all(pipe: Pipeline, bodies: list[bytes], timeout: float = WAIT) -> list[Outcome]:
+    """Send every body in one loop pass; each outcome, in the order sent (each exactly once)."""
+    loop = asyncio.get_running_loop()
+    outcomes: list[list[Outcome]] = [[] for _ in bodies]
+    for i, body in enumerate(bodies):
+        pipe.send(request(body), loop.time() + timeout, timeout, outcomes[i].append)
+    async with asyncio.timeout(WAIT):
+        while not all(outcomes):
+            await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)  # a second outcome would come now
+    assert all(len(got) == 1 for got in outcomes)
+    return [got[0] for got in outcomes]
+
+
+def test_requests_of_one_pass_share_a_connection_and_are_answered_in_order(run: Run) -> None:
+    async def main() -> None:
+        async with UnixServer(echo) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            bodies = [b"request %d" % i for i in range(40)]
+            got = await send_all(pipe, bodies)
+            assert [r.body if isinstance(r, UpstreamResponse) else r for r in got] == bodies
+            got = await send_all(pipe, [b"again"])
+            assert isinstance(got[0], UpstreamResponse) and got[0].body == b"again"
+            assert server.connections == 1
+            assert pool.pipe() is pipe and pipe.depth == 0
+            await pool.close()
+            assert not pipe.open
+
+    run(main())
+
+
+def test_a_pool_without_pipelining_or_a_unix_socket_has_no_pipe(run: Run) -> None:
+    async def main() -> None:
+        async with UnixServer(echo) as server:
+            assert UpstreamPool("127.0.0.1", 1, unix_path=server.path).pipe() is None
+            assert UpstreamPool("127.0.0.1", 1, pipelined=True).pipe() is None
+            assert not UpstreamPool("127.0.0.1", 1, pipelined=True).pipelined
+            assert server.connections == 0
+
+    run(main())
+
+
+def test_when_the_head_request_times_out_the_rest_are_returned_unsent(run: Run) -> None:
+    async def slow_first(req: Req) -> Reply:
+        if req.body == b"slow":
+            await asyncio.sleep(WAIT)
+        return response(200, req.body)
+
+    async def main() -> None:
+        async with UnixServer(slow_first) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            got = await send_all(pipe, [b"slow", b"b", b"c"], timeout=0.2)
+            assert isinstance(got[0], UpstreamTimeout)
+            assert all(isinstance(r, _ClosedBeforeResponse) for r in got[1:])
+            assert not pipe.open
+            fresh = await open_pipe(pool)  # the pool connects a new one
+            assert fresh is not pipe
+            answer = (await send_all(fresh, [b"d"]))[0]
+            assert isinstance(answer, UpstreamResponse) and answer.body == b"d"
+            await pool.close()
+
+    run(main())
+
+
+def test_when_the_instance_closes_the_unanswered_requests_are_returned_unsent(run: Run) -> None:
+    async def close_on_second(req: Req) -> Reply:
+        return None if req.seq == 1 else response(200, req.body)
+
+    async def main() -> None:
+        async with UnixServer(close_on_second) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            got = await send_all(pipe, [b"a", b"b", b"c"])
+            assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
+            assert all(isinstance(r, _ClosedBeforeResponse) for r in got[1:])
+            await pool.close()
+
+    run(main())
+
+
+def test_an_answer_that_closes_the_connection_ends_the_pipeline_after_it(run: Run) -> None:
+    async def close_after_first(req: Req) -> Reply:
+        if req.seq == 0:
+            return response(200, req.body, [(b"Connection", b"close")])
+        return response(200, req.body)
+
+    async def main() -> None:
+        async with UnixServer(close_after_first) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            got = await send_all(pipe, [b"a", b"b"])
+            assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
+            assert isinstance(got[1], _ClosedBeforeResponse)
+            assert not pipe.open
+            await pool.close()
+
+    run(main())
+
+
+def test_a_malformed_answer_fails_the_head_request_and_returns_the_rest(run: Run) -> None:
+    async def garbage(req: Req) -> Reply:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n"
+
+    async def main() -> None:
+        async with UnixServer(garbage) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            got = await send_all(pipe, [b"a", b"b"])
+            assert isinstance(got[0], UpstreamError)
+            assert not isinstance(got[0], _ClosedBeforeResponse)
+            assert isinstance(got[1], _ClosedBeforeResponse)
+            await pool.close()
+
+    run(main())
