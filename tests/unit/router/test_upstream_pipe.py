@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from modelhost.router.forwarder import UpstreamPool, UpstreamResponse, UpstreamTimeout
-from modelhost.router.upstream_pipe import Pipeline
+from modelhost.router.upstream_pipe import FLUSH_AT, Pipeline
 from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
 from tests.unit.router.test_forwarder import WAIT, Reply, Req, Run, Server, echo, response
 from tests.unit.router.test_forwarder import run as run
@@ -72,6 +72,29 @@ def test_requests_of_one_pass_share_a_connection_and_are_answered_in_order(run: 
             assert pool.pipe() is pipe and pipe.depth == 0
             await pool.close()
             assert not pipe.open
+
+    run(main())
+
+
+def test_requests_are_written_every_flush_at_and_at_the_end_of_the_loop_pass(run: Run) -> None:
+    async def main() -> None:
+        async with UnixServer(echo) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            loop = asyncio.get_running_loop()
+            answers: list[Outcome] = []
+            for i in range(FLUSH_AT + 3):
+                pipe.send(request(b"%d" % i), loop.time() + WAIT, WAIT, answers.append)
+                assert pipe.unsent == (i + 1) % FLUSH_AT  # written at once every FLUSH_AT
+            await asyncio.sleep(0)  # the end of this pass writes the rest
+            assert pipe.unsent == 0
+            async with asyncio.timeout(WAIT):
+                while len(answers) < FLUSH_AT + 3:
+                    await asyncio.sleep(0.001)
+            assert [a.body for a in answers if isinstance(a, UpstreamResponse)] == [
+                b"%d" % i for i in range(FLUSH_AT + 3)
+            ]
+            await pool.close()
 
     run(main())
 
