@@ -4,9 +4,11 @@ router's mid-stream failure paths driven in-process against a scripted container
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -436,3 +438,34 @@ def test_runtime_client_going_away_closes_the_generator() -> None:
             await asyncio.wait_for(closed.wait(), WAIT)
 
     asyncio.run(main())
+
+
+def test_concurrent_sync_invokes_of_a_streaming_model_all_get_their_body(
+    server: LiveServer, tokens: str
+) -> None:
+    """The built-in server answers a generator with a chunked body and drops requests
+    pipelined behind it (test_runtime_pipelined_request_behind_a_stream_is_not_answered);
+    the router, which pipelines InvokeEndpoint requests to it, must send those again."""
+    host, port = server.url.removeprefix("http://").split(":")
+    path = f"/endpoints/{tokens}/invocations"
+
+    def client(n: int) -> list[tuple[bytes, bytes]]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        pairs = []
+        try:
+            for i in range(10):
+                words = f"client {n} request {i}"
+                body = json.dumps({"text": words}).encode()
+                headers = {"Content-Type": "application/json", "Accept": "text/plain"}
+                conn.request("POST", path, body, headers)
+                answer = conn.getresponse()
+                assert answer.status == 200, answer.read()
+                pairs.append((words.replace(" ", "").encode(), answer.read()))
+        finally:
+            conn.close()
+        return pairs
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [pair for pairs in pool.map(client, range(8)) for pair in pairs]
+    assert len(results) == 80
+    assert all(expected == got for expected, got in results), results[:3]

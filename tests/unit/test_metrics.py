@@ -35,3 +35,14 @@ def test_forget_drops_an_endpoints_series() -> None:
     text = rec.exposition().decode()
     assert 'EndpointName="gone"' not in text
     assert 'EndpointName="kept"' in text
+
+
+def test_record_ok_counts_as_record_with_a_200() -> None:
+    fast, general = Recorder(), Recorder()
+    for rec in (fast, general):
+        rec.record("ep", "v", instances=2, status=200, model_us=10, total_us=30)
+    fast.record_ok("ep", "v", 2, 800.0, 1000.0)
+    general.record("ep", "v", instances=2, status=200, model_us=800.0, total_us=1000.0)
+    fast.record_ok("new", "v", 1, 5.0, 4.0)  # a first call makes the series
+    general.record("new", "v", instances=1, status=200, model_us=5.0, total_us=4.0)
+    assert fast.exposition() == general.exposition()

@@ -3,7 +3,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
+from modelhost.router.routing import (
+    MAX_CACHED_PATHS,
+    EndpointRoute,
+    RouteTable,
+    VariantRoute,
+    pick_target,
+)
 
 
 @dataclass
@@ -65,3 +71,29 @@ def test_route_table_is_case_insensitive() -> None:
     assert table.get("EP") is not None
     table.remove("Ep")
     assert table.get("ep") is None
+
+
+def test_remembered_paths_are_forgotten_when_the_table_changes() -> None:
+    table = RouteTable()
+    first = route(1.0)
+    table.install(first)
+    table.remember(b"/endpoints/EP/invocations", first)
+    assert table.by_path[b"/endpoints/EP/invocations"] is first
+    second = route(1.0, 1.0)
+    table.install(second)  # an update installs a new route: no stale one may be served
+    assert table.by_path == {}
+    table.remember(b"/endpoints/ep/invocations", second)
+    table.remove("ep")
+    assert table.by_path == {}
+
+
+def test_remembered_paths_are_bounded() -> None:
+    table = RouteTable()
+    r = route(1.0)
+    for i in range(MAX_CACHED_PATHS + 10):
+        table.remember(b"/endpoints/%d/invocations" % i, r)
+    assert len(table.by_path) <= MAX_CACHED_PATHS
+
+
+def test_variant_header_line_names_the_variant() -> None:
+    assert VariantRoute("Blue", 1.0).header_line == b"x-amzn-invoked-production-variant: Blue\r\n"

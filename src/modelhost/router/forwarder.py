@@ -73,7 +73,7 @@ class UpstreamPool:
         self._host_end = b"Host: %b\r\n\r\n" % self._host_header
         self._idle: list[UpstreamConnection] = []
         self._live: set[UpstreamConnection] = set()
-        self._in_flight = 0
+        self.in_flight = 0  # requests outstanding on this pool (the router's least-loaded pick)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # submit's connects
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,11 +83,6 @@ class UpstreamPool:
         self._pipe: Pipeline | None = None
         self._pipe_connecting = False
         self._pipe_failed_at = -1e9
-
-    @property
-    def in_flight(self) -> int:
-        """Requests currently outstanding on this pool."""
-        return self._in_flight
 
     @property
     def idle(self) -> int:
@@ -119,7 +114,7 @@ class UpstreamPool:
             except _ClosedBeforeResponse as exc:
                 raise UpstreamProtocolError(exc.reason) from None
         finally:
-            self._in_flight -= 1
+            self.in_flight -= 1
 
     def submit(
         self,
@@ -148,13 +143,13 @@ class UpstreamPool:
             return None
         conn = self._pop_idle()
         if conn is not None:
-            self._in_flight += 1
+            self.in_flight += 1
         return conn
 
     def pipe(self) -> Pipeline | None:
         """The open pipelined connection, or None (then it is being connected, or this pool
-        has none: use ``acquire``/``send``). A request sent on it is counted with
-        ``count_in`` and ``count_out``."""
+        has none: use ``acquire``/``send``). A request sent on it is counted in ``in_flight``
+        by the caller."""
         pipe = self._pipe
         if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
             return pipe
@@ -164,12 +159,6 @@ class UpstreamPool:
                 self._pipe_connecting = True
                 self._spawn(self._connect_pipe())
         return None
-
-    def count_in(self) -> None:
-        self._in_flight += 1
-
-    def count_out(self) -> None:
-        self._in_flight -= 1
 
     async def _connect_pipe(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,9 +180,13 @@ class UpstreamPool:
     def _pipe_lost(self, pipe: Pipeline) -> None:
         if self._pipe is pipe:
             self._pipe = None
+        if pipe.streamed:
+            # A model that answers in chunks (a generator): the built-in server takes no
+            # requests pipelined behind such an answer, so each would be sent twice.
+            self.pipelined = False
 
     def release_ok(self, conn: UpstreamConnection) -> None:
-        self._in_flight -= 1
+        self.in_flight -= 1
         idle = self._idle
         if conn.reusable and len(idle) < self._max_idle and not conn.closed:
             idle.append(conn)
@@ -215,7 +208,7 @@ class UpstreamPool:
         loop = self._loop
         if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
             loop = self._loop = asyncio.get_running_loop()
-        self._in_flight += 1
+        self.in_flight += 1
         deadline = loop.time() + timeout
         conn = self._pop_idle()
         if conn is None:
@@ -224,7 +217,7 @@ class UpstreamPool:
 
         def done(result: UpstreamResponse | UpstreamError) -> None:
             if type(result) is UpstreamResponse:
-                self._in_flight -= 1
+                self.in_flight -= 1
                 self._release(conn)
                 on_done(result)
             elif isinstance(result, _ClosedBeforeResponse):
@@ -257,7 +250,7 @@ class UpstreamPool:
         deadline = now + timeout
         first_timeout = min(timeout, first_byte_timeout)
         first = now + first_timeout
-        self._in_flight += 1  # until the stream is done (see _stream_done)
+        self.in_flight += 1  # until the stream is done (see _stream_done)
         try:
             conn = self._pop_idle()
             if conn is not None:
@@ -271,7 +264,7 @@ class UpstreamPool:
             except _ClosedBeforeResponse as exc:
                 raise UpstreamProtocolError(exc.reason) from None
         except BaseException:
-            self._in_flight -= 1
+            self.in_flight -= 1
             raise
 
     async def close(self) -> None:
@@ -298,7 +291,7 @@ class UpstreamPool:
         loop = self._loop
         if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
             loop = self._loop = asyncio.get_running_loop()
-        self._in_flight += 1
+        self.in_flight += 1
         return self._encode(method, path, headers, body), method == b"HEAD", loop.time() + timeout
 
     def _encode(
@@ -342,11 +335,11 @@ class UpstreamPool:
         try:
             conn = await self._connect(deadline, timeout)
         except UpstreamError as exc:
-            self._in_flight -= 1
+            self.in_flight -= 1
             on_done(exc)
             return
         except asyncio.CancelledError:  # the pool is closing
-            self._in_flight -= 1
+            self.in_flight -= 1
             on_done(UpstreamConnectError(f"pool for {self._address} was closed"))
             raise
 
@@ -371,7 +364,7 @@ class UpstreamPool:
     def _settle(
         self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
     ) -> None:
-        self._in_flight -= 1
+        self.in_flight -= 1
         if isinstance(result, UpstreamResponse):
             self._release(conn)
         else:
@@ -403,7 +396,7 @@ class UpstreamPool:
 
     def _stream_done(self, conn: UpstreamConnection, complete: bool) -> None:
         """A stream handed its connection back: reuse it if the body was read to the end."""
-        self._in_flight -= 1
+        self.in_flight -= 1
         if complete:
             self._release(conn)
         else:

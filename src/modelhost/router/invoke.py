@@ -157,7 +157,7 @@ class InvokePath:
                 lines += (key, b": ", value, b"\r\n")
             elif key == TARGET_VARIANT:
                 wanted = value
-        route = self.routes.cached(path)
+        route = self.routes.by_path.get(path)
         if route is None or len(body) > self.max_body:
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
@@ -266,11 +266,11 @@ class InvokePath:
     ) -> None:
         timeout = self.timeout
         deadline = pool.deadline(timeout)
-        pool.count_in()
+        pool.in_flight += 1
 
         def on_pipe(result: UpstreamResponse | UpstreamError) -> None:
             if type(result) is UpstreamResponse and result.status < 300:
-                pool.count_out()
+                pool.in_flight -= 1
                 try:
                     self._answer(call, result)
                 except Exception:
@@ -279,7 +279,7 @@ class InvokePath:
                 # not started (or the connection went before any answer): on a new connection
                 pool.retry(data, deadline, timeout, partial(self._outcome, call, variant, attempt))
             else:
-                pool.count_out()
+                pool.in_flight -= 1
                 self._outcome(call, variant, attempt, result)
 
         pipe.send(data, deadline, timeout, on_pipe)

@@ -93,29 +93,24 @@ class RouteTable:
         self._routes: dict[str, EndpointRoute] = {}
         # The hot path's lookup: the raw request path as the client sent it -> its route.
         # Only paths that found a route are kept; cleared whenever the table changes.
-        self._by_path: dict[bytes, EndpointRoute] = {}
+        self.by_path: dict[bytes, EndpointRoute] = {}
         self._counter = itertools.count()
 
     def get(self, endpoint: str) -> EndpointRoute | None:
         return self._routes.get(endpoint.lower())
 
-    def cached(self, path: bytes) -> EndpointRoute | None:
-        """The route a request path found before (see ``remember``), if the table has not
-        changed since."""
-        return self._by_path.get(path)
-
     def remember(self, path: bytes, route: EndpointRoute) -> None:
-        if len(self._by_path) >= MAX_CACHED_PATHS:
-            self._by_path.clear()  # bounded: a client may spell one name in many ways
-        self._by_path[path] = route
+        if len(self.by_path) >= MAX_CACHED_PATHS:
+            self.by_path.clear()  # bounded: a client may spell one name in many ways
+        self.by_path[path] = route
 
     def install(self, route: EndpointRoute) -> None:
         self._routes[route.name.lower()] = route
-        self._by_path.clear()
+        self.by_path.clear()
 
     def remove(self, endpoint: str) -> None:
         self._routes.pop(endpoint.lower(), None)
-        self._by_path.clear()
+        self.by_path.clear()
 
     def next_start(self) -> int:
         return next(self._counter)

@@ -58,6 +58,7 @@ class Pipeline(asyncio.Protocol):
         self._framed = False
         self.transport: asyncio.Transport | None = None
         self.open = False  # takes requests
+        self.streamed = False  # an answer came in chunks: the instance streams (see the pool)
 
     @property
     def depth(self) -> int:
@@ -134,8 +135,10 @@ class Pipeline(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"content-length" or name == b"transfer-encoding":
+        if name == b"content-length":
             self._framed = True
+        elif name == b"transfer-encoding":
+            self._framed = self.streamed = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 from modelhost.router.forwarder import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from modelhost.router.upstream_pipe import FLUSH_AT, Pipeline
 from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
-from tests.unit.router.test_forwarder import WAIT, Reply, Req, Run, Server, echo, response
+from tests.unit.router.test_forwarder import (
+    WAIT,
+    Reply,
+    Req,
+    Run,
+    Server,
+    chunked,
+    echo,
+    response,
+)
 from tests.unit.router.test_forwarder import run as run
 
 Outcome = UpstreamResponse | UpstreamError
@@ -180,6 +189,27 @@ def test_a_malformed_answer_fails_the_head_request_and_returns_the_rest(run: Run
             assert isinstance(got[0], UpstreamError)
             assert not isinstance(got[0], _ClosedBeforeResponse)
             assert isinstance(got[1], _ClosedBeforeResponse)
+            await pool.close()
+
+    run(main())
+
+
+def test_a_pool_stops_pipelining_to_an_instance_that_streams(run: Run) -> None:
+    async def chunks_then_close(req: Req) -> Reply:
+        # as the built-in server does behind a chunked answer: the rest is not answered
+        return chunked([b"a", b"b"]) if req.seq == 0 else None
+
+    async def main() -> None:
+        async with UnixServer(chunks_then_close) as server:
+            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pipe = await open_pipe(pool)
+            got = await send_all(pipe, [b"x", b"y"])
+            assert isinstance(got[0], UpstreamResponse) and got[0].body == b"ab"
+            assert isinstance(got[1], _ClosedBeforeResponse)
+            async with asyncio.timeout(WAIT):
+                while pipe.transport is not None:
+                    await asyncio.sleep(0.001)
+            assert not pool.pipelined and pool.pipe() is None
             await pool.close()
 
     run(main())
