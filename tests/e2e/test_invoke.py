@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
+from tests.fixtures.server import (
+    FIXTURE_MODELS,
+    LiveServer,
+    deploy,
+    invoke_concurrently,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -179,24 +183,8 @@ def test_metrics_use_cloudwatch_names(server: LiveServer, rt: Any) -> None:
 def test_concurrent_invocations_each_get_their_own_answer(server: LiveServer, echo: str) -> None:
     """Many clients at once on one built-in instance: the router pipelines their requests on
     one connection (upstream_pipe.py); every answer must still reach the request it belongs to."""
-    host, port = server.url.removeprefix("http://").split(":")
-    path = f"/endpoints/{echo}/invocations"
-
-    def client(n: int) -> list[tuple[bytes, bytes]]:
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        pairs = []
-        try:
-            for i in range(25):
-                body = json.dumps({"client": n, "request": i}).encode()
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                answer = conn.getresponse()
-                assert answer.status == 200
-                pairs.append((body, answer.read()))
-        finally:
-            conn.close()
-        return pairs
-
-    with ThreadPoolExecutor(16) as pool:
-        results = [pair for pairs in pool.map(client, range(16)) for pair in pairs]
-    assert len(results) == 400
-    assert all(body == answer for body, answer in results)
+    bodies = [
+        [json.dumps({"client": n, "request": i}).encode() for i in range(25)] for n in range(16)
+    ]
+    answers = invoke_concurrently(server, echo, bodies, {"Content-Type": "application/json"})
+    assert answers == bodies

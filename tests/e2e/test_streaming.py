@@ -4,11 +4,9 @@ router's mid-stream failure paths driven in-process against a scripted container
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,7 +22,13 @@ from modelhost.runtime.handlers import HandlerOptions, ModelHandler, resolve_cha
 from modelhost.runtime.server import HttpConnection, ServerOptions, ServerState
 from modelhost.settings import Settings
 from modelhost.state.store import Store
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
+from tests.fixtures.server import (
+    FIXTURE_MODELS,
+    LiveServer,
+    deploy,
+    invoke_concurrently,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -446,26 +450,8 @@ def test_concurrent_sync_invokes_of_a_streaming_model_all_get_their_body(
     """The built-in server answers a generator with a chunked body and drops requests
     pipelined behind it (test_runtime_pipelined_request_behind_a_stream_is_not_answered);
     the router, which pipelines InvokeEndpoint requests to it, must send those again."""
-    host, port = server.url.removeprefix("http://").split(":")
-    path = f"/endpoints/{tokens}/invocations"
-
-    def client(n: int) -> list[tuple[bytes, bytes]]:
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        pairs = []
-        try:
-            for i in range(10):
-                words = f"client {n} request {i}"
-                body = json.dumps({"text": words}).encode()
-                headers = {"Content-Type": "application/json", "Accept": "text/plain"}
-                conn.request("POST", path, body, headers)
-                answer = conn.getresponse()
-                assert answer.status == 200, answer.read()
-                pairs.append((words.replace(" ", "").encode(), answer.read()))
-        finally:
-            conn.close()
-        return pairs
-
-    with ThreadPoolExecutor(8) as pool:
-        results = [pair for pairs in pool.map(client, range(8)) for pair in pairs]
-    assert len(results) == 80
-    assert all(expected == got for expected, got in results), results[:3]
+    words = [[f"client {n} request {i}" for i in range(10)] for n in range(8)]
+    bodies = [[json.dumps({"text": w}).encode() for w in mine] for mine in words]
+    headers = {"Content-Type": "application/json", "Accept": "text/plain"}
+    answers = invoke_concurrently(server, tokens, bodies, headers)
+    assert answers == [[w.replace(" ", "").encode() for w in mine] for mine in words]
