@@ -46,8 +46,9 @@ def run(failures: list[str], tmp_path: Path) -> tuple[FakeBackend, Fleet]:
 TAKEN = "cannot listen on 127.0.0.1:1234: [Errno 98] address already in use"
 
 
-def test_a_taken_port_is_retried(tmp_path: Path) -> None:
+def test_a_taken_port_is_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     backend, fleet = run([TAKEN], tmp_path)
+    assert "found its port taken; starting another" in caplog.text  # says why a second start
     assert backend.started == [0, 1] and backend.stopped == [0]
     started: list[object] = list(fleet.instances["v"])
     assert started == [1]

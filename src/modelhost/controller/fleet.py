@@ -169,6 +169,12 @@ class Fleets:
                 await self.stop([inst], STARTING_GRACE_S)
                 if attempt == PORT_RETRIES or "address already in use" not in str(exc).lower():
                     raise
+                log.warning(
+                    "instance %s of %s/%s found its port taken; starting another",
+                    spec.instance_id,
+                    endpoint,
+                    plan.name,
+                )
             except BaseException:  # cancelled (a DeleteEndpoint), or a bug: leave nothing
                 await self.stop([inst], STARTING_GRACE_S)
                 raise
