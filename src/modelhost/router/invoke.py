@@ -75,6 +75,8 @@ CONNECT_RETRIES = 2
 PREFIX = b"/endpoints/"
 
 _OK = b"HTTP/1.1 200 OK\r\n"
+_SCRAMBLE = 0x9E3779B97F4A7C15  # odd: multiplying by it permutes 64-bit numbers
+_MASK64 = (1 << 64) - 1
 _RID = b"x-amzn-requestid: "
 _TIMEOUT_TEXT = (
     "Your invocation timed out while waiting for a response from container primary. "
@@ -125,8 +127,8 @@ class InvokePath:
         self.max_body = settings.max_payload_bytes
         self.timeout = settings.invocation_timeout_s
         self._random = random.Random()
-        # Request ids: a random half per process, a counter for the other (cheaper than 128
-        # random bits each; unique across restarts all the same).
+        # Request ids: a random half per process, and a counter scrambled by an odd multiplier
+        # (a bijection on 64 bits) for the other: unique, cheaper than 128 random bits each.
         self._rid_prefix = os.urandom(8).hex().encode()
         self._rid_count = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,7 +136,7 @@ class InvokePath:
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
-        return b"%b%016x" % (self._rid_prefix, self._rid_count)
+        return b"%b%016x" % (self._rid_prefix, (self._rid_count * _SCRAMBLE) & _MASK64)
 
     # -- the front server's fast path ---------------------------------------------------
 
@@ -149,7 +151,7 @@ class InvokePath:
         pooled connection to the instance at hand, this runs on callbacks alone."""
         started = perf_counter()
         self._rid_count += 1
-        rid = b"%b%016x" % (self._rid_prefix, self._rid_count)
+        rid = b"%b%016x" % (self._rid_prefix, (self._rid_count * _SCRAMBLE) & _MASK64)
         lines: list[bytes] = []
         wanted = None
         for key, value in raw_headers:
