@@ -187,13 +187,10 @@ class UpstreamPool:
 
     def release_ok(self, conn: UpstreamConnection) -> None:
         self.in_flight -= 1
-        idle = self._idle
-        if conn.reusable and len(idle) < self._max_idle and not conn.closed:
-            idle.append(conn)
-        else:
-            conn.close()
+        self._release(conn)
 
     def deadline(self, timeout: float) -> float:
+        """``timeout`` seconds from now, on the loop's clock."""
         loop = self._loop
         if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
             loop = self._loop = asyncio.get_running_loop()
@@ -205,11 +202,8 @@ class UpstreamPool:
         if self._closed:
             on_done(UpstreamConnectError(f"pool for {self._address} is closed"))
             return
-        loop = self._loop
-        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
-            loop = self._loop = asyncio.get_running_loop()
         self.in_flight += 1
-        deadline = loop.time() + timeout
+        deadline = self.deadline(timeout)
         conn = self._pop_idle()
         if conn is None:
             self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
@@ -225,7 +219,7 @@ class UpstreamPool:
                 conn.abort()
                 self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
             else:
-                self._settle(conn, result, on_done)
+                self.settle(conn, result, on_done)
 
         conn.start(data, deadline, timeout, head_only, done)
 
@@ -288,11 +282,8 @@ class UpstreamPool:
         timeout: float,
     ) -> tuple[bytes, bool, float]:
         """Count a request in flight: its bytes, whether it is a HEAD, and its deadline."""
-        loop = self._loop
-        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
-            loop = self._loop = asyncio.get_running_loop()
         self.in_flight += 1
-        return self._encode(method, path, headers, body), method == b"HEAD", loop.time() + timeout
+        return self._encode(method, path, headers, body), method == b"HEAD", self.deadline(timeout)
 
     def _encode(
         self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
@@ -346,7 +337,7 @@ class UpstreamPool:
         def done(result: UpstreamResponse | UpstreamError) -> None:
             if isinstance(result, _ClosedBeforeResponse):
                 result = UpstreamProtocolError(result.reason)
-            self._settle(conn, result, on_done)
+            self.settle(conn, result, on_done)
 
         conn.start(data, deadline, timeout, head_only, done)
 
@@ -358,12 +349,8 @@ class UpstreamPool:
     def settle(
         self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
     ) -> None:
-        """Give back a connection from ``acquire`` and pass its request's outcome on."""
-        self._settle(conn, result, on_done)
-
-    def _settle(
-        self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
-    ) -> None:
+        """Give back a connection (from ``acquire``, or a new one) and pass its request's
+        outcome on."""
         self.in_flight -= 1
         if isinstance(result, UpstreamResponse):
             self._release(conn)

@@ -150,8 +150,7 @@ class InvokePath:
         """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
         pooled connection to the instance at hand, this runs on callbacks alone."""
         started = perf_counter()
-        self._rid_count += 1
-        rid = b"%b%016x" % (self._rid_prefix, (self._rid_count * _SCRAMBLE) & _MASK64)
+        rid = self.new_rid()
         lines: list[bytes] = []
         wanted = None
         for key, value in raw_headers:
@@ -223,7 +222,6 @@ class InvokePath:
         pool: UpstreamPool = target.pool
         body = call.body
         data = b"".join((b"POST /invocations HTTP/1.1\r\n", call.lines, pool.tail(len(body)), body))
-
         if pool.pipelined:
             pipe = pool.pipe()
             if pipe is not None:
