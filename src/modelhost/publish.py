@@ -1,0 +1,64 @@
+"""What the controller tells the router: which instances serve which endpoint, and where they
+listen. The one seam between the control side (controller/, backends/) and the data side
+(router/): nothing here knows about HTTP or processes.
+
+A backend starts an instance and learns its ``Address`` (a host and port, or a Unix socket path
+on this host, and whether the server answers pipelined requests in order). The controller
+publishes an endpoint's variants as ``PublishedVariant``s; the router (router/routing.py
+``RouteTable``) builds, keeps and closes its own connection pools from the addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where an instance listens. ``unix_path``: a Unix socket to the same server, preferred
+    when present (a loopback TCP hop costs more kernel time than the router's own work).
+    ``pipelined``: the server answers requests sent back to back on one connection in order,
+    one at a time (modelhost's own single-worker server), so the router may pipeline."""
+
+    host: str
+    port: int
+    unix_path: str | None = None
+    pipelined: bool = False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedInstance:
+    instance_id: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVariant:
+    name: str
+    weight: float
+    instances: tuple[PublishedInstance, ...] = ()
+
+
+class Publisher(Protocol):
+    """The router as the controller sees it."""
+
+    def publish(self, endpoint: str, variants: Sequence[PublishedVariant]) -> None:
+        """Route ``endpoint`` to exactly these instances from now on. Instances it no longer
+        lists stop getting new requests; those in flight on them finish (see ``drain``)."""
+
+    def withdraw(self, endpoint: str) -> None:
+        """Stop routing ``endpoint`` (its requests get "not found" / "not ready" answers)."""
+
+    def lost(self, instance_id: str) -> None:
+        """The instance is dead: leave every route at once; requests that were queued for it
+        and not started go to the other instances of its variant."""
+
+    async def drain(self, instance_ids: Collection[str], timeout: float) -> None:
+        """Stop sending to these instances, wait (at most ``timeout`` s) until the requests in
+        flight on them are answered, then close the router's connections to them. Call it
+        before stopping an instance that may still be serving."""
