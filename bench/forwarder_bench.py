@@ -24,7 +24,8 @@ from typing import Any
 
 import httptools
 
-from modelhost.router.forwarder import UpstreamPool
+from modelhost.publish import Address
+from modelhost.router.forwarder import UpstreamError, UpstreamPool, UpstreamResponse
 
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 HEADERS = [(b"Content-Type", b"application/json"), (b"Accept", b"application/json")]
@@ -123,10 +124,17 @@ async def _measure(send: Send, duration: float) -> dict[str, float]:
 
 
 async def _bench_pool(port: int, duration: float) -> dict[str, float]:
-    pool = UpstreamPool("127.0.0.1", port)
+    pool = UpstreamPool(Address("127.0.0.1", port))
+    data = pool.encode(b"POST", b"/invocations", HEADERS, BODY)
+    loop = asyncio.get_running_loop()
 
     async def send() -> bytes:
-        return (await pool.request(b"POST", b"/invocations", HEADERS, BODY, 10.0)).body
+        answer: asyncio.Future[UpstreamResponse | UpstreamError] = loop.create_future()
+        pool.send(data, 10.0, answer.set_result)
+        result = await answer
+        if isinstance(result, UpstreamError):
+            raise result
+        return result.body
 
     try:
         return await _measure(send, duration)

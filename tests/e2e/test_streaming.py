@@ -15,9 +15,9 @@ import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
+from modelhost.publish import Address, PublishedInstance, PublishedVariant
 from modelhost.router.app import RuntimeApp
-from modelhost.router.forwarder import UpstreamPool
-from modelhost.router.routing import EndpointRoute, RouteTable, Target, VariantRoute
+from modelhost.router.routing import RouteTable
 from modelhost.runtime.handlers import HandlerOptions, ModelHandler, resolve_chain
 from modelhost.runtime.server import HttpConnection, ServerOptions, ServerState
 from modelhost.settings import Settings
@@ -162,16 +162,6 @@ def chunk(data: bytes) -> bytes:
 
 
 @dataclass
-class _Target:
-    pool: UpstreamPool
-    instance_id: str = "i-0"
-
-    @property
-    def in_flight(self) -> int:
-        return self.pool.in_flight
-
-
-@dataclass
 class Call:
     """One ASGI request to the router; records what it sends back."""
 
@@ -215,16 +205,17 @@ async def router(script: Script, stream_timeout: float = WAIT) -> AsyncIterator[
             writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    pool = UpstreamPool("127.0.0.1", server.sockets[0].getsockname()[1])
+    address = Address("127.0.0.1", server.sockets[0].getsockname()[1])
     routes = RouteTable()
-    targets = cast(list[Target], [_Target(pool)])
-    routes.install(EndpointRoute("ep", [VariantRoute("AllTraffic", 1.0, targets)]))
+    routes.publish(
+        "ep", [PublishedVariant("AllTraffic", 1.0, (PublishedInstance("i-0", address),))]
+    )
     app = RuntimeApp(routes, cast(Store, None), Settings(invocation_timeout_s=WAIT))
     app.stream_timeout = stream_timeout
     try:
         yield app
     finally:
-        await pool.close()
+        await routes.close()
         server.close()
 
 

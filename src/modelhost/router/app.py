@@ -17,36 +17,26 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
 from modelhost.metrics import Recorder
-from modelhost.router.forwarder import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamStream,
-    UpstreamTimeout,
-)
+from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamStream
 from modelhost.router.invoke import (
-    _TIMEOUT_TEXT,
     CONNECT_RETRIES,
     FORWARDED,
     INVOCATIONS,
     TARGET_VARIANT,
     InvokePath,
-    _Call,
-    _too_large,
-    _variant,
     parse_path,
+    too_large,
 )
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
 from modelhost.settings import Settings
 from modelhost.state.store import Store
 
-T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -72,17 +62,22 @@ STREAM_TIMEOUT_S = 480.0
 log = logging.getLogger(__name__)
 
 
-class RuntimeApp(InvokePath):
-    """The runtime API: the fast path (invoke.py) plus its ASGI side, for the front server."""
+class RuntimeApp:
+    """The runtime API for the front server: ``fast`` (invoke.py) takes InvokeEndpoint
+    without ASGI; this ASGI app takes the rest, InvokeEndpointWithResponseStream included."""
 
     def __init__(
         self, routes: RouteTable, store: Store, settings: Settings, metrics: Recorder | None = None
     ) -> None:
-        super().__init__(routes, store, settings, metrics)
+        self.fast = InvokePath(routes, store, settings, metrics)
+        self.routes = routes
+        self.metrics = self.fast.metrics
+        self.max_body = settings.max_payload_bytes
+        self.timeout = settings.invocation_timeout_s
         self.stream_timeout = max(STREAM_TIMEOUT_S, self.timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = self.new_rid().decode()
+        rid = self.fast.new_rid().decode()
         try:
             await self._invoke(scope, receive, send, rid)
         except ServiceError as err:
@@ -100,25 +95,7 @@ class RuntimeApp(InvokePath):
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
-        status, out, payload = await self._invocation(
-            name, headers, variant_name, body, rid, started
-        )
-        await _respond(send, status, out, payload)
-
-    async def _invocation(
-        self,
-        name: str,
-        headers: list[tuple[bytes, bytes]],
-        variant_name: str | None,
-        body: bytes,
-        rid: str,
-        started: float,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The fast path's send (invoke.py) for the ASGI side: await the answer."""
-        route = self.routes.get(name)
-        if route is None:
-            raise await asyncio.to_thread(self._missing, name)
-        variant = _variant(route, variant_name, self._random.random(), name)
+        variant = await self._variant(name, variant_name)
         answer: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
         def reply(head: bytes, payload: bytes) -> None:
@@ -126,36 +103,16 @@ class RuntimeApp(InvokePath):
                 answer.set_result((head, payload))
 
         lines = b"".join(b"%b: %b\r\n" % pair for pair in headers)
-        call = _Call(name, variant, lines, body, rid.encode(), started, reply)
-        self._send(call, variant, 0)
+        self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)
         head, payload = await answer
         status, out = _split_head(head)
-        return status, out, payload
+        await _respond(send, status, out, payload)
 
-    async def _upstream(
-        self, variant: VariantRoute, name: str, call: Callable[[UpstreamPool], Awaitable[T]]
-    ) -> T:
-        """Send to the least-loaded instance; an instance that went away (connection refused)
-        is retried on another; other failures become SageMaker's errors."""
-        for attempt in range(CONNECT_RETRIES + 1):
-            target = pick_target(variant.targets, self.routes.next_start())
-            if target is None:
-                break
-            try:
-                return await call(target.pool)
-            except UpstreamConnectError:
-                if attempt == CONNECT_RETRIES:
-                    break
-                # The instance went away: an update or scale-in may have swapped the fleet
-                # since this request picked it, so pick again from the current route.
-                variant = self._current(name, variant)
-            except UpstreamTimeout:
-                raise self._model_error(name, 0, _TIMEOUT_TEXT) from None
-            except UpstreamError as exc:
-                raise self._model_error(
-                    name, 0, f"connection to the container failed: {exc.reason}"
-                ) from None
-        raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+    async def _variant(self, name: str, wanted: str | None) -> VariantRoute:
+        route = self.routes.get(name)
+        if route is None:
+            raise await asyncio.to_thread(self.fast.missing, name)
+        return self.fast.choose(route, wanted)
 
     # -- InvokeEndpointWithResponseStream -------------------------------------------------
 
@@ -166,10 +123,7 @@ class RuntimeApp(InvokePath):
             scope["headers"], STREAM_FORWARDED, {SAGEMAKER_ACCEPT: b"accept"}
         )
         body = await _read_body(receive, declared, self.max_body)
-        route = self.routes.get(name)
-        if route is None:
-            raise await asyncio.to_thread(self._missing, name)
-        variant = _variant(route, variant_name, self._random.random(), name)
+        variant = await self._variant(name, variant_name)
         upstream = await self._open_stream(variant, headers, body, name)
         try:
             out = [
@@ -190,16 +144,27 @@ class RuntimeApp(InvokePath):
     async def _open_stream(
         self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
     ) -> UpstreamStream:
-        upstream = await self._upstream(
-            variant,
-            name,
-            lambda pool: pool.stream(
-                b"POST", INVOCATIONS, headers, body, self.stream_timeout, self.timeout
-            ),
-        )
-        if upstream.status >= 300:
-            raise self._model_error(name, upstream.status, await error_text(upstream))
-        return upstream
+        """The least-loaded instance's stream; the retry rule and the errors are the fast
+        path's (``_Call.done``, ``InvokePath.upstream_error``)."""
+        fast = self.fast
+        for attempt in range(CONNECT_RETRIES + 1):
+            pool = pick_target(variant.targets, self.routes.next_start())
+            if pool is None:
+                break
+            data = pool.encode(b"POST", INVOCATIONS, headers, body)
+            try:
+                upstream = await pool.stream(data, self.stream_timeout, self.timeout)
+            except UpstreamConnectError:
+                if attempt == CONNECT_RETRIES:
+                    break
+                variant = fast.current(name, variant)
+                continue
+            except UpstreamError as exc:
+                raise fast.upstream_error(name, exc) from None
+            if upstream.status >= 300:
+                raise fast.model_error(name, upstream.status, await error_text(upstream))
+            return upstream
+        raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
 
 
 def _request_headers(
@@ -226,7 +191,7 @@ def _request_headers(
 
 async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
     if declared is not None and declared > limit:
-        raise _too_large(declared, limit)
+        raise too_large(declared, limit)
     chunks = []
     size = 0
     while True:
@@ -235,7 +200,7 @@ async def _read_body(receive: Receive, declared: int | None, limit: int) -> byte
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise _too_large(size, limit)
+                raise too_large(size, limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

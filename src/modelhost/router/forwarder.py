@@ -1,23 +1,32 @@
-"""Hot-path upstream HTTP/1.1 client: a pooled keep-alive connection per instance.
+"""The router's upstream client: the connections to one instance, behind one small interface.
 
-One `UpstreamPool` per instance (host, port). Each connection (upstream_conn.py) carries
-one request at a time; idle connections are reused last-in-first-out. The wire work is raw
-asyncio (`loop.create_connection` + an `asyncio.Protocol`) and `httptools.HttpResponseParser`,
-because generic clients cost several times the router's whole budget (DESIGN.md). `submit`
-is the hot path's callback form; `request` and `stream` are coroutines.
+One ``UpstreamPool`` per instance, built by the route table (routing.py) from the instance's
+``Address``. The pool decides everything about how a request reaches its instance:
 
-Streaming: `stream` returns an `UpstreamStream` once the response head is in; its body
-arrives through the connection's sinks (`head_sink`, `body_sink`, `chunk_done`) as it is
-parsed, one part per HTTP chunk, and is read with `async for`. `request` never sets them.
+- the connection: the pipelined connection (upstream_pipe.py) of a built-in single-worker
+  instance when it is open, else an idle keep-alive connection (upstream_conn.py, reused last
+  in, first out), else a new one;
+- the retry: a request whose connection closed before any byte of its answer (an idle
+  connection the instance had closed, or a pipelined request that was never started) is sent
+  once more on a fresh connection; a fresh connection is never retried;
+- ``in_flight``, the count the router's least-loaded choice reads.
+
+Callers use ``send`` (the whole response, to a callback: InvokeEndpoint), ``stream`` (the
+response as it arrives: InvokeEndpointWithResponseStream), ``drain`` and ``close``. Requests
+are bytes: ``encode``, or a head that ends with ``head_end(len(body))`` and then the body. The
+wire work is raw asyncio and httptools, because generic clients cost several times the
+router's whole budget (DESIGN.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from modelhost.publish import Address
 from modelhost.router.upstream_conn import Done, UpstreamConnection
 from modelhost.router.upstream_pipe import MAX_DEPTH as PIPE_DEPTH
 from modelhost.router.upstream_pipe import Pipeline
@@ -32,6 +41,9 @@ from modelhost.router.upstream_types import (
 )
 
 PIPE_RETRY_S = 1.0  # after a failed connect of the pipelined connection, wait this long
+DRAIN_POLL_S = 0.01
+# A connect that fails with one of these finds nobody listening: the instance is gone.
+_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT})
 
 __all__ = [
     "UpstreamConnectError",
@@ -45,41 +57,36 @@ __all__ = [
 
 
 class UpstreamPool:
-    """Keep-alive connections to one instance; `request` sends one HTTP/1.1 request.
+    """Keep-alive connections to one instance.
 
-    `headers` must not contain Host, Content-Length, Transfer-Encoding or Connection:
-    the pool writes Host and Content-Length itself.
+    ``on_gone`` is called (once per failed connect) when a connect finds nobody listening, so
+    the route table can stop choosing this instance at once.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        address: Address,
         *,
+        name: str = "",
         max_idle: int = 64,
         connect_timeout: float = 2.0,
-        unix_path: str | None = None,
-        pipelined: bool = False,
+        on_gone: Callable[[UpstreamPool], None] | None = None,
     ) -> None:
-        self._host = host
-        self._port = port
-        # A Unix socket to the same server, when it offers one: a loopback TCP hop costs more
-        # kernel time per request than the router's own work.
-        self._unix_path = unix_path
+        self.address = address
+        self.instance_id = name or str(address)
         self._max_idle = max_idle
         self._connect_timeout = connect_timeout
-        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._host_header = self._address.encode("ascii")
-        self._host_end = b"Host: %b\r\n\r\n" % self._host_header
+        self._on_gone = on_gone
+        self._host_end = b"Host: %b\r\n\r\n" % str(address).encode("ascii")
         self._idle: list[UpstreamConnection] = []
         self._live: set[UpstreamConnection] = set()
         self.in_flight = 0  # requests outstanding on this pool (the router's least-loaded pick)
-        self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()  # submit's connects
+        self.closed = False
+        self._tasks: set[asyncio.Task[None]] = set()  # connects
         self._loop: asyncio.AbstractEventLoop | None = None
-        # One pipelined connection (upstream_pipe.py) for the hot path, on the Unix socket of
-        # a built-in single-worker instance only.
-        self.pipelined = pipelined and unix_path is not None
+        # One pipelined connection for requests sent with ``send``, on the Unix socket of a
+        # built-in single-worker instance only.
+        self.pipelined = address.pipelined and address.unix_path is not None
         self._pipe: Pipeline | None = None
         self._pipe_connecting = False
         self._pipe_failed_at = -1e9
@@ -89,162 +96,65 @@ class UpstreamPool:
         """Connections kept open for reuse."""
         return len(self._idle)
 
-    async def request(
-        self,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> UpstreamResponse:
-        """Send one request and return the whole response, or raise an UpstreamError."""
-        if self._closed:
-            raise UpstreamConnectError(f"pool for {self._address} is closed")
-        data, head_only, deadline = self._begin(method, path, headers, body, timeout)
-        try:
-            conn = self._pop_idle()
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, data, deadline, timeout, head_only)
-                except _ClosedBeforeResponse:
-                    pass  # the instance closed the idle keep-alive connection: retry once
-            conn = await self._connect(deadline, timeout)
-            try:
-                return await self._exchange(conn, data, deadline, timeout, head_only)
-            except _ClosedBeforeResponse as exc:
-                raise UpstreamProtocolError(exc.reason) from None
-        finally:
-            self.in_flight -= 1
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The pipelined connection, when one is open."""
+        pipe = self._pipe
+        return pipe if pipe is not None and pipe.open else None
 
-    def submit(
-        self,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-        on_done: Done,
-    ) -> None:
-        """`request` without a coroutine: ``on_done`` gets the whole response or an
-        UpstreamError, exactly once. With an idle connection at hand (the hot path) no task or
-        future is made; the response's callback runs inside the connection's read."""
-        self.send(self._encode(method, path, headers, body), timeout, on_done, method == b"HEAD")
-
-    def tail(self, length: int) -> bytes:
+    def head_end(self, length: int) -> bytes:
         """The end of a request head with a body of ``length`` bytes: Content-Length, Host
-        and the blank line (for ``send``)."""
+        and the blank line."""
         return b"Content-Length: %d\r\n%b" % (length, self._host_end)
 
-    def acquire(self) -> UpstreamConnection | None:
-        """The hot path's shortcut: an idle connection, with a request counted in flight on
-        it, or None (then use ``send``). Give it back with ``release_ok`` after a complete
-        response, or ``settle`` otherwise."""
-        if self._closed:
-            return None
-        conn = self._pop_idle()
-        if conn is not None:
-            self.in_flight += 1
-        return conn
+    def encode(
+        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> bytes:
+        """One request as bytes. ``headers`` must not contain Host, Content-Length,
+        Transfer-Encoding or Connection: the pool writes Host and Content-Length itself."""
+        parts = [method, b" ", path, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (self.head_end(len(body)), body)
+        return b"".join(parts)
 
-    def pipe(self) -> Pipeline | None:
-        """The open pipelined connection, or None (then it is being connected, or this pool
-        has none: use ``acquire``/``send``). A request sent on it is counted in ``in_flight``
-        by the caller."""
-        pipe = self._pipe
-        if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
-            return pipe
-        if (pipe is None or not pipe.open) and not self._pipe_connecting and not self._closed:
-            loop = self._loop or asyncio.get_running_loop()
-            if loop.time() - self._pipe_failed_at > PIPE_RETRY_S:
-                self._pipe_connecting = True
-                self._spawn(self._connect_pipe())
-        return None
-
-    async def _connect_pipe(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, pipe = await loop.create_unix_connection(
-                    lambda: Pipeline(self._pipe_lost), self._unix_path
-                )
-        except (OSError, TimeoutError):
-            self._pipe_failed_at = loop.time()
-            return
-        finally:
-            self._pipe_connecting = False
-        if self._closed:
-            pipe.close()
-            return
-        self._pipe = pipe
-
-    def _pipe_lost(self, pipe: Pipeline) -> None:
-        if self._pipe is pipe:
-            self._pipe = None
-        if pipe.streamed:
-            # A model that answers in chunks (a generator): the built-in server takes no
-            # requests pipelined behind such an answer, so each would be sent twice.
-            self.pipelined = False
-
-    def release_ok(self, conn: UpstreamConnection) -> None:
-        self.in_flight -= 1
-        self._release(conn)
-
-    def deadline(self, timeout: float) -> float:
-        """``timeout`` seconds from now, on the loop's clock."""
-        loop = self._loop
-        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
-            loop = self._loop = asyncio.get_running_loop()
-        return loop.time() + timeout
-
-    def send(self, data: bytes, timeout: float, on_done: Done, head_only: bool = False) -> None:
-        """``submit`` for a request already in bytes (``head_only``: a HEAD request, whose
-        response has no body); the head may end with ``tail``."""
-        if self._closed:
-            on_done(UpstreamConnectError(f"pool for {self._address} is closed"))
+    def send(self, data: bytes, timeout: float, on_done: Done) -> None:
+        """Send one request (bytes, see ``encode``); ``on_done`` gets the whole response or an
+        UpstreamError, exactly once, within ``timeout`` seconds. With an open pipelined or idle
+        connection at hand (the hot path) no task or future is made."""
+        if self.closed:
+            on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return
         self.in_flight += 1
-        deadline = self.deadline(timeout)
+        exchange = _Exchange(self, data, self._now() + timeout, timeout, on_done)
+        if self.pipelined:
+            pipe = self._pipe
+            if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
+                pipe.send(data, exchange.deadline, timeout, exchange.on_piped)
+                return
+            self._open_pipe()
         conn = self._pop_idle()
         if conn is None:
-            self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
+            self._spawn(self._send_fresh(exchange))
             return
-
-        def done(result: UpstreamResponse | UpstreamError) -> None:
-            if type(result) is UpstreamResponse:
-                self.in_flight -= 1
-                self._release(conn)
-                on_done(result)
-            elif isinstance(result, _ClosedBeforeResponse):
-                # the instance closed the idle keep-alive connection: retry once on a new one
-                conn.abort()
-                self._spawn(self._connect_and_start(data, deadline, timeout, head_only, on_done))
-            else:
-                self.settle(conn, result, on_done)
-
-        conn.start(data, deadline, timeout, head_only, done)
+        exchange.conn = conn
+        conn.start(data, exchange.deadline, timeout, False, exchange.on_pooled)
 
     async def stream(
-        self,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-        first_byte_timeout: float,
+        self, data: bytes, timeout: float, first_byte_timeout: float
     ) -> UpstreamStream:
         """Send one request and return once the response head is in; read the body from the
-        returned stream as it arrives. The head must come within `first_byte_timeout` and the
-        whole body within `timeout` (both from now), else UpstreamTimeout (from here before
-        the head, from the stream after it). Not for HEAD requests.
-        """
-        if self._closed:
-            raise UpstreamConnectError(f"pool for {self._address} is closed")
-        data = self._encode(method, path, headers, body)
-        now = asyncio.get_running_loop().time()
+        returned stream as it arrives. The head must come within ``first_byte_timeout`` and
+        the whole body within ``timeout`` (both from now), else UpstreamTimeout (from here
+        before the head, from the stream after it). Streams never use the pipelined
+        connection."""
+        if self.closed:
+            raise UpstreamConnectError(f"pool for {self.address} is closed")
+        now = self._now()
         deadline = now + timeout
         first_timeout = min(timeout, first_byte_timeout)
         first = now + first_timeout
-        self.in_flight += 1  # until the stream is done (see _stream_done)
+        self.in_flight += 1  # until the stream hands its connection back (_stream_done)
         try:
             conn = self._pop_idle()
             if conn is not None:
@@ -261,39 +171,34 @@ class UpstreamPool:
             self.in_flight -= 1
             raise
 
+    async def drain(self, timeout: float) -> None:
+        """Wait until the requests in flight are answered (at most ``timeout`` s), then
+        close. The caller has stopped sending new ones."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.in_flight > 0 and loop.time() < end and not self.closed:
+            await asyncio.sleep(DRAIN_POLL_S)
+        await self.close()
+
     async def close(self) -> None:
         """Close every connection; outstanding requests fail with UpstreamConnectError."""
-        self._closed = True
+        self.closed = True
         self._idle.clear()
         if self._pipe is not None:
             self._pipe.close()
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._live):
-            conn.fail(UpstreamConnectError(f"pool for {self._address} was closed"))
+            conn.fail(UpstreamConnectError(f"pool for {self.address} was closed"))
         await asyncio.sleep(0)  # let the transports run connection_lost
 
-    def _begin(
-        self,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        timeout: float,
-    ) -> tuple[bytes, bool, float]:
-        """Count a request in flight: its bytes, whether it is a HEAD, and its deadline."""
-        self.in_flight += 1
-        return self._encode(method, path, headers, body), method == b"HEAD", self.deadline(timeout)
+    # -- connections ---------------------------------------------------------------------
 
-    def _encode(
-        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> bytes:
-        parts = [method, b" ", path, b" HTTP/1.1\r\nHost: ", self._host_header]
-        parts += (b"\r\nContent-Length: ", b"%d" % len(body), b"\r\n")
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"\r\n", body)
-        return b"".join(parts)
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:  # cached: get_running_loop() costs a system call on Python 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     def _pop_idle(self) -> UpstreamConnection | None:
         idle = self._idle
@@ -303,65 +208,104 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def _exchange(
-        self,
-        conn: UpstreamConnection,
-        data: bytes,
-        deadline: float,
-        timeout: float,
-        head_only: bool,
-    ) -> UpstreamResponse:
-        waiter = conn.send(data, deadline, timeout, head_only)
-        try:
-            response = await waiter
-        except BaseException:
-            conn.abort()  # timeout, error or cancellation: never reuse a half-used connection
-            raise
-        self._release(conn)
-        return response
-
-    async def _connect_and_start(
-        self, data: bytes, deadline: float, timeout: float, head_only: bool, on_done: Done
-    ) -> None:
-        try:
-            conn = await self._connect(deadline, timeout)
-        except UpstreamError as exc:
-            self.in_flight -= 1
-            on_done(exc)
-            return
-        except asyncio.CancelledError:  # the pool is closing
-            self.in_flight -= 1
-            on_done(UpstreamConnectError(f"pool for {self._address} was closed"))
-            raise
-
-        def done(result: UpstreamResponse | UpstreamError) -> None:
-            if isinstance(result, _ClosedBeforeResponse):
-                result = UpstreamProtocolError(result.reason)
-            self.settle(conn, result, on_done)
-
-        conn.start(data, deadline, timeout, head_only, done)
-
-    def retry(self, data: bytes, deadline: float, timeout: float, on_done: Done) -> None:
-        """A request whose idle connection closed before any response byte (``acquire``):
-        once more on a new connection."""
-        self._spawn(self._connect_and_start(data, deadline, timeout, False, on_done))
-
-    def settle(
-        self, conn: UpstreamConnection, result: UpstreamResponse | UpstreamError, on_done: Done
-    ) -> None:
-        """Give back a connection (from ``acquire``, or a new one) and pass its request's
-        outcome on."""
-        self.in_flight -= 1
-        if isinstance(result, UpstreamResponse):
-            self._release(conn)
+    def _release(self, conn: UpstreamConnection) -> None:
+        idle = self._idle
+        if conn.reusable and len(idle) < self._max_idle and conn.usable() and not self.closed:
+            idle.append(conn)
         else:
-            conn.abort()  # never reuse a half-used connection
-        on_done(result)
+            conn.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send_fresh(self, exchange: _Exchange) -> None:
+        """``exchange`` on a new connection (none was idle, or its first one closed)."""
+        try:
+            conn = await self._connect(exchange.deadline, exchange.timeout)
+        except UpstreamError as exc:
+            self.in_flight -= 1
+            exchange.on_done(exc)
+            return
+        except asyncio.CancelledError:  # the pool is closing
+            self.in_flight -= 1
+            exchange.on_done(UpstreamConnectError(f"pool for {self.address} was closed"))
+            raise
+        exchange.conn = conn
+        conn.start(exchange.data, exchange.deadline, exchange.timeout, False, exchange.on_fresh)
+
+    async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        budget = min(self._connect_timeout, deadline - loop.time())
+        live = self._live
+        address = self.address
+        try:
+            async with asyncio.timeout(budget):
+                if address.unix_path is not None:
+                    _, conn = await loop.create_unix_connection(
+                        lambda: UpstreamConnection(live), address.unix_path
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(live), address.host, address.port
+                    )
+        except TimeoutError:
+            if budget < self._connect_timeout:
+                raise UpstreamTimeout(f"no response within {timeout:g} s (connecting)") from None
+            raise UpstreamConnectError(
+                f"connecting to instance at {address} timed out after {budget:g} s"
+            ) from None
+        except OSError as exc:
+            if exc.errno in _GONE and self._on_gone is not None:
+                self._on_gone(self)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+            raise UpstreamConnectError(
+                f"cannot connect to instance at {address}: {reason}"
+            ) from exc
+        if self.closed:
+            conn.abort()
+            raise UpstreamConnectError(f"pool for {address} was closed")
+        return conn
+
+    # -- the pipelined connection --------------------------------------------------------
+
+    def _open_pipe(self) -> None:
+        """Start connecting the pipelined connection, unless that is under way or failed
+        within the last PIPE_RETRY_S."""
+        pipe = self._pipe
+        if (pipe is not None and pipe.open) or self._pipe_connecting or self.closed:
+            return
+        if self._now() - self._pipe_failed_at > PIPE_RETRY_S:
+            self._pipe_connecting = True
+            self._spawn(self._connect_pipe())
+
+    async def _connect_pipe(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, pipe = await loop.create_unix_connection(
+                    lambda: Pipeline(self._pipe_lost), self.address.unix_path
+                )
+        except (OSError, TimeoutError):
+            self._pipe_failed_at = loop.time()
+            return
+        finally:
+            self._pipe_connecting = False
+        if self.closed:
+            pipe.close()
+            return
+        self._pipe = pipe
+
+    def _pipe_lost(self, pipe: Pipeline) -> None:
+        if self._pipe is pipe:
+            self._pipe = None
+        if pipe.streamed:
+            # A model that answers in chunks (a generator): the built-in server takes no
+            # requests pipelined behind such an answer, so each would be sent twice.
+            self.pipelined = False
+
+    # -- streams -------------------------------------------------------------------------
 
     async def _open(
         self,
@@ -372,11 +316,11 @@ class UpstreamPool:
         deadline: float,
         timeout: float,
     ) -> UpstreamStream:
-        stream = UpstreamStream(self, conn, deadline, timeout)
+        stream = UpstreamStream(conn, deadline, timeout, self._stream_done)
         try:
-            await stream._start(data, first, first_timeout)
+            await stream.start(data, first, first_timeout)
         except BaseException:
-            stream._detach()
+            stream.detach()
             conn.abort()  # timeout, error or cancellation: never reuse a half-used connection
             raise
         return stream
@@ -389,39 +333,61 @@ class UpstreamPool:
         else:
             conn.abort()
 
-    def _release(self, conn: UpstreamConnection) -> None:
-        idle = self._idle
-        if conn.reusable and len(idle) < self._max_idle and conn.usable() and not self._closed:
-            idle.append(conn)
-        else:
-            conn.close()
 
-    async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        budget = min(self._connect_timeout, deadline - loop.time())
-        live = self._live
-        try:
-            async with asyncio.timeout(budget):
-                if self._unix_path is not None:
-                    _, conn = await loop.create_unix_connection(
-                        lambda: UpstreamConnection(live), self._unix_path
-                    )
-                else:
-                    _, conn = await loop.create_connection(
-                        lambda: UpstreamConnection(live), self._host, self._port
-                    )
-        except TimeoutError:
-            if budget < self._connect_timeout:
-                raise UpstreamTimeout(f"no response within {timeout:g} s (connecting)") from None
-            raise UpstreamConnectError(
-                f"connecting to instance at {self._address} timed out after {budget:g} s"
-            ) from None
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-            raise UpstreamConnectError(
-                f"cannot connect to instance at {self._address}: {reason}"
-            ) from exc
-        if self._closed:
+class _Exchange:
+    """One request sent with ``UpstreamPool.send``, until its outcome is passed on: the
+    pool's retry rule and in-flight count, in one place for all three kinds of connection."""
+
+    __slots__ = ("conn", "data", "deadline", "on_done", "pool", "timeout")
+
+    def __init__(
+        self, pool: UpstreamPool, data: bytes, deadline: float, timeout: float, on_done: Done
+    ) -> None:
+        self.pool = pool
+        self.data = data
+        self.deadline = deadline
+        self.timeout = timeout
+        self.on_done = on_done
+        self.conn: UpstreamConnection | None = None
+
+    def on_pooled(self, result: UpstreamResponse | UpstreamError) -> None:
+        """On an idle connection: closed before any answer byte means the instance had
+        closed it while idle, so once more on a fresh one."""
+        pool = self.pool
+        conn = self.conn
+        assert conn is not None
+        if type(result) is UpstreamResponse:
+            pool.in_flight -= 1
+            pool._release(conn)
+            self.on_done(result)
+        elif isinstance(result, _ClosedBeforeResponse):
             conn.abort()
-            raise UpstreamConnectError(f"pool for {self._address} was closed")
-        return conn
+            pool._spawn(pool._send_fresh(self))
+        else:
+            pool.in_flight -= 1
+            conn.abort()  # never reuse a half-used connection
+            self.on_done(result)
+
+    def on_piped(self, result: UpstreamResponse | UpstreamError) -> None:
+        """On the pipelined connection: a request that was never started (the connection
+        dropped, or the request ahead of it timed out) goes on a fresh connection."""
+        if isinstance(result, _ClosedBeforeResponse):
+            pool = self.pool
+            pool._spawn(pool._send_fresh(self))
+            return
+        self.pool.in_flight -= 1
+        self.on_done(result)
+
+    def on_fresh(self, result: UpstreamResponse | UpstreamError) -> None:
+        """On a new connection: no retry."""
+        pool = self.pool
+        conn = self.conn
+        assert conn is not None
+        pool.in_flight -= 1
+        if type(result) is UpstreamResponse:
+            pool._release(conn)
+        else:
+            conn.abort()
+            if isinstance(result, _ClosedBeforeResponse):
+                result = UpstreamProtocolError(result.reason)
+        self.on_done(result)

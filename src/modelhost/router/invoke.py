@@ -2,12 +2,14 @@
 
 One request costs the router a few microseconds of Python, so everything per request is done
 once and in one place: the route is found by the raw request path (cached), the instance's
-request is written as bytes while the client's headers are filtered, a pooled idle connection
-is taken directly, and the answer's head is joined from precomputed lines. No task, future,
-coroutine or per-request dataclass is made. Anything off that road (no idle connection, an
-instance that went away, an error) takes the general road below it, with the same answers.
+request is written as bytes while the client's headers are filtered, the instance's pool
+(forwarder.py) sends it on an open connection and answers ``_Call.done``, and the answer's head
+is joined from precomputed lines. No task, future or coroutine is made. An instance that went
+away (connection refused) is retried on the current route; every other failure becomes
+SageMaker's error here, in ``fail`` and ``upstream_error``, for both invoke paths.
 
-``RuntimeApp`` (app.py) adds the ASGI side: InvokeEndpointWithResponseStream and the rest.
+``RuntimeApp`` (app.py) holds an ``InvokePath`` and adds the ASGI side:
+InvokeEndpointWithResponseStream and the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import os
 import random
 from collections.abc import Coroutine
-from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -35,14 +36,11 @@ from modelhost.names import Arns
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
-    UpstreamPool,
     UpstreamResponse,
     UpstreamTimeout,
 )
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
-from modelhost.router.upstream_pipe import Pipeline
-from modelhost.router.upstream_types import _ClosedBeforeResponse
 from modelhost.settings import Settings
 from modelhost.state.store import Store
 
@@ -75,6 +73,7 @@ CONNECT_RETRIES = 2
 PREFIX = b"/endpoints/"
 
 _OK = b"HTTP/1.1 200 OK\r\n"
+_POST = b"POST /invocations HTTP/1.1\r\n"
 _SCRAMBLE = 0x9E3779B97F4A7C15  # odd: multiplying by it permutes 64-bit numbers
 _MASK64 = (1 << 64) - 1
 _RID = b"x-amzn-requestid: "
@@ -85,12 +84,25 @@ _TIMEOUT_TEXT = (
 
 
 class _Call:
-    """One InvokeEndpoint in flight: what the instance's answer needs to become the caller's."""
+    """One InvokeEndpoint in flight: what the instance's answer needs to become the caller's.
+    ``done`` is the callback the upstream pool answers."""
 
-    __slots__ = ("body", "lines", "name", "reply", "rid", "sent", "started", "variant")
+    __slots__ = (
+        "attempt",
+        "body",
+        "lines",
+        "name",
+        "owner",
+        "reply",
+        "rid",
+        "sent",
+        "started",
+        "variant",
+    )
 
     def __init__(
         self,
+        owner: InvokePath,
         name: str,
         variant: VariantRoute,
         lines: bytes,
@@ -99,6 +111,7 @@ class _Call:
         started: float,
         reply: Reply,
     ) -> None:
+        self.owner = owner
         self.name = name
         self.variant = variant
         self.lines = lines  # the forwarded header lines, ready to write
@@ -106,7 +119,23 @@ class _Call:
         self.rid = rid
         self.started = started
         self.sent = started
+        self.attempt = 0
         self.reply = reply
+
+    def done(self, result: UpstreamResponse | UpstreamError) -> None:
+        owner = self.owner
+        try:
+            if type(result) is UpstreamResponse and result.status < 300:
+                owner.answer(self, result)
+            elif isinstance(result, UpstreamConnectError) and self.attempt < CONNECT_RETRIES:
+                # The instance went away: an update or scale-in may have swapped the fleet
+                # since this request picked it, so pick again from the current route.
+                self.attempt += 1
+                owner.send(self, owner.current(self.name, self.variant))
+            else:
+                owner.fail(self, result)
+        except Exception:
+            owner.internal(self)
 
     def error(self, err: ServiceError) -> None:
         status, headers, body = rest_error(err, self.rid.decode())
@@ -168,12 +197,12 @@ class InvokePath:
             variant = variants[0]
         else:
             try:
-                variant = _variant(route, wanted, self._random.random(), route.name)
+                variant = self.choose(route, wanted)
             except ServiceError as err:
                 reply(*_error(err, rid))
                 return
-        call = _Call(route.name, variant, b"".join(lines), body, rid, started, reply)
-        self._send(call, variant, 0)
+        call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
+        self.send(call, variant)
 
     def _check(
         self,
@@ -191,7 +220,7 @@ class InvokePath:
                 for key, value in raw_headers:
                     if key == b"content-length" and value.isdigit():
                         size = max(size, int(value))
-                raise _too_large(size, self.max_body)
+                raise too_large(size, self.max_body)
         except ServiceError as err:
             reply(*_error(err, rid))
             return None
@@ -202,112 +231,48 @@ class InvokePath:
         self.routes.remember(path, route)
         return route
 
-    def _send(self, call: _Call, variant: VariantRoute, attempt: int) -> None:
-        """Send to the least-loaded instance of ``variant``; an instance that went away
-        (connection refused) is retried on another; other failures become SageMaker's errors."""
+    # -- one call, through the upstream pool ----------------------------------------------
+
+    def invoke(
+        self,
+        name: str,
+        variant: VariantRoute,
+        lines: bytes,
+        body: bytes,
+        rid: bytes,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """The fast path's road for a request that arrived another way (the ASGI side):
+        ``lines`` are the forwarded header lines; ``reply`` gets the answer, once."""
+        self.send(_Call(self, name, variant, lines, body, rid, started, reply), variant)
+
+    def send(self, call: _Call, variant: VariantRoute) -> None:
+        """Send to the least-loaded instance of ``variant``; the pool answers ``call.done``."""
         targets = variant.targets
         if len(targets) == 1:
-            target = targets[0]
+            pool = targets[0]
         else:
-            target = pick_target(targets, self.routes.next_start())  # type: ignore[assignment]
-            if target is None:
+            chosen = pick_target(targets, self.routes.next_start())
+            if chosen is None:
                 err = ModelNotReadyException(
                     f"Endpoint {call.name} has no instance ready to serve."
                 )
                 self._record(call, variant, err.status, perf_counter(), False)
                 call.error(err)
                 return
+            pool = chosen
         call.variant = variant
         call.sent = perf_counter()
-        pool: UpstreamPool = target.pool
         body = call.body
-        data = b"".join((b"POST /invocations HTTP/1.1\r\n", call.lines, pool.tail(len(body)), body))
-        if pool.pipelined:
-            pipe = pool.pipe()
-            if pipe is not None:
-                self._send_pipelined(call, variant, attempt, pool, pipe, data)
-                return
-        conn = pool.acquire()
-        if conn is None:
-            pool.send(data, self.timeout, partial(self._outcome, call, variant, attempt))
-            return
-        timeout = self.timeout
-        deadline = pool.deadline(timeout)
+        data = b"".join((_POST, call.lines, pool.head_end(len(body)), body))
+        pool.send(data, self.timeout, call.done)
 
-        def on_conn(result: UpstreamResponse | UpstreamError) -> None:
-            # the hot path: a pooled connection, given back here (as UpstreamPool.send does)
-            if type(result) is UpstreamResponse:
-                pool.release_ok(conn)
-                if result.status < 300:
-                    try:
-                        self._answer(call, result)
-                    except Exception:
-                        self._internal(call)
-                    return
-                self._outcome(call, variant, attempt, result)
-                return
-            done = partial(self._outcome, call, variant, attempt)
-            if isinstance(result, _ClosedBeforeResponse):
-                conn.abort()  # the instance closed the idle connection: once more, on a new one
-                pool.retry(data, deadline, timeout, done)
-            else:
-                pool.settle(conn, result, done)
-
-        conn.start(data, deadline, timeout, False, on_conn)
-
-    def _send_pipelined(
-        self,
-        call: _Call,
-        variant: VariantRoute,
-        attempt: int,
-        pool: UpstreamPool,
-        pipe: Pipeline,
-        data: bytes,
-    ) -> None:
-        timeout = self.timeout
-        deadline = pool.deadline(timeout)
-        pool.in_flight += 1
-
-        def on_pipe(result: UpstreamResponse | UpstreamError) -> None:
-            if type(result) is UpstreamResponse and result.status < 300:
-                pool.in_flight -= 1
-                try:
-                    self._answer(call, result)
-                except Exception:
-                    self._internal(call)
-            elif isinstance(result, _ClosedBeforeResponse):
-                # not started (or the connection went before any answer): on a new connection
-                pool.retry(data, deadline, timeout, partial(self._outcome, call, variant, attempt))
-            else:
-                pool.in_flight -= 1
-                self._outcome(call, variant, attempt, result)
-
-        pipe.send(data, deadline, timeout, on_pipe)
-
-    def _outcome(
-        self,
-        call: _Call,
-        variant: VariantRoute,
-        attempt: int,
-        result: UpstreamResponse | UpstreamError,
-    ) -> None:
-        try:
-            if type(result) is UpstreamResponse and result.status < 300:
-                self._answer(call, result)
-            elif isinstance(result, UpstreamConnectError) and attempt < CONNECT_RETRIES:
-                # The instance went away: an update or scale-in may have swapped the fleet
-                # since this request picked it, so pick again from the current route.
-                self._send(call, self._current(call.name, variant), attempt + 1)
-            else:
-                self._fail(call, result)
-        except Exception:
-            self._internal(call)
-
-    def _internal(self, call: _Call) -> None:
+    def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)
         call.error(InternalFailure("The invocation failed inside modelhost; see its log."))
 
-    def _answer(self, call: _Call, result: UpstreamResponse) -> None:
+    def answer(self, call: _Call, result: UpstreamResponse) -> None:
         """The caller's 200 for the instance's 2xx, recorded."""
         variant = call.variant
         answered = perf_counter()
@@ -324,21 +289,25 @@ class InvokePath:
             (perf_counter() - call.started) * 1e6,
         )
 
-    def _fail(self, call: _Call, result: UpstreamResponse | UpstreamError) -> None:
+    def fail(self, call: _Call, result: UpstreamResponse | UpstreamError) -> None:
         """The caller's error for an instance's non-2xx answer, or for no answer, recorded."""
         name = call.name
         err: ServiceError
         if isinstance(result, UpstreamResponse):
             text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
-            err = self._model_error(name, result.status, text)
-        elif isinstance(result, UpstreamConnectError):
-            err = ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
-        elif isinstance(result, UpstreamTimeout):
-            err = self._model_error(name, 0, _TIMEOUT_TEXT)
+            err = self.model_error(name, result.status, text)
         else:
-            err = self._model_error(name, 0, f"connection to the container failed: {result.reason}")
+            err = self.upstream_error(name, result)
         self._record(call, call.variant, err.status, perf_counter(), isinstance(err, ModelError))
         call.error(err)
+
+    def upstream_error(self, name: str, exc: UpstreamError) -> ServiceError:
+        """SageMaker's error for an instance that did not answer (both invoke paths)."""
+        if isinstance(exc, UpstreamConnectError):
+            return ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+        if isinstance(exc, UpstreamTimeout):
+            return self.model_error(name, 0, _TIMEOUT_TEXT)
+        return self.model_error(name, 0, f"connection to the container failed: {exc.reason}")
 
     def _record(
         self, call: _Call, variant: VariantRoute, status: int, answered: float, model_error: bool
@@ -355,7 +324,7 @@ class InvokePath:
         )
 
     async def _reply_missing(self, name: str, rid: bytes, reply: Reply) -> None:
-        err = await asyncio.to_thread(self._missing, name)
+        err = await asyncio.to_thread(self.missing, name)
         reply(*_error(err, rid))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -363,13 +332,18 @@ class InvokePath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _current(self, name: str, variant: VariantRoute) -> VariantRoute:
+    def choose(self, route: EndpointRoute, wanted: bytes | str | None) -> VariantRoute:
+        """The variant for a request (TargetVariant, else by weight)."""
+        return _variant(route, wanted, self._random.random(), route.name)
+
+    def current(self, name: str, variant: VariantRoute) -> VariantRoute:
+        """``variant`` as the route has it now (the fleet may have changed since)."""
         route = self.routes.get(name)
         if route is None:
             return variant
         return route.variant(variant.name) or route.pick_variant(self._random.random()) or variant
 
-    def _model_error(self, name: str, status: int, text: str) -> ModelError:
+    def model_error(self, name: str, status: int, text: str) -> ModelError:
         kind = "client" if 400 <= status < 500 else "server"
         log_group = self.arns.log_group(name)
         return ModelError(
@@ -380,7 +354,7 @@ class InvokePath:
             LogStreamArn=log_group,
         )
 
-    def _missing(self, name: str) -> ServiceError:
+    def missing(self, name: str) -> ServiceError:
         ep = self.store.endpoint(name)
         if ep is None:
             return ValidationError(
@@ -427,7 +401,7 @@ def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: s
     return variant
 
 
-def _too_large(size: int, limit: int) -> ValidationError:
+def too_large(size: int, limit: int) -> ValidationError:
     return ValidationError(
         f"Request payload of {size} bytes exceeds the InvokeEndpoint limit of {limit} bytes "
         f"({limit / 2**20:.0f} MB)."

@@ -1,23 +1,33 @@
-"""Which variant and which instance serve a request (pure).
+"""Which variant and which instance serve a request, and the router's side of the seam with
+the controller (publish.py): the route table builds, keeps, drains and closes the connection
+pools of the instances it is told about.
 
-The route table is owned by the controller (it installs and removes instances) and read by the
-router on every request; both run on the same event loop, so no locks are needed.
+The controller and the router run on the same event loop, so no locks are needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
+import logging
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+from modelhost.publish import PublishedInstance, PublishedVariant
 from modelhost.router.forwarder import UpstreamPool
 
+log = logging.getLogger(__name__)
+
 MAX_CACHED_PATHS = 4096
+# An instance that leaves the routes without an explicit drain (a republished fleet) gets
+# this long to answer the requests in flight on it before its connections are closed.
+RETIRE_TIMEOUT_S = 3600.0
 
 
 class Target(Protocol):
-    """An instance the router can send to: an id and a pooled upstream with an in-flight count."""
+    """What the least-loaded choice reads of an instance."""
 
     @property
     def instance_id(self) -> str: ...
@@ -25,15 +35,15 @@ class Target(Protocol):
     @property
     def in_flight(self) -> int: ...
 
-    @property
-    def pool(self) -> UpstreamPool: ...
+
+T = TypeVar("T", bound=Target)
 
 
 @dataclass(slots=True)
 class VariantRoute:
     name: str
     weight: float
-    targets: list[Target] = field(default_factory=list)
+    targets: list[UpstreamPool] = field(default_factory=list)
     # The response header that names the variant, ready to write (the hot path's bytes).
     header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -69,14 +79,14 @@ class EndpointRoute:
         return self.variants[min(i, len(self.variants) - 1)]
 
 
-def pick_target(targets: list[Target], start: int) -> Target | None:
+def pick_target(targets: Sequence[T], start: int) -> T | None:
     """The instance with the fewest requests in flight; ties go round-robin from ``start``."""
     n = len(targets)
     if n == 0:
         return None
     if n == 1:
         return targets[0]
-    best: Target | None = None
+    best: T | None = None
     best_load = 1 << 30
     for i in range(n):
         t = targets[(start + i) % n]
@@ -89,12 +99,23 @@ def pick_target(targets: list[Target], start: int) -> Target | None:
 
 
 class RouteTable:
-    def __init__(self) -> None:
+    """Endpoint name -> route, for the hot path; the ``Publisher`` (publish.py) for the
+    controller. Each published instance gets one ``UpstreamPool``, kept while any route
+    lists it; one that leaves every route is drained (its requests in flight finish), then
+    closed."""
+
+    def __init__(self, retire_timeout: float = RETIRE_TIMEOUT_S) -> None:
         self._routes: dict[str, EndpointRoute] = {}
         # The hot path's lookup: the raw request path as the client sent it -> its route.
         # Only paths that found a route are kept; cleared whenever the table changes.
         self.by_path: dict[bytes, EndpointRoute] = {}
         self._counter = itertools.count()
+        self._pools: dict[str, UpstreamPool] = {}  # routed instances
+        self._retiring: dict[str, UpstreamPool] = {}  # unrouted, finishing their requests
+        self._retire_timeout = retire_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the hot path --------------------------------------------------------------------
 
     def get(self, endpoint: str) -> EndpointRoute | None:
         return self._routes.get(endpoint.lower())
@@ -104,13 +125,91 @@ class RouteTable:
             self.by_path.clear()  # bounded: a client may spell one name in many ways
         self.by_path[path] = route
 
-    def install(self, route: EndpointRoute) -> None:
-        self._routes[route.name.lower()] = route
-        self.by_path.clear()
-
-    def remove(self, endpoint: str) -> None:
-        self._routes.pop(endpoint.lower(), None)
-        self.by_path.clear()
-
     def next_start(self) -> int:
         return next(self._counter)
+
+    # -- Publisher -----------------------------------------------------------------------
+
+    def publish(self, endpoint: str, variants: Sequence[PublishedVariant]) -> None:
+        routes = [
+            VariantRoute(v.name, v.weight, [self._pool(i) for i in v.instances]) for v in variants
+        ]
+        self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        self.by_path.clear()
+        self._retire_unrouted()
+
+    def withdraw(self, endpoint: str) -> None:
+        self._routes.pop(endpoint.lower(), None)
+        self.by_path.clear()
+        self._retire_unrouted()
+
+    def lost(self, instance_id: str) -> None:
+        self._unroute({instance_id})
+        pool = self._pools.pop(instance_id, None) or self._retiring.pop(instance_id, None)
+        if pool is not None:
+            log.warning("instance %s is gone; no more requests go to it", instance_id)
+            self._spawn(pool.close())
+
+    async def drain(self, instance_ids: Collection[str], timeout: float) -> None:
+        ids = set(instance_ids)
+        self._unroute(ids)
+        pools = [p for i in ids if (p := self._pools.pop(i, None) or self._retiring.get(i))]
+        await asyncio.gather(*(pool.drain(timeout) for pool in pools))
+        for i in ids:
+            self._retiring.pop(i, None)
+
+    async def close(self) -> None:
+        """Close every pool (the server is stopping)."""
+        pools = [*self._pools.values(), *self._retiring.values()]
+        self._routes.clear()
+        self.by_path.clear()
+        self._pools.clear()
+        self._retiring.clear()
+        await asyncio.gather(*(pool.close() for pool in pools))
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _pool(self, inst: PublishedInstance) -> UpstreamPool:
+        pool = self._pools.get(inst.instance_id)
+        if pool is None or pool.closed or pool.address != inst.address:
+            if pool is not None:  # moved (a new address): the old connections go
+                self._spawn(pool.drain(self._retire_timeout))
+            pool = UpstreamPool(inst.address, name=inst.instance_id, on_gone=self._gone)
+            self._pools[inst.instance_id] = pool
+        return pool
+
+    def _gone(self, pool: UpstreamPool) -> None:
+        """A connect found nobody listening: the instance died (its process may not have been
+        reaped yet); leave the routes now rather than at the controller's next pass."""
+        if self._pools.get(pool.instance_id) is pool:
+            self.lost(pool.instance_id)
+
+    def _unroute(self, ids: set[str]) -> None:
+        for route in self._routes.values():
+            changed = False
+            for variant in route.variants:
+                if any(t.instance_id in ids for t in variant.targets):
+                    variant.targets = [t for t in variant.targets if t.instance_id not in ids]
+                    changed = True
+            if changed:
+                route.reweigh()
+
+    def _retire_unrouted(self) -> None:
+        routed = {
+            t.instance_id for r in self._routes.values() for v in r.variants for t in v.targets
+        }
+        for instance_id in [i for i in self._pools if i not in routed]:
+            pool = self._retiring[instance_id] = self._pools.pop(instance_id)
+            self._spawn(self._retire(instance_id, pool))
+
+    async def _retire(self, instance_id: str, pool: UpstreamPool) -> None:
+        await pool.drain(self._retire_timeout)
+        if self._retiring.get(instance_id) is pool:
+            del self._retiring[instance_id]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from modelhost.router.upstream_conn import UpstreamConnection
 from modelhost.router.upstream_types import (
     UpstreamProtocolError,
     UpstreamResponse,
 )
 
-if TYPE_CHECKING:
-    from modelhost.router.forwarder import UpstreamPool
-    from modelhost.router.upstream_conn import UpstreamConnection
+# Called once when a stream is done with its connection: (connection, body read to the end).
+Release = Callable[[UpstreamConnection, bool], None]
 
 # A stream stops reading from the instance while more than this is parsed but not consumed,
 # and reads again once the consumer is down to STREAM_LOW_WATER.
@@ -32,15 +32,15 @@ class UpstreamStream:
     the connection before the last chunk), UpstreamTimeout past the deadline; parts that
     arrived before either are handed out first. A slow consumer stops the reading from the
     instance (flow control). Call `aclose` when done, whether or not the body was read to the
-    end: the connection goes back to the pool only after a complete body.
+    end: ``release`` gets the connection back, to be reused only after a complete body.
     """
 
     def __init__(
-        self, pool: UpstreamPool, conn: UpstreamConnection, deadline: float, timeout: float
+        self, conn: UpstreamConnection, deadline: float, timeout: float, release: Release
     ) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self._pool = pool
+        self._release = release
         self._conn = conn
         self._deadline = deadline
         self._timeout = timeout
@@ -97,9 +97,9 @@ class UpstreamStream:
         self._finish(end is not None and end.done() and end.exception() is None)
         self._wake()
 
-    # -- driven by UpstreamPool._open and the connection's sinks -------------------------
+    # -- driven by the pool (forwarder.py) and the connection's sinks ---------------------
 
-    async def _start(self, data: bytes, first: float, first_timeout: float) -> None:
+    async def start(self, data: bytes, first: float, first_timeout: float) -> None:
         conn = self._conn
         conn.head_sink = self._on_head
         conn.body_sink = self._on_body
@@ -170,7 +170,8 @@ class UpstreamStream:
             else:
                 transport.pause_reading()
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
+        """Unhook from the connection (the pool does this when the head never came)."""
         conn = self._conn
         conn.head_sink = conn.body_sink = conn.chunk_done = None
 
@@ -180,7 +181,7 @@ class UpstreamStream:
         self._done = True
         if self._paused:
             self._set_reading(True)
-        self._detach()
+        self.detach()
         if not complete and self._end is not None and not self._end.done():
             self._conn.fail(UpstreamProtocolError("the stream was closed before its end"))
-        self._pool._stream_done(self._conn, complete)
+        self._release(self._conn, complete)

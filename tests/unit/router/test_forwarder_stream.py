@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import uvloop
 
+from modelhost.publish import Address
 from modelhost.router import upstream_conn, upstream_stream
 from modelhost.router.forwarder import (
     UpstreamConnectError,
@@ -20,6 +21,7 @@ from modelhost.router.forwarder import (
     UpstreamStream,
     UpstreamTimeout,
 )
+from tests.unit.router.test_forwarder import request
 
 WAIT = 10.0  # upper bound on any single wait in these tests
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -93,9 +95,8 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 async def open_stream(
     pool: UpstreamPool, timeout: float = WAIT, first_byte_timeout: float = WAIT
 ) -> UpstreamStream:
-    return await pool.stream(
-        b"POST", b"/invocations", [(b"Content-Type", b"a/b")], b"x", timeout, first_byte_timeout
-    )
+    data = pool.encode(b"POST", b"/invocations", [(b"Content-Type", b"a/b")], b"x")
+    return await pool.stream(data, timeout, first_byte_timeout)
 
 
 async def drain(stream: UpstreamStream) -> list[bytes]:
@@ -116,7 +117,7 @@ def test_parts_arrive_as_they_are_sent(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool)
             assert (stream.status, stream.header(b"content-type")) == (200, b"text/plain")
             assert pool.in_flight == 1
@@ -142,12 +143,12 @@ def test_connection_is_reused_after_a_complete_stream(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             for _ in range(2):
                 stream = await open_stream(pool)
                 assert await drain(stream) == [b"a", b"bc"]
-            resp = await pool.request(b"POST", b"/invocations", [], b"x", WAIT)
-            assert resp.body == b"abc"  # request() reuses a connection a stream used
+            resp = await request(pool, b"POST", b"/invocations", [], b"x", WAIT)
+            assert resp.body == b"abc"  # send reuses a connection a stream used
             assert up.connections == 1
             await pool.close()
 
@@ -164,7 +165,7 @@ def test_content_length_body_is_one_part(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             assert await drain(await open_stream(pool)) == [b"helloworld"]
             await pool.close()
 
@@ -179,7 +180,7 @@ def test_error_status_and_body_before_the_stream(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool)
             assert (stream.status, b"".join(await drain(stream))) == (500, b"boom")
             await pool.close()
@@ -195,7 +196,7 @@ def test_abnormal_end_raises_after_the_parts_that_arrived(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool)
             got = []
             with pytest.raises(UpstreamProtocolError):
@@ -216,7 +217,7 @@ def test_first_byte_timeout(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             loop = asyncio.get_running_loop()
             start = loop.time()
             with pytest.raises(UpstreamTimeout):
@@ -236,7 +237,7 @@ def test_whole_stream_timeout_after_the_head(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool, timeout=0.3, first_byte_timeout=0.2)
             parts = aiter(stream)
             assert await anext(parts) == b"only"
@@ -254,7 +255,7 @@ def test_refused_port_is_a_connect_error(run: Run) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]  # closed again: nothing listens there
-        pool = UpstreamPool("127.0.0.1", port)
+        pool = UpstreamPool(Address("127.0.0.1", port))
         with pytest.raises(UpstreamConnectError):
             await open_stream(pool)
         assert pool.in_flight == 0
@@ -271,8 +272,8 @@ def test_stale_idle_connection_is_retried_on_a_fresh_one(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
-            assert (await pool.request(b"POST", b"/", [], b"", WAIT)).body == b"ok"
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
+            assert (await request(pool, b"POST", b"/", [], b"", WAIT)).body == b"ok"
             await up.closed.wait()
             assert await drain(await open_stream(pool)) == [b"ok"]
             assert up.connections == 2
@@ -289,7 +290,7 @@ def test_aclose_before_the_end_drops_the_connection(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool)
             assert await anext(aiter(stream)) == b"one"
             await stream.aclose()
@@ -316,7 +317,7 @@ def test_large_stream_arrives_intact(run: Run) -> None:
 
     async def main() -> None:
         async with upstream(script) as up:
-            pool = UpstreamPool("127.0.0.1", up.port)
+            pool = UpstreamPool(Address("127.0.0.1", up.port))
             stream = await open_stream(pool)
             got = []
             async for part in stream:
@@ -361,12 +362,13 @@ class FakeTransport:
 
 def test_slow_consumer_pauses_and_resumes_reading(run: Run) -> None:
     async def main() -> None:
-        pool = UpstreamPool("127.0.0.1", 1)
+        pool = UpstreamPool(Address("127.0.0.1", 1))
         conn = upstream_conn.UpstreamConnection(set())
         transport = FakeTransport()
         conn.connection_made(cast(asyncio.Transport, transport))
-        opening = asyncio.ensure_future(pool._open(conn, b"req", 1e9, WAIT, 1e9, WAIT))
-        await asyncio.sleep(0)  # let _open send the request
+        pool._idle.append(conn)  # as if kept alive from an earlier request
+        opening = asyncio.ensure_future(pool.stream(b"req", WAIT, WAIT))
+        await asyncio.sleep(0)  # let the pool send the request
         conn.data_received(CHUNKED_HEAD)
         stream = await opening
         part = b"x" * 16384

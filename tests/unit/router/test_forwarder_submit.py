@@ -1,4 +1,4 @@
-"""UpstreamPool.submit, the callback form of `request` that the InvokeEndpoint hot path uses."""
+"""UpstreamPool.send, the callback interface every invoke path uses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from modelhost.publish import Address
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
@@ -30,7 +31,7 @@ async def submitted(
         outcomes.append(result)
         got.set()
 
-    pool.submit(b"POST", path, [(b"content-type", b"a/b")], body, timeout, done)
+    pool.send(pool.encode(b"POST", path, [(b"content-type", b"a/b")], body), timeout, done)
     await asyncio.wait_for(got.wait(), WAIT)
     await asyncio.sleep(0)  # a second call would come now
     assert len(outcomes) == 1
@@ -40,7 +41,7 @@ async def submitted(
 def test_submit_answers_through_the_callback_on_one_kept_alive_connection(run: Run) -> None:
     async def main() -> None:
         async with Server(echo) as server:
-            pool = UpstreamPool("127.0.0.1", server.port)
+            pool = UpstreamPool(Address("127.0.0.1", server.port))
             for i in range(10):
                 resp = await submitted(pool, body=b"n%d" % i)
                 assert isinstance(resp, UpstreamResponse)
@@ -60,7 +61,7 @@ def test_submit_retries_once_when_the_idle_connection_was_closed(run: Run) -> No
 
     async def main() -> None:
         async with Server(reply) as server:
-            pool = UpstreamPool("127.0.0.1", server.port)
+            pool = UpstreamPool(Address("127.0.0.1", server.port))
             for expected in (b"ok 0", b"ok 1"):
                 resp = await submitted(pool)
                 assert isinstance(resp, UpstreamResponse) and resp.body == expected
@@ -77,7 +78,7 @@ def test_submit_reports_a_refused_connection(run: Run) -> None:
         port = sock.getsockname()[1]  # closed again: nothing listens there
 
     async def main() -> None:
-        pool = UpstreamPool("127.0.0.1", port)
+        pool = UpstreamPool(Address("127.0.0.1", port))
         err = await submitted(pool)
         assert isinstance(err, UpstreamConnectError) and f"127.0.0.1:{port}" in err.reason
         assert pool.in_flight == 0
@@ -99,7 +100,7 @@ def test_each_request_gets_its_own_deadline_on_a_reused_connection(run: Run) -> 
 
     async def main() -> None:
         async with Server(reply) as server:
-            pool = UpstreamPool("127.0.0.1", server.port)
+            pool = UpstreamPool(Address("127.0.0.1", server.port))
             fast = await submitted(pool, b"/fast", timeout=0.1)
             assert isinstance(fast, UpstreamResponse)
             slow = await submitted(pool, b"/slow", timeout=WAIT)  # outlives the 0.1 s timer
@@ -117,7 +118,7 @@ def test_each_request_gets_its_own_deadline_on_a_reused_connection(run: Run) -> 
 def test_concurrent_submits_each_get_their_own_answer(count: int, run: Run) -> None:
     async def main() -> None:
         async with Server(echo) as server:
-            pool = UpstreamPool("127.0.0.1", server.port)
+            pool = UpstreamPool(Address("127.0.0.1", server.port))
             results = await asyncio.gather(*(submitted(pool, body=b"%d" % i) for i in range(count)))
             bodies = [r.body for r in results if isinstance(r, UpstreamResponse)]
             assert bodies == [b"%d" % i for i in range(count)]

@@ -1,4 +1,4 @@
-"""The pipelined connection to a built-in instance (upstream_pipe.py), through UpstreamPool.pipe,
+"""The pipelined connection to a built-in instance (upstream_pipe.py), as UpstreamPool opens it,
 against a real Unix-socket server that answers requests in order, as the built-in one does."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from modelhost.publish import Address
 from modelhost.router.forwarder import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from modelhost.router.upstream_pipe import FLUSH_AT, Pipeline
 from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
@@ -42,9 +43,12 @@ class UnixServer(Server):
 
 
 async def open_pipe(pool: UpstreamPool) -> Pipeline:
-    """The pool's pipelined connection, once connected (the first ask starts connecting)."""
+    """The pool's pipelined connection, once connected: the first request sent finds none and
+    starts connecting it (that request goes on a connection of its own)."""
+    got: list[Outcome] = []
+    pool.send(request(b"first"), WAIT, got.append)
     async with asyncio.timeout(WAIT):
-        while (pipe := pool.pipe()) is None:
+        while (pipe := pool.pipeline) is None or not got:
             await asyncio.sleep(0.001)
     return pipe
 
@@ -70,15 +74,15 @@ async def send_all(pipe: Pipeline, bodies: list[bytes], timeout: float = WAIT) -
 def test_requests_of_one_pass_share_a_connection_and_are_answered_in_order(run: Run) -> None:
     async def main() -> None:
         async with UnixServer(echo) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             bodies = [b"request %d" % i for i in range(40)]
             got = await send_all(pipe, bodies)
             assert [r.body if isinstance(r, UpstreamResponse) else r for r in got] == bodies
             got = await send_all(pipe, [b"again"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"again"
-            assert server.connections == 1
-            assert pool.pipe() is pipe and pipe.depth == 0
+            assert server.connections == 2  # the pipeline, and the first request's own
+            assert pool.pipeline is pipe and pipe.depth == 0
             await pool.close()
             assert not pipe.open
 
@@ -88,7 +92,7 @@ def test_requests_of_one_pass_share_a_connection_and_are_answered_in_order(run: 
 def test_requests_are_written_every_flush_at_and_at_the_end_of_the_loop_pass(run: Run) -> None:
     async def main() -> None:
         async with UnixServer(echo) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             loop = asyncio.get_running_loop()
             answers: list[Outcome] = []
@@ -111,10 +115,16 @@ def test_requests_are_written_every_flush_at_and_at_the_end_of_the_loop_pass(run
 def test_a_pool_without_pipelining_or_a_unix_socket_has_no_pipe(run: Run) -> None:
     async def main() -> None:
         async with UnixServer(echo) as server:
-            assert UpstreamPool("127.0.0.1", 1, unix_path=server.path).pipe() is None
-            assert UpstreamPool("127.0.0.1", 1, pipelined=True).pipe() is None
-            assert not UpstreamPool("127.0.0.1", 1, pipelined=True).pipelined
-            assert server.connections == 0
+            plain = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path))
+            got: list[Outcome] = []
+            plain.send(request(b"x"), WAIT, got.append)
+            async with asyncio.timeout(WAIT):
+                while not got:
+                    await asyncio.sleep(0.001)
+            assert plain.pipeline is None and not plain.pipelined
+            assert not UpstreamPool(Address("127.0.0.1", 1, pipelined=True)).pipelined
+            assert server.connections == 1
+            await plain.close()
 
     run(main())
 
@@ -127,7 +137,7 @@ def test_when_the_head_request_times_out_the_rest_are_returned_unsent(run: Run) 
 
     async def main() -> None:
         async with UnixServer(slow_first) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"slow", b"b", b"c"], timeout=0.2)
             assert isinstance(got[0], UpstreamTimeout)
@@ -148,7 +158,7 @@ def test_when_the_instance_closes_the_unanswered_requests_are_returned_unsent(ru
 
     async def main() -> None:
         async with UnixServer(close_on_second) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b", b"c"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
@@ -166,7 +176,7 @@ def test_an_answer_that_closes_the_connection_ends_the_pipeline_after_it(run: Ru
 
     async def main() -> None:
         async with UnixServer(close_after_first) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
@@ -183,7 +193,7 @@ def test_a_malformed_answer_fails_the_head_request_and_returns_the_rest(run: Run
 
     async def main() -> None:
         async with UnixServer(garbage) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b"])
             assert isinstance(got[0], UpstreamError)
@@ -201,7 +211,7 @@ def test_a_pool_stops_pipelining_to_an_instance_that_streams(run: Run) -> None:
 
     async def main() -> None:
         async with UnixServer(chunks_then_close) as server:
-            pool = UpstreamPool("127.0.0.1", 1, unix_path=server.path, pipelined=True)
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"x", b"y"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"ab"
@@ -209,7 +219,60 @@ def test_a_pool_stops_pipelining_to_an_instance_that_streams(run: Run) -> None:
             async with asyncio.timeout(WAIT):
                 while pipe.transport is not None:
                     await asyncio.sleep(0.001)
-            assert not pool.pipelined and pool.pipe() is None
+            assert not pool.pipelined and pool.pipeline is None
+            await pool.close()
+
+    run(main())
+
+
+async def send_through(
+    pool: UpstreamPool, bodies: list[bytes], timeouts: list[float] | None = None
+) -> list[Outcome]:
+    """``pool.send`` each body in one loop pass; each outcome, in the order sent."""
+    outcomes: list[list[Outcome]] = [[] for _ in bodies]
+    for i, body in enumerate(bodies):
+        pool.send(request(body), timeouts[i] if timeouts else WAIT, outcomes[i].append)
+    async with asyncio.timeout(WAIT):
+        while not all(outcomes):
+            await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)  # a second outcome would come now
+    assert all(len(got) == 1 for got in outcomes)
+    return [got[0] for got in outcomes]
+
+
+def test_the_pool_sends_on_its_open_pipeline_and_counts_in_flight(run: Run) -> None:
+    async def main() -> None:
+        async with UnixServer(echo) as server:
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
+            pipe = await open_pipe(pool)
+            bodies = [b"r%d" % i for i in range(20)]
+            outcomes: list[list[Outcome]] = [[] for _ in bodies]
+            for i, body in enumerate(bodies):
+                pool.send(request(body), WAIT, outcomes[i].append)
+            assert pool.in_flight == 20 and pipe.depth + pipe.unsent >= 20 - FLUSH_AT
+            got = await send_through(pool, [b"last"])
+            assert isinstance(got[0], UpstreamResponse)
+            assert [o[0].body for o in outcomes if isinstance(o[0], UpstreamResponse)] == bodies
+            assert pool.in_flight == 0 and server.connections == 2
+            await pool.close()
+
+    run(main())
+
+
+def test_requests_behind_a_timed_out_head_are_sent_again_on_fresh_connections(run: Run) -> None:
+    async def slow_first(req: Req) -> Reply:
+        if req.body == b"slow":
+            await asyncio.sleep(WAIT)
+        return response(200, req.body)
+
+    async def main() -> None:
+        async with UnixServer(slow_first) as server:
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
+            await open_pipe(pool)
+            got = await send_through(pool, [b"slow", b"b", b"c"], [0.3, WAIT, WAIT])
+            assert isinstance(got[0], UpstreamTimeout)
+            assert [r.body for r in got[1:] if isinstance(r, UpstreamResponse)] == [b"b", b"c"]
+            assert pool.in_flight == 0
             await pool.close()
 
     run(main())
