@@ -308,7 +308,9 @@ def post(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
 
 _LUA = """\
 wrk.method = "POST"
-wrk.body = [==[{body}]==]
+local f = assert(io.open("{body_path}", "rb"))
+wrk.body = f:read("*a")
+f:close()
 wrk.headers["Content-Type"] = "{content_type}"
 
 function done(summary, latency, requests)
@@ -338,13 +340,15 @@ class WrkResult:
 
 
 class Wrk:
-    def __init__(self, body: bytes, content_type: str, workdir: Path) -> None:
+    def __init__(self, body: bytes, content_type: str, workdir: Path, name: str = "post") -> None:
+        """wrk POSTing ``body`` (any bytes, any size: wrk reads it from a file)."""
         self.binary = require_wrk()
-        text = body.decode()
-        if "]==]" in text:
-            raise ValueError("body contains the Lua long-bracket terminator")
-        self.script = workdir / "post.lua"
-        self.script.write_text(_LUA.format(body=text, content_type=content_type))
+        body_path = workdir / f"{name}.body"
+        body_path.write_bytes(body)
+        if '"' in str(body_path) or "\\" in str(body_path):
+            raise ValueError(f"cannot name {body_path} in a Lua string")
+        self.script = workdir / f"{name}.lua"
+        self.script.write_text(_LUA.format(body_path=body_path, content_type=content_type))
 
     def run(
         self,

@@ -125,12 +125,12 @@ async def _measure(send: Send, duration: float) -> dict[str, float]:
 
 async def _bench_pool(port: int, duration: float) -> dict[str, float]:
     pool = UpstreamPool(Address("127.0.0.1", port))
-    data = pool.encode(b"POST", b"/invocations", HEADERS, BODY)
+    head = pool.head(b"POST", b"/invocations", HEADERS, len(BODY))
     loop = asyncio.get_running_loop()
 
     async def send() -> bytes:
         answer: asyncio.Future[UpstreamResponse | UpstreamError] = loop.create_future()
-        pool.send(data, 10.0, answer.set_result)
+        pool.send(head, BODY, 10.0, answer.set_result)
         result = await answer
         if isinstance(result, UpstreamError):
             raise result

@@ -169,7 +169,7 @@ def test_a_refused_connect_takes_the_instance_out_of_the_routes() -> None:
         assert route is not None
         pool = next(t for t in route.variants[0].targets if t.instance_id == "i-dead")
         outcome: list[object] = []
-        pool.send(b"GET / HTTP/1.1\r\n\r\n", 5.0, outcome.append)
+        pool.send(b"GET / HTTP/1.1\r\n\r\n", b"", 5.0, outcome.append)
         async with asyncio.timeout(5):
             while not outcome:
                 await asyncio.sleep(0.001)

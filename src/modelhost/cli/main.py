@@ -67,7 +67,7 @@ def serve(
         settings.host,
         settings.port,
         settings.max_payload_bytes,
-        fast=runtime,
+        fast=runtime.fast,
         busy_poll_s=settings.busy_poll_us / 1e6,
     )
 

@@ -151,9 +151,9 @@ class RuntimeApp:
             pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
-            data = pool.encode(b"POST", INVOCATIONS, headers, body)
+            head = pool.head(b"POST", INVOCATIONS, headers, len(body))
             try:
-                upstream = await pool.stream(data, self.stream_timeout, self.timeout)
+                upstream = await pool.stream(head, body, self.stream_timeout, self.timeout)
             except UpstreamConnectError:
                 if attempt == CONNECT_RETRIES:
                     break

@@ -12,10 +12,10 @@ One ``UpstreamPool`` per instance, built by the route table (routing.py) from th
 - ``in_flight``, the count the router's least-loaded choice reads.
 
 Callers use ``send`` (the whole response, to a callback: InvokeEndpoint), ``stream`` (the
-response as it arrives: InvokeEndpointWithResponseStream), ``drain`` and ``close``. Requests
-are bytes: ``encode``, or a head that ends with ``head_end(len(body))`` and then the body. The
-wire work is raw asyncio and httptools, because generic clients cost several times the
-router's whole budget (DESIGN.md).
+response as it arrives: InvokeEndpointWithResponseStream), ``drain`` and ``close``. A request
+is its head (``head``, or any head that ends with ``head_end(len(body))``) and its body, kept
+apart so that a large body is written without a copy. The wire work is raw asyncio and
+httptools, because generic clients cost several times the router's whole budget (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from modelhost.router.upstream_types import (
     _ClosedBeforeResponse,
 )
 
+PIPE_BODY_MAX = 16 * 1024
 PIPE_RETRY_S = 1.0  # after a failed connect of the pipelined connection, wait this long
 DRAIN_POLL_S = 0.01
 # A connect that fails with one of these finds nobody listening: the instance is gone.
@@ -107,30 +108,31 @@ class UpstreamPool:
         and the blank line."""
         return b"Content-Length: %d\r\n%b" % (length, self._host_end)
 
-    def encode(
-        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    def head(
+        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], length: int
     ) -> bytes:
-        """One request as bytes. ``headers`` must not contain Host, Content-Length,
-        Transfer-Encoding or Connection: the pool writes Host and Content-Length itself."""
+        """A request head for a body of ``length`` bytes. ``headers`` must not contain Host,
+        Content-Length, Transfer-Encoding or Connection: the pool writes Host and
+        Content-Length itself."""
         parts = [method, b" ", path, b" HTTP/1.1\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
-        parts += (self.head_end(len(body)), body)
+        parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(self, data: bytes, timeout: float, on_done: Done) -> None:
-        """Send one request (bytes, see ``encode``); ``on_done`` gets the whole response or an
-        UpstreamError, exactly once, within ``timeout`` seconds. With an open pipelined or idle
-        connection at hand (the hot path) no task or future is made."""
+    def send(self, head: bytes, body: bytes, timeout: float, on_done: Done) -> None:
+        """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
+        once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
+        (the hot path) no task or future is made."""
         if self.closed:
             on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return
         self.in_flight += 1
-        exchange = _Exchange(self, data, self._now() + timeout, timeout, on_done)
-        if self.pipelined:
+        exchange = _Exchange(self, head, body, self._now() + timeout, timeout, on_done)
+        if self.pipelined and len(body) <= PIPE_BODY_MAX:
             pipe = self._pipe
             if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
-                pipe.send(data, exchange.deadline, timeout, exchange.on_piped)
+                pipe.send(head, body, exchange.deadline, timeout, exchange.on_piped)
                 return
             self._open_pipe()
         conn = self._pop_idle()
@@ -138,10 +140,10 @@ class UpstreamPool:
             self._spawn(self._send_fresh(exchange))
             return
         exchange.conn = conn
-        conn.start(data, exchange.deadline, timeout, False, exchange.on_pooled)
+        conn.start(head, body, exchange.deadline, timeout, False, exchange.on_pooled)
 
     async def stream(
-        self, data: bytes, timeout: float, first_byte_timeout: float
+        self, head: bytes, body: bytes, timeout: float, first_byte_timeout: float
     ) -> UpstreamStream:
         """Send one request and return once the response head is in; read the body from the
         returned stream as it arrives. The head must come within ``first_byte_timeout`` and
@@ -159,12 +161,14 @@ class UpstreamPool:
             conn = self._pop_idle()
             if conn is not None:
                 try:
-                    return await self._open(conn, data, first, first_timeout, deadline, timeout)
+                    return await self._open(
+                        conn, (head, body), first, first_timeout, deadline, timeout
+                    )
                 except _ClosedBeforeResponse:
                     pass  # the instance closed the idle keep-alive connection: retry once
             conn = await self._connect(first, first_timeout)
             try:
-                return await self._open(conn, data, first, first_timeout, deadline, timeout)
+                return await self._open(conn, (head, body), first, first_timeout, deadline, timeout)
             except _ClosedBeforeResponse as exc:
                 raise UpstreamProtocolError(exc.reason) from None
         except BaseException:
@@ -233,7 +237,14 @@ class UpstreamPool:
             exchange.on_done(UpstreamConnectError(f"pool for {self.address} was closed"))
             raise
         exchange.conn = conn
-        conn.start(exchange.data, exchange.deadline, exchange.timeout, False, exchange.on_fresh)
+        conn.start(
+            exchange.head,
+            exchange.body,
+            exchange.deadline,
+            exchange.timeout,
+            False,
+            exchange.on_fresh,
+        )
 
     async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -310,7 +321,7 @@ class UpstreamPool:
     async def _open(
         self,
         conn: UpstreamConnection,
-        data: bytes,
+        request: tuple[bytes, bytes],
         first: float,
         first_timeout: float,
         deadline: float,
@@ -318,7 +329,7 @@ class UpstreamPool:
     ) -> UpstreamStream:
         stream = UpstreamStream(conn, deadline, timeout, self._stream_done)
         try:
-            await stream.start(data, first, first_timeout)
+            await stream.start(*request, first, first_timeout)
         except BaseException:
             stream.detach()
             conn.abort()  # timeout, error or cancellation: never reuse a half-used connection
@@ -338,13 +349,20 @@ class _Exchange:
     """One request sent with ``UpstreamPool.send``, until its outcome is passed on: the
     pool's retry rule and in-flight count, in one place for all three kinds of connection."""
 
-    __slots__ = ("conn", "data", "deadline", "on_done", "pool", "timeout")
+    __slots__ = ("body", "conn", "deadline", "head", "on_done", "pool", "timeout")
 
     def __init__(
-        self, pool: UpstreamPool, data: bytes, deadline: float, timeout: float, on_done: Done
+        self,
+        pool: UpstreamPool,
+        head: bytes,
+        body: bytes,
+        deadline: float,
+        timeout: float,
+        on_done: Done,
     ) -> None:
         self.pool = pool
-        self.data = data
+        self.head = head
+        self.body = body
         self.deadline = deadline
         self.timeout = timeout
         self.on_done = on_done

@@ -265,8 +265,7 @@ class InvokePath:
         call.variant = variant
         call.sent = perf_counter()
         body = call.body
-        data = b"".join((_POST, call.lines, pool.head_end(len(body)), body))
-        pool.send(data, self.timeout, call.done)
+        pool.send(_POST + call.lines + pool.head_end(len(body)), body, self.timeout, call.done)
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import httptools
 
-from modelhost.router.upstream_conn import Done
+from modelhost.router.upstream_conn import JOIN_MAX, Done
 from modelhost.router.upstream_types import (
     UpstreamError,
     UpstreamProtocolError,
@@ -47,7 +47,9 @@ class Pipeline(asyncio.Protocol):
         self._on_lost = on_lost
         self._parser = httptools.HttpResponseParser(self)
         self._waiting: deque[tuple[Done, float, float]] = deque()  # on_done, deadline, timeout
-        self._out: list[bytes] = []
+        self._out: list[bytes] = []  # heads and bodies waiting for the write
+        self._out_bytes = 0
+        self._unsent = 0  # requests in _out
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -68,13 +70,20 @@ class Pipeline(asyncio.Protocol):
     @property
     def unsent(self) -> int:
         """Requests waiting for the write (see ``FLUSH_AT``)."""
-        return len(self._out)
+        return self._unsent
 
-    def send(self, data: bytes, deadline: float, timeout: float, on_done: Done) -> None:
+    def send(
+        self, head: bytes, body: bytes, deadline: float, timeout: float, on_done: Done
+    ) -> None:
+        """Queue one request (its head, through the blank line, and its body)."""
         self._waiting.append((on_done, deadline, timeout))
         out = self._out
-        out.append(data)
-        if len(out) >= FLUSH_AT:
+        out.append(head)
+        if body:
+            out.append(body)
+        self._out_bytes += len(head) + len(body)
+        self._unsent += 1
+        if self._unsent >= FLUSH_AT:
             self._flush()
             return
         if not self._flushing:
@@ -93,10 +102,18 @@ class Pipeline(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
+        """Write what is queued: small requests joined into one buffer, large bodies as
+        buffers of their own (one vectored write, no copy)."""
         out = self._out
         if out and self.transport is not None and self.open:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif self._out_bytes <= JOIN_MAX:
+                self.transport.write(b"".join(out))
+            else:
+                self.transport.writelines(out)
         out.clear()
+        self._out_bytes = self._unsent = 0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 

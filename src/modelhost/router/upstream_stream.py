@@ -99,12 +99,12 @@ class UpstreamStream:
 
     # -- driven by the pool (forwarder.py) and the connection's sinks ---------------------
 
-    async def start(self, data: bytes, first: float, first_timeout: float) -> None:
+    async def start(self, head: bytes, body: bytes, first: float, first_timeout: float) -> None:
         conn = self._conn
         conn.head_sink = self._on_head
         conn.body_sink = self._on_body
         conn.chunk_done = self._on_chunk
-        self._end = end = conn.send(data, first, first_timeout, True)
+        self._end = end = conn.send(head, body, first, first_timeout, True)
         end.add_done_callback(self._on_end)
         await self._head
 

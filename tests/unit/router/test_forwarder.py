@@ -149,7 +149,7 @@ async def request(
         assert not got.done(), "a second outcome for one request"
         got.set_result(result)
 
-    pool.send(pool.encode(method, path, headers, body), timeout, done)
+    pool.send(pool.head(method, path, headers, len(body)), body, timeout, done)
     result = await got
     if isinstance(result, UpstreamError):
         raise result

@@ -31,7 +31,7 @@ async def submitted(
         outcomes.append(result)
         got.set()
 
-    pool.send(pool.encode(b"POST", path, [(b"content-type", b"a/b")], body), timeout, done)
+    pool.send(pool.head(b"POST", path, [(b"content-type", b"a/b")], len(body)), body, timeout, done)
     await asyncio.wait_for(got.wait(), WAIT)
     await asyncio.sleep(0)  # a second call would come now
     assert len(outcomes) == 1

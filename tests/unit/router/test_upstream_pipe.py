@@ -8,7 +8,12 @@ import tempfile
 from pathlib import Path
 
 from modelhost.publish import Address
-from modelhost.router.forwarder import UpstreamPool, UpstreamResponse, UpstreamTimeout
+from modelhost.router.forwarder import (
+    PIPE_BODY_MAX,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from modelhost.router.upstream_pipe import FLUSH_AT, Pipeline
 from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
 from tests.unit.router.test_forwarder import (
@@ -46,15 +51,16 @@ async def open_pipe(pool: UpstreamPool) -> Pipeline:
     """The pool's pipelined connection, once connected: the first request sent finds none and
     starts connecting it (that request goes on a connection of its own)."""
     got: list[Outcome] = []
-    pool.send(request(b"first"), WAIT, got.append)
+    pool.send(*request(b"first"), WAIT, got.append)
     async with asyncio.timeout(WAIT):
         while (pipe := pool.pipeline) is None or not got:
             await asyncio.sleep(0.001)
     return pipe
 
 
-def request(body: bytes) -> bytes:
-    return b"POST /invocations HTTP/1.1\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+def request(body: bytes) -> tuple[bytes, bytes]:
+    """A request's head and body."""
+    return b"POST /invocations HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body), body
 
 
 async def send_all(pipe: Pipeline, bodies: list[bytes], timeout: float = WAIT) -> list[Outcome]:
@@ -62,7 +68,7 @@ async def send_all(pipe: Pipeline, bodies: list[bytes], timeout: float = WAIT) -
     loop = asyncio.get_running_loop()
     outcomes: list[list[Outcome]] = [[] for _ in bodies]
     for i, body in enumerate(bodies):
-        pipe.send(request(body), loop.time() + timeout, timeout, outcomes[i].append)
+        pipe.send(*request(body), loop.time() + timeout, timeout, outcomes[i].append)
     async with asyncio.timeout(WAIT):
         while not all(outcomes):
             await asyncio.sleep(0.001)
@@ -97,7 +103,7 @@ def test_requests_are_written_every_flush_at_and_at_the_end_of_the_loop_pass(run
             loop = asyncio.get_running_loop()
             answers: list[Outcome] = []
             for i in range(FLUSH_AT + 3):
-                pipe.send(request(b"%d" % i), loop.time() + WAIT, WAIT, answers.append)
+                pipe.send(*request(b"%d" % i), loop.time() + WAIT, WAIT, answers.append)
                 assert pipe.unsent == (i + 1) % FLUSH_AT  # written at once every FLUSH_AT
             await asyncio.sleep(0)  # the end of this pass writes the rest
             assert pipe.unsent == 0
@@ -117,7 +123,7 @@ def test_a_pool_without_pipelining_or_a_unix_socket_has_no_pipe(run: Run) -> Non
         async with UnixServer(echo) as server:
             plain = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path))
             got: list[Outcome] = []
-            plain.send(request(b"x"), WAIT, got.append)
+            plain.send(*request(b"x"), WAIT, got.append)
             async with asyncio.timeout(WAIT):
                 while not got:
                     await asyncio.sleep(0.001)
@@ -231,7 +237,7 @@ async def send_through(
     """``pool.send`` each body in one loop pass; each outcome, in the order sent."""
     outcomes: list[list[Outcome]] = [[] for _ in bodies]
     for i, body in enumerate(bodies):
-        pool.send(request(body), timeouts[i] if timeouts else WAIT, outcomes[i].append)
+        pool.send(*request(body), timeouts[i] if timeouts else WAIT, outcomes[i].append)
     async with asyncio.timeout(WAIT):
         while not all(outcomes):
             await asyncio.sleep(0.001)
@@ -248,7 +254,7 @@ def test_the_pool_sends_on_its_open_pipeline_and_counts_in_flight(run: Run) -> N
             bodies = [b"r%d" % i for i in range(20)]
             outcomes: list[list[Outcome]] = [[] for _ in bodies]
             for i, body in enumerate(bodies):
-                pool.send(request(body), WAIT, outcomes[i].append)
+                pool.send(*request(body), WAIT, outcomes[i].append)
             assert pool.in_flight == 20 and pipe.depth + pipe.unsent >= 20 - FLUSH_AT
             got = await send_through(pool, [b"last"])
             assert isinstance(got[0], UpstreamResponse)
@@ -273,6 +279,28 @@ def test_requests_behind_a_timed_out_head_are_sent_again_on_fresh_connections(ru
             assert isinstance(got[0], UpstreamTimeout)
             assert [r.body for r in got[1:] if isinstance(r, UpstreamResponse)] == [b"b", b"c"]
             assert pool.in_flight == 0
+            await pool.close()
+
+    run(main())
+
+
+def test_large_bodies_go_on_connections_of_their_own_and_arrive_intact(run: Run) -> None:
+    async def tagged(req: Req) -> Reply:
+        return response(200, b"%d:%b" % (req.conn, req.body))
+
+    async def main() -> None:
+        async with UnixServer(tagged) as server:
+            pool = UpstreamPool(Address("127.0.0.1", 1, unix_path=server.path, pipelined=True))
+            pipe = await open_pipe(pool)
+            small, large = b"s" * PIPE_BODY_MAX, bytes(range(256)) * (4 * PIPE_BODY_MAX // 256)
+            got = await send_through(pool, [small, large, small])
+            conns, bodies = zip(
+                *(r.body.split(b":", 1) for r in got if isinstance(r, UpstreamResponse)),
+                strict=True,
+            )
+            assert list(bodies) == [small, large, small]
+            assert conns[0] == conns[2] != conns[1]  # the small ones on the pipeline
+            assert pipe.open
             await pool.close()
 
     run(main())
