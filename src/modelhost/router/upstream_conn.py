@@ -240,7 +240,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ---------------------------------------------------------------------
 
     def _finish(self) -> None:
-        response = UpstreamResponse(self._status, self._headers, b"".join(self._chunks))
+        response = UpstreamResponse(self._status, self._headers, self._chunks or [b""])
         on_done = self._take()
         if on_done is not None:
             on_done(response)
@@ -252,8 +252,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _take(self) -> Done | None:
         on_done, self._on_done = self._on_done, None
-        self._headers = []  # handed to the response; the chunks were copied by join
-        self._chunks.clear()
+        self._headers = []  # handed to the response, with the chunks
+        self._chunks = []
         self._framed = self._eof_body = False
         return on_done
 

@@ -171,10 +171,9 @@ class Pipeline(asyncio.Protocol):
             self._headers = []
             self._framed = False
             return
-        chunks = self._chunks
-        response = UpstreamResponse(self._status, self._headers, b"".join(chunks))
+        response = UpstreamResponse(self._status, self._headers, self._chunks or [b""])
         self._headers = []
-        chunks.clear()
+        self._chunks = []
         self._framed = self._started = False
         on_done = self._waiting.popleft()[0]
         if not self.open:
