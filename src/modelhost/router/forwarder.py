@@ -32,12 +32,12 @@ from modelhost.router.upstream_pipe import MAX_DEPTH as PIPE_DEPTH
 from modelhost.router.upstream_pipe import Pipeline
 from modelhost.router.upstream_stream import UpstreamStream
 from modelhost.router.upstream_types import (
+    ClosedBeforeResponse,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
-    _ClosedBeforeResponse,
 )
 
 PIPE_BODY_MAX = 16 * 1024
@@ -164,12 +164,12 @@ class UpstreamPool:
                     return await self._open(
                         conn, (head, body), first, first_timeout, deadline, timeout
                     )
-                except _ClosedBeforeResponse:
+                except ClosedBeforeResponse:
                     pass  # the instance closed the idle keep-alive connection: retry once
             conn = await self._connect(first, first_timeout)
             try:
                 return await self._open(conn, (head, body), first, first_timeout, deadline, timeout)
-            except _ClosedBeforeResponse as exc:
+            except ClosedBeforeResponse as exc:
                 raise UpstreamProtocolError(exc.reason) from None
         except BaseException:
             self.in_flight -= 1
@@ -378,7 +378,7 @@ class _Exchange:
             pool.in_flight -= 1
             pool._release(conn)
             self.on_done(result)
-        elif isinstance(result, _ClosedBeforeResponse):
+        elif isinstance(result, ClosedBeforeResponse):
             conn.abort()
             pool._spawn(pool._send_fresh(self))
         else:
@@ -389,7 +389,7 @@ class _Exchange:
     def on_piped(self, result: UpstreamResponse | UpstreamError) -> None:
         """On the pipelined connection: a request that was never started (the connection
         dropped, or the request ahead of it timed out) goes on a fresh connection."""
-        if isinstance(result, _ClosedBeforeResponse):
+        if isinstance(result, ClosedBeforeResponse):
             pool = self.pool
             pool._spawn(pool._send_fresh(self))
             return
@@ -406,6 +406,6 @@ class _Exchange:
             pool._release(conn)
         else:
             conn.abort()
-            if isinstance(result, _ClosedBeforeResponse):
+            if isinstance(result, ClosedBeforeResponse):
                 result = UpstreamProtocolError(result.reason)
         self.on_done(result)

@@ -15,11 +15,11 @@ from typing import cast
 import httptools
 
 from modelhost.router.upstream_types import (
+    ClosedBeforeResponse,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
-    _ClosedBeforeResponse,
 )
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
@@ -191,7 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._eof_body and exc is None:
             self._finish()  # body delimited by end of stream
         elif not self.got_bytes:
-            self._resolve_error(_ClosedBeforeResponse("connection closed before any response"))
+            self._resolve_error(ClosedBeforeResponse("connection closed before any response"))
         else:
             self._resolve_error(UpstreamProtocolError("connection closed mid-response"))
 

@@ -10,7 +10,7 @@ batching instances keep a connection per request (upstream_conn.py).
 Failure rules. The head request (the oldest unanswered) is the only one the instance can be
 working on. If the connection drops or the head request times out, the head request fails as
 it would on a connection of its own; the requests behind it were not started, and fail with
-``_ClosedBeforeResponse``, which the caller retries on a fresh connection.
+``ClosedBeforeResponse``, which the caller retries on a fresh connection.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import httptools
 
 from modelhost.router.upstream_conn import JOIN_MAX, Done
 from modelhost.router.upstream_types import (
+    ClosedBeforeResponse,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamResponse,
     UpstreamTimeout,
-    _ClosedBeforeResponse,
 )
 
 MAX_DEPTH = 256  # requests outstanding on one pipeline; more go to connections of their own
@@ -139,7 +139,7 @@ class Pipeline(asyncio.Protocol):
         self._fail_all(
             UpstreamProtocolError("connection closed mid-response")
             if self._started
-            else _ClosedBeforeResponse("connection closed before any response")
+            else ClosedBeforeResponse("connection closed before any response")
         )
         self._on_lost(self)
 
@@ -177,7 +177,7 @@ class Pipeline(asyncio.Protocol):
         self._framed = self._started = False
         on_done = self._waiting.popleft()[0]
         if not self.open:
-            self._drop(_ClosedBeforeResponse("the instance closed the pipelined connection"))
+            self._drop(ClosedBeforeResponse("the instance closed the pipelined connection"))
         on_done(response)
 
     # -- internals -----------------------------------------------------------------------
@@ -190,7 +190,7 @@ class Pipeline(asyncio.Protocol):
             on_done = self._waiting.popleft()[0]
             self._started = False
             on_done(head_error)
-        self._fail_all(_ClosedBeforeResponse("not sent: the pipelined connection was dropped"))
+        self._fail_all(ClosedBeforeResponse("not sent: the pipelined connection was dropped"))
         if self.transport is not None:
             self.transport.abort()
 
@@ -200,7 +200,7 @@ class Pipeline(asyncio.Protocol):
         while waiting:
             on_done = waiting.popleft()[0]
             on_done(error)
-            error = _ClosedBeforeResponse("not sent: the pipelined connection was dropped")
+            error = ClosedBeforeResponse("not sent: the pipelined connection was dropped")
 
     def _arm(self, deadline: float) -> None:
         self._timer_at = deadline
@@ -218,6 +218,6 @@ class Pipeline(asyncio.Protocol):
         self._started = False
         self.open = False
         on_done(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
-        self._fail_all(_ClosedBeforeResponse("not sent: the pipelined connection timed out"))
+        self._fail_all(ClosedBeforeResponse("not sent: the pipelined connection timed out"))
         if self.transport is not None:
             self.transport.abort()

@@ -23,7 +23,7 @@ class UpstreamProtocolError(UpstreamError):
     """Malformed response, or the connection dropped before the response was complete."""
 
 
-class _ClosedBeforeResponse(UpstreamProtocolError):
+class ClosedBeforeResponse(UpstreamProtocolError):
     """The connection closed before any response byte: safe to retry on a fresh one."""
 
 

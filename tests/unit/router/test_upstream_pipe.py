@@ -15,7 +15,7 @@ from modelhost.router.forwarder import (
     UpstreamTimeout,
 )
 from modelhost.router.upstream_pipe import FLUSH_AT, Pipeline
-from modelhost.router.upstream_types import UpstreamError, _ClosedBeforeResponse
+from modelhost.router.upstream_types import ClosedBeforeResponse, UpstreamError
 from tests.unit.router.test_forwarder import (
     WAIT,
     Reply,
@@ -147,7 +147,7 @@ def test_when_the_head_request_times_out_the_rest_are_returned_unsent(run: Run) 
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"slow", b"b", b"c"], timeout=0.2)
             assert isinstance(got[0], UpstreamTimeout)
-            assert all(isinstance(r, _ClosedBeforeResponse) for r in got[1:])
+            assert all(isinstance(r, ClosedBeforeResponse) for r in got[1:])
             assert not pipe.open
             fresh = await open_pipe(pool)  # the pool connects a new one
             assert fresh is not pipe
@@ -168,7 +168,7 @@ def test_when_the_instance_closes_the_unanswered_requests_are_returned_unsent(ru
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b", b"c"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
-            assert all(isinstance(r, _ClosedBeforeResponse) for r in got[1:])
+            assert all(isinstance(r, ClosedBeforeResponse) for r in got[1:])
             await pool.close()
 
     run(main())
@@ -186,7 +186,7 @@ def test_an_answer_that_closes_the_connection_ends_the_pipeline_after_it(run: Ru
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"a"
-            assert isinstance(got[1], _ClosedBeforeResponse)
+            assert isinstance(got[1], ClosedBeforeResponse)
             assert not pipe.open
             await pool.close()
 
@@ -203,8 +203,8 @@ def test_a_malformed_answer_fails_the_head_request_and_returns_the_rest(run: Run
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"a", b"b"])
             assert isinstance(got[0], UpstreamError)
-            assert not isinstance(got[0], _ClosedBeforeResponse)
-            assert isinstance(got[1], _ClosedBeforeResponse)
+            assert not isinstance(got[0], ClosedBeforeResponse)
+            assert isinstance(got[1], ClosedBeforeResponse)
             await pool.close()
 
     run(main())
@@ -221,7 +221,7 @@ def test_a_pool_stops_pipelining_to_an_instance_that_streams(run: Run) -> None:
             pipe = await open_pipe(pool)
             got = await send_all(pipe, [b"x", b"y"])
             assert isinstance(got[0], UpstreamResponse) and got[0].body == b"ab"
-            assert isinstance(got[1], _ClosedBeforeResponse)
+            assert isinstance(got[1], ClosedBeforeResponse)
             async with asyncio.timeout(WAIT):
                 while pipe.transport is not None:
                     await asyncio.sleep(0.001)
