@@ -21,7 +21,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
-from modelhost.api.serialize import rest_error
+from modelhost.api.serialize import http_status, rest_error
 from modelhost.errors import (
     InternalFailure,
     ModelError,
@@ -214,7 +214,7 @@ class InvokePath:
                 err = ModelNotReadyException(
                     f"Endpoint {call.name} has no instance ready to serve."
                 )
-                self._record(call, variant, err.status, perf_counter(), False)
+                self._record(call, variant, http_status(err), perf_counter(), False)
                 call.error(err)
                 return
         call.variant = variant
@@ -337,7 +337,8 @@ class InvokePath:
             err = self._model_error(name, 0, _TIMEOUT_TEXT)
         else:
             err = self._model_error(name, 0, f"connection to the container failed: {result.reason}")
-        self._record(call, call.variant, err.status, perf_counter(), isinstance(err, ModelError))
+        status = http_status(err)
+        self._record(call, call.variant, status, perf_counter(), isinstance(err, ModelError))
         call.error(err)
 
     def _record(
