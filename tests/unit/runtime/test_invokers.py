@@ -22,6 +22,7 @@ from modelhost.runtime.handlers import (
 )
 from modelhost.runtime.invokers import BatchingInvoker, PlainInvoker, Responder
 from modelhost.runtime.protocol import HttpConnection, ServerOptions, ServerState
+from tests.unit.runtime.test_batching import FakeTransport
 
 WAIT_S = 5.0
 ON = BatchPolicy(enabled=True, max_batch_size=32, max_delay_s=0.002)
@@ -35,14 +36,8 @@ class FakeHandler:
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
 
-    def invoke(
-        self,
-        body: bytes,
-        content_type: str | None,
-        accept: str | None,
-        headers: dict[str, str] | None = None,
-    ) -> InvocationResult:
-        self.calls.append(("invoke", body, content_type, accept, headers))
+    def invoke(self, body: bytes, *rest: Any) -> InvocationResult:
+        self.calls.append(("invoke", body, *rest))  # content type, accept, context headers
         if self.fail is not None:
             raise self.fail
         return InvocationResult(body[::-1], "text/plain", None)
@@ -88,6 +83,10 @@ class Recorder:
 
 def as_handler(fake: FakeHandler) -> ModelHandler:
     return cast(ModelHandler, fake)
+
+
+def batching(handler: FakeHandler) -> BatchingInvoker:
+    return BatchingInvoker(as_handler(handler), Batcher(ON, handler.predict))
 
 
 def run(make: Callable[[], Any]) -> Any:
@@ -146,7 +145,7 @@ def test_batching_answers_concurrent_requests_from_one_predict_call() -> None:
     handler = FakeHandler()
 
     async def go() -> list[Recorder]:
-        invoker = BatchingInvoker(as_handler(handler), Batcher(ON, handler.predict))
+        invoker = batching(handler)
         conns = [Recorder(), Recorder()]
         invoker.invoke(conns[0], b"1,2", HEADERS)
         invoker.invoke(conns[1], b"3,4", {})
@@ -164,23 +163,21 @@ def test_batching_predicts_what_cannot_be_stacked_at_once() -> None:
     handler = FakeHandler()
 
     async def go() -> Recorder:
-        invoker = BatchingInvoker(as_handler(handler), Batcher(ON, handler.predict))
         conn = Recorder()
-        invoker.invoke(conn, b"scalar", {})
+        batching(handler).invoke(conn, b"scalar", {})
+        assert len(conn.answers) == 1  # answered before invoke returned
         return conn
 
-    conn = run(go)
+    run(go)
     assert [call[0] for call in handler.calls] == ["decode", "predict", "encode"]
-    assert len(conn.answers) == 1
 
 
 def test_batching_does_not_answer_a_connection_that_is_closing() -> None:
     handler = FakeHandler()
 
     async def go() -> Recorder:
-        invoker = BatchingInvoker(as_handler(handler), Batcher(ON, handler.predict))
         conn = Recorder()
-        invoker.invoke(conn, b"1,2", {})
+        batching(handler).invoke(conn, b"1,2", {})
         conn.closing = True  # the client went away while its request waited for the batch
         await until(lambda: any(call[0] == "predict" for call in handler.calls))
         await asyncio.sleep(0)
@@ -196,34 +193,14 @@ def test_batching_hands_a_decode_failure_to_the_connection() -> None:
     handler = FakeHandler(fail=error)
 
     async def go() -> Recorder:
-        invoker = BatchingInvoker(as_handler(handler), Batcher(ON, handler.predict))
         conn = Recorder()
-        invoker.invoke(conn, b"1,2", {})
+        batching(handler).invoke(conn, b"1,2", {})
         return conn
 
     assert run(go).failures == [error]
 
 
 # --- the connection with an injected invoker ---------------------------------------------------
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def writelines(self, lines: list[bytes]) -> None:
-        self.data += b"".join(lines)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
 
 
 class Deferred:
@@ -244,6 +221,13 @@ def connect(conn: HttpConnection) -> FakeTransport:
     return transport
 
 
+def deferred_connection() -> tuple[HttpConnection, Deferred, FakeTransport]:
+    """A connection whose invoker answers nothing by itself."""
+    invoker = Deferred()
+    conn = HttpConnection(ServerState(as_handler(FakeHandler()), ServerOptions()), invoker)
+    return conn, invoker, connect(conn)
+
+
 def invocation(body: bytes, extra: bytes = b"") -> bytes:
     return (
         b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: text/csv\r\n"
@@ -253,10 +237,7 @@ def invocation(body: bytes, extra: bytes = b"") -> bytes:
 
 def test_the_connection_hands_the_invoker_the_body_and_lower_case_headers() -> None:
     async def go() -> None:
-        state = ServerState(as_handler(FakeHandler()), ServerOptions())
-        invoker = Deferred()
-        conn = HttpConnection(state, invoker)
-        transport = connect(conn)
+        conn, invoker, transport = deferred_connection()
         conn.data_received(invocation(b"1,2", b"X-Thing: A\r\n"))
         [(responder, body, headers)] = invoker.requests
         assert responder is conn
@@ -281,10 +262,7 @@ def test_the_connection_hands_the_invoker_the_body_and_lower_case_headers() -> N
 )
 def test_a_failure_is_answered_with_its_status(error: Exception, head: bytes) -> None:
     async def go() -> bytes:
-        state = ServerState(as_handler(FakeHandler()), ServerOptions())
-        invoker = Deferred()
-        conn = HttpConnection(state, invoker)
-        transport = connect(conn)
+        conn, _, transport = deferred_connection()
         conn.data_received(invocation(b"x"))
         conn.fail(error)
         return bytes(transport.data)
@@ -296,10 +274,7 @@ def test_a_failure_is_answered_with_its_status(error: Exception, head: bytes) ->
 
 def test_a_request_pipelined_behind_a_pending_answer_closes_the_connection_after_it() -> None:
     async def go() -> FakeTransport:
-        state = ServerState(as_handler(FakeHandler()), ServerOptions())
-        invoker = Deferred()
-        conn = HttpConnection(state, invoker)
-        transport = connect(conn)
+        conn, invoker, transport = deferred_connection()
         conn.data_received(invocation(b"1") + invocation(b"2"))
         assert len(invoker.requests) == 1  # the second is left unanswered
         conn.answer(InvocationResult(b"one", "text/plain", None), None)
