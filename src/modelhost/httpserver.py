@@ -22,11 +22,20 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import httptools
+
+from modelhost.http11 import (
+    CONTINUE,
+    LAST_CHUNK,
+    FlowControl,
+    chunk,
+    response_head,
+    status_line,
+)
+from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -59,51 +68,13 @@ class FastPath(Protocol):
     ) -> None: ...
 
 
-_STATUS_LINES = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+ASGI = {"version": "3.0", "spec_version": "2.3"}  # the "asgi" entry of every scope
 _KEEP = b"\r\n"
 _CLOSE = b"connection: close\r\n\r\n"
 _MAX_PIPELINED = 16
 _MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
 _LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
 IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed after this
-
-
-def _status_line(status: int) -> bytes:
-    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
-
-
-def head_bytes(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A fast-path reply's head: the status line and one line per header."""
-    parts = [_status_line(status)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    return b"".join(parts)
-
-
-def response_head(
-    status: int, headers: list[tuple[bytes, bytes]], length: int, more: bool, keep_alive: bool
-) -> tuple[bytes, bool]:
-    """The status line and headers; whether the body goes out chunked (sent in parts, with no
-    Content-Length of the app's)."""
-    parts = [_status_line(status)]
-    has_length = False
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            has_length = True
-        parts += (name, b": ", value, b"\r\n")
-    chunked = more and not has_length
-    if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    elif not has_length:
-        parts += (b"content-length: ", str(length).encode(), b"\r\n")
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), chunked
 
 
 class _Cycle:
@@ -158,15 +129,15 @@ class _Cycle:
                 proto.write(head)
                 self._chunked, body = False, b""
             else:
-                proto.write(head + (self._frame(body) if self._chunked else body))
+                proto.write(head + (chunk(body) if self._chunked else body))
         elif body and not self._no_body:
-            proto.write(self._frame(body) if self._chunked else body)
+            proto.write(chunk(body) if self._chunked else body)
         if not more:
             if self._chunked:
-                proto.write(b"0\r\n\r\n")
+                proto.write(LAST_CHUNK)
             self.done = True
-        elif proto.paused is not None:
-            await proto.paused
+        elif proto.write_paused:
+            await proto.resumed()
 
     def _head(self, body: bytes, more: bool) -> bytes:
         assert self.started is not None
@@ -174,20 +145,16 @@ class _Cycle:
         head, self._chunked = response_head(status, headers, len(body), more, self.keep_alive)
         return head
 
-    @staticmethod
-    def _frame(body: bytes) -> bytes:
-        return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
 
-
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(FlowControl):
     """One client connection: parse requests, run them through the app one at a time."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__()
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.paused: asyncio.Future[None] | None = None
         # (ASGI scope, or None for the fast path with its raw path), headers, body, keep-alive
         self.queue: deque[tuple[Scope | None, bytes, list[tuple[bytes, bytes]], bytes, bool]] = (
             deque()
@@ -236,18 +203,8 @@ class HttpProtocol(asyncio.Protocol):
         self.server.connections.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
-        if self.paused is not None and not self.paused.done():
-            self.paused.set_result(None)
+        self.resume_writing()  # a response sent in parts stops waiting for the socket
         self.transport = None
-
-    def pause_writing(self) -> None:
-        if self.paused is None or self.paused.done():
-            self.paused = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self.paused is not None and not self.paused.done():
-            self.paused.set_result(None)
-        self.paused = None
 
     # -- httptools callbacks --------------------------------------------------------------
 
@@ -273,7 +230,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
-        self.transport.write(_CONTINUE)
+        self.transport.write(CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         room = self.server.max_body + 1 - self._size
@@ -317,7 +274,7 @@ class HttpProtocol(asyncio.Protocol):
             path = unquote(path)
         return {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": ASGI,
             "http_version": self.parser.get_http_version(),
             "method": self.parser.get_method().decode("ascii"),
             "scheme": "http",
@@ -374,7 +331,7 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("unhandled error serving POST %s", path.decode("latin-1"))
             keep_alive = False
             tail = _CLOSE
-            reply(_status_line(500) + b"content-type: text/plain\r\n", b"Internal Server Error")
+            reply(status_line(500) + b"content-type: text/plain\r\n", b"Internal Server Error")
 
     async def _run(self, scope: Scope, cycle: _Cycle) -> None:
         try:
@@ -420,7 +377,7 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or self.failed:
             return
         self.failed = True
-        head = _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
+        head = status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
         transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
         if transport.can_write_eof():
             transport.write_eof()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from modelhost.httpserver import (
-    _ASGI,
+    ASGI,
     IDLE_TIMEOUT_S,
     ASGIApp,
     FastPath,
@@ -128,7 +128,7 @@ class _Lifespan:
         await asyncio.wait([self.finished, self.task], return_when=asyncio.FIRST_COMPLETED)
 
     async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": {}}
+        scope = {"type": "lifespan", "asgi": ASGI, "state": {}}
         try:
             await self.app(scope, self.inbox.get, self._send)
         except BaseException as exc:

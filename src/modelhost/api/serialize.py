@@ -1,8 +1,9 @@
 """The one place where errors become HTTP, for both wire protocols.
 
-awsJson1.1 (control plane): HTTP status from the error, body ``{"__type", "message"}``, headers
-``x-amzn-ErrorType`` and ``x-amzn-RequestId``. rest-json (runtime API) uses the same headers with
-body ``{"message", ...extra}`` (ModelError adds OriginalStatusCode, OriginalMessage, LogStreamArn).
+awsJson1.1 (control plane): HTTP status from the error's code (``http_status``), body
+``{"__type", "message"}``, headers ``x-amzn-ErrorType`` and ``x-amzn-RequestId``. rest-json
+(runtime API) uses the same headers with body ``{"message", ...extra}`` (ModelError adds
+OriginalStatusCode, OriginalMessage, LogStreamArn).
 """
 
 from __future__ import annotations
@@ -16,6 +17,33 @@ from modelhost.errors import ServiceError
 JSON_11 = b"application/x-amz-json-1.1"
 REST_JSON = b"application/json"
 
+# SageMaker's HTTP status for each error code; a code not listed is a 500 (InternalFailure).
+# The control plane answers every client error with 400, as awsJson1.1 services do; the runtime
+# API's statuses are those boto3's sagemaker-runtime model documents for each error.
+_STATUS_BY_CODE = {
+    # control plane
+    "ValidationException": 400,
+    "ResourceNotFound": 400,
+    "ResourceInUse": 400,
+    "ResourceLimitExceeded": 400,
+    "ConflictException": 400,
+    "UnknownOperationException": 400,
+    "SerializationException": 400,
+    "ThrottlingException": 400,
+    "InternalFailure": 500,
+    # runtime API
+    "ValidationError": 400,
+    "ModelError": 424,
+    "ModelNotReadyException": 429,
+    "ServiceUnavailable": 503,
+    "InternalDependencyException": 530,
+}
+
+
+def http_status(err: ServiceError) -> int:
+    """The HTTP status ``err`` is answered with."""
+    return _STATUS_BY_CODE.get(err.code, 500)
+
 
 def request_id() -> str:
     return str(uuid.uuid4())
@@ -23,12 +51,12 @@ def request_id() -> str:
 
 def json_error(err: ServiceError, rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps({"__type": err.code, "message": err.message}).encode()
-    return err.status, _headers(err, rid, JSON_11), body
+    return http_status(err), _headers(err, rid, JSON_11), body
 
 
 def rest_error(err: ServiceError, rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     payload: dict[str, Any] = {"message": err.message, **err.extra}
-    return err.status, _headers(err, rid, REST_JSON), json.dumps(payload).encode()
+    return http_status(err), _headers(err, rid, REST_JSON), json.dumps(payload).encode()
 
 
 def _headers(err: ServiceError, rid: str, content_type: bytes) -> list[tuple[bytes, bytes]]:

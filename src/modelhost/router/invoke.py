@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from time import perf_counter
 from typing import Any
 
-from modelhost.api.serialize import rest_error
+from modelhost.api.serialize import http_status, rest_error
 from modelhost.errors import (
     InternalFailure,
     ModelError,
@@ -258,7 +258,7 @@ class InvokePath:
                 err = ModelNotReadyException(
                     f"Endpoint {call.name} has no instance ready to serve."
                 )
-                self._record(call, variant, err.status, perf_counter(), False)
+                self._record(call, variant, http_status(err), perf_counter(), False)
                 call.error(err)
                 return
             pool = chosen
@@ -297,7 +297,8 @@ class InvokePath:
             err = self.model_error(name, result.status, text)
         else:
             err = self.upstream_error(name, result)
-        self._record(call, call.variant, err.status, perf_counter(), isinstance(err, ModelError))
+        status = http_status(err)
+        self._record(call, call.variant, status, perf_counter(), isinstance(err, ModelError))
         call.error(err)
 
     def upstream_error(self, name: str, exc: UpstreamError) -> ServiceError:

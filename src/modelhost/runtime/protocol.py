@@ -12,10 +12,11 @@ The head goes out with the first item, so a generator that fails before yielding
 A failure after that closes the connection without the last chunk, so the caller sees a
 truncated body; the traceback goes to stderr.
 
-Batching (opt-in, MODELHOST_BATCHING; see batching.py): connections are `BatchingConnection`s
-(batched.py), which run input_fn as a request completes, queue its input on the shared
-`Batcher`, and answer (output_fn) when its batch has been predicted. Without it nothing on the
-path above changes.
+How an invocation runs is the invoker's business (invokers.py): the connection hands it the
+body and headers and the invoker answers through `answer` or `fail`. The server's invoker is a
+`PlainInvoker` (the whole chain inline) unless batching is on (opt-in, MODELHOST_BATCHING; see
+batching.py): then a `BatchingInvoker` runs input_fn as a request completes, queues its input
+on the shared `Batcher`, and answers (output_fn) when its batch has been predicted.
 """
 
 from __future__ import annotations
@@ -30,39 +31,26 @@ from typing import Any, cast
 
 import httptools
 
+from modelhost.http11 import CONTINUE, LAST_CHUNK, FlowControl, chunk, status_line
 from modelhost.runtime.batching import BatchPolicy
 from modelhost.runtime.codecs import InvocationError
 from modelhost.runtime.handlers import (
+    InvocationResult,
     ModelHandler,
     ResponseStream,
     StreamingResult,
 )
+from modelhost.runtime.invokers import Invoker, PlainInvoker
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    406: "Not Acceptable",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    500: "Internal Server Error",
-}
-_STATUS_LINES = {
-    code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()
-}
-_OK = _STATUS_LINES[200]
+_OK = status_line(200)
 _PING_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TEXT_PLAIN = b"text/plain; charset=utf-8"
-_CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 _CUSTOM_ATTRIBUTES_LINE = b"\r\nX-Amzn-SageMaker-Custom-Attributes: "
 _CLOSE_LINE = b"\r\nConnection: close"
 _JOIN_LIMIT = 64 * 1024  # bodies above this are written separately instead of copied
 _CHUNKED_LINE = b"\r\nTransfer-Encoding: chunked"
-_LAST_CHUNK = b"0\r\n\r\n"
 
 # routes, decided once the request line and headers are in
 _INVOKE, _PING, _NOT_FOUND, _BAD_METHOD = range(4)
@@ -112,10 +100,6 @@ def _header_value(value: str) -> bytes:
     return encoded
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
-
-
 class ServerState:
     """What every connection of one server shares."""
 
@@ -126,6 +110,7 @@ class ServerState:
         self.stopping = False
         self.all_closed = asyncio.Event()
         self.reading = 0  # invocations whose body is still arriving (batching counts them)
+        self.invoker: Invoker = PlainInvoker(handler)  # unless a connection is given another
 
     def begin_shutdown(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their response."""
@@ -141,12 +126,40 @@ class ServerState:
             self.all_closed.set()
 
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection: parse requests with httptools, answer each in order."""
+class HttpConnection(FlowControl):
+    """One client connection: parse requests with httptools, answer each in order.
 
-    def __init__(self, state: ServerState) -> None:
+    Invocations go to ``invoker`` (the server's, ``state.invoker``, unless given), which answers
+    through `answer` and `fail`; pings and routing errors are answered here.
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_busy",
+        "_counts_reading",
+        "_headers",
+        "_invoke",
+        "_keep",
+        "_parser",
+        "_pending",
+        "_reading",
+        "_route",
+        "_state",
+        "_stream_keep_alive",
+        "_stream_task",
+        "_transport",
+        "_url",
+        "closing",
+    )
+
+    def __init__(self, state: ServerState, invoker: Invoker | None = None) -> None:
+        super().__init__()
+        if invoker is None:
+            invoker = state.invoker
         self._state = state
-        self._handler = state.handler
+        self._invoke = invoker.invoke  # bound once: called for every invocation
+        self._counts_reading = invoker.counts_reading
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -155,11 +168,11 @@ class HttpConnection(asyncio.Protocol):
         self._body_size = 0
         self._route = _NOT_FOUND
         self._busy = False
-        self._closing = False
+        self._keep = True  # the request's keep-alive, kept: an answer may come after parsing
+        self._reading = False  # counted in state.reading (when the invoker wants that)
+        self.closing = False
         self._stream_task: asyncio.Task[None] | None = None
         self._stream_keep_alive = False
-        self._write_paused = False
-        self._writable: asyncio.Future[None] | None = None
         self._pending: list[bytes] | None = None  # writes held while a read is parsed
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
@@ -169,13 +182,15 @@ class HttpConnection(asyncio.Protocol):
         self._state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+        if self._reading:
+            self._done_reading()
+        self.closing = True
         self._state.forget(self)
         if self._stream_task is not None:
             self._stream_task.cancel()  # the client is gone: stop (and close) the generator
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self.closing:
             return
         # Answers to the requests in this read go out together, in one write (a router that
         # pipelines requests gets them in one read; one request: the same single write).
@@ -207,14 +222,12 @@ class HttpConnection(asyncio.Protocol):
             self._reply(400, f"malformed HTTP request: {exc}".encode(), keep_alive=False)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
-        if self._transport is not None:
+        super().pause_writing()
+        if self._transport is not None:  # requests behind a stalled answer wait unread
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
+        super().resume_writing()
         if self._transport is not None:
             self._transport.resume_reading()
 
@@ -223,7 +236,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
-        self._closing = True
+        self.closing = True
         self._flush()
         if self._transport is not None:
             self._transport.close()
@@ -231,7 +244,7 @@ class HttpConnection(asyncio.Protocol):
     # --- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._busy:  # pipelined behind a streamed response: unanswered, closed after it
+        if self._busy:  # pipelined behind a pending answer: unanswered, closed after it
             self._ignore_input()
             raise _Abort
         self._busy = True
@@ -254,7 +267,10 @@ class HttpConnection(asyncio.Protocol):
         if length is not None and int(length) > self._state.max_body:
             self._reject_too_large()
         if self._headers.get(b"expect", b"").lower() == b"100-continue":
-            self._write(_CONTINUE)
+            self._write(CONTINUE)
+        if self._counts_reading:
+            self._reading = True
+            self._state.reading += 1
 
     def on_body(self, body: bytes) -> None:
         if self._route != _INVOKE:
@@ -265,47 +281,69 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._reading:
+            self._done_reading()
+        self._keep = self._parser.should_keep_alive()
         route = self._route
         if route == _INVOKE:
-            self._invoke()
+            chunks = self._body
+            self._invoke(self, chunks[0] if len(chunks) == 1 else b"".join(chunks), self._headers)
         elif route == _PING:
             self._finish(_PING_RESPONSE, keep_alive=self._keep_alive())
         elif route == _NOT_FOUND:
             self._reply(404, b"not found: " + self._url)
         else:
             self._reply(405, b"method not allowed: " + self._parser.get_method() + b" " + self._url)
-        if self._closing:
+        if self.closing:
             raise _Abort  # Connection: close; ignore anything pipelined behind this request
 
-    # --- responses -----------------------------------------------------------------------------
+    def _done_reading(self) -> None:
+        self._reading = False
+        self._state.reading -= 1
 
-    def _invoke(self) -> None:
-        headers = self._headers
-        chunks = self._body
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # --- answers (the invoker's Responder) -----------------------------------------------------
+
+    def answer(self, result: InvocationResult | StreamingResult, echo: bytes | None) -> None:
+        """Send an invocation's result: one response, or a chunked stream for a generator.
+        ``echo`` is the request's custom attributes, sent back when the handler set none."""
+        attributes = result.custom_attributes
         try:
-            result = self._handler.invoke(
-                body,
-                _text(headers.get(b"content-type")),
-                _text(headers.get(b"accept")),
-                self._context_headers() if self._handler.uses_context else None,
-            )
             content_type = _header_value(result.content_type)
-            attributes = result.custom_attributes
-            echo = headers.get(_CUSTOM_ATTRIBUTES) if attributes is None else None
             custom = _header_value(attributes) if attributes is not None else echo
-        except InvocationError as exc:
-            self._reply(exc.status, exc.message.encode("utf-8"))
-            return
         except Exception as exc:
-            traceback.print_exc()
-            self._reply(500, _error_text(exc))
+            self.fail(exc)
             return
         if type(result) is StreamingResult:
-            self._start_stream(result.stream, content_type, echo)
+            self._start_stream(result.stream, content_type, echo if attributes is None else None)
             return
-        extra = _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b""
-        self._respond(_OK, content_type, result.body, extra)
+        body = result.body
+        keep_alive = self._keep and not self._state.stopping
+        head = b"".join(
+            (
+                _OK,
+                b"Content-Type: ",
+                content_type,
+                b"\r\nContent-Length: ",
+                b"%d" % len(body),
+                _CUSTOM_ATTRIBUTES_LINE + custom if custom is not None else b"",
+                b"" if keep_alive else _CLOSE_LINE,
+                b"\r\n\r\n",
+            )
+        )
+        if len(body) <= _JOIN_LIMIT:
+            self._finish(head + body, keep_alive)
+        else:
+            self._write(head)
+            self._finish(body, keep_alive)
+
+    def fail(self, exc: Exception) -> None:
+        """Answer a failed invocation: an InvocationError with its own status and message,
+        anything else with a 500 naming the exception (its traceback goes to stderr)."""
+        if isinstance(exc, InvocationError):
+            self._reply(exc.status, exc.message.encode("utf-8"))
+            return
+        traceback.print_exception(exc)
+        self._reply(500, _error_text(exc))
 
     # --- streamed responses ----------------------------------------------------------------------
 
@@ -330,9 +368,9 @@ class HttpConnection(asyncio.Protocol):
         try:
             async with contextlib.aclosing(_items(stream.items)) as items:
                 async for item in items:
-                    chunk = _chunk(item)
-                    if chunk:
-                        self._write(chunk if started else head() + chunk)
+                    framed = _chunk(item)
+                    if framed:
+                        self._write(framed if started else head() + framed)
                         started = True
                         await self._flushed()
         except InvocationError as exc:
@@ -343,7 +381,7 @@ class HttpConnection(asyncio.Protocol):
             self._stream_failed(started, 500, _error_text(exc))
             return
         keep_alive = self._stream_keep_alive and not self._state.stopping
-        self._finish(_LAST_CHUNK if started else head() + _LAST_CHUNK, keep_alive)
+        self._finish(LAST_CHUNK if started else head() + LAST_CHUNK, keep_alive)
 
     def _stream_head(
         self, content_type: bytes, attributes: str | None, echo: bytes | None
@@ -364,6 +402,7 @@ class HttpConnection(asyncio.Protocol):
     def _ignore_input(self) -> None:
         self._parser = cast(httptools.HttpRequestParser, _Discard())
         self._stream_keep_alive = False
+        self._keep = False
 
     def _stream_failed(self, started: bool, status: int, message: bytes) -> None:
         if not started:  # nothing sent yet: an ordinary error response
@@ -375,37 +414,15 @@ class HttpConnection(asyncio.Protocol):
     async def _flushed(self) -> None:
         """Return once the loop has written the last chunk and the socket can take more."""
         await asyncio.sleep(0)
-        while self._write_paused and not self._closing:
-            self._writable = asyncio.get_running_loop().create_future()
-            await self._writable
-        if self._closing:
+        while self.write_paused and not self.closing:
+            await self.resumed()
+        if self.closing:
             raise asyncio.CancelledError  # the client went away
 
-    def _context_headers(self) -> dict[str, str]:
-        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers.items()}
+    # --- plain responses -----------------------------------------------------------------------
 
     def _keep_alive(self) -> bool:
-        return not self._state.stopping and self._parser.should_keep_alive()
-
-    def _respond(self, status: bytes, content_type: bytes, body: bytes, extra: bytes) -> None:
-        keep_alive = self._keep_alive()
-        head = b"".join(
-            (
-                status,
-                b"Content-Type: ",
-                content_type,
-                b"\r\nContent-Length: ",
-                b"%d" % len(body),
-                extra,
-                b"" if keep_alive else _CLOSE_LINE,
-                b"\r\n\r\n",
-            )
-        )
-        if len(body) <= _JOIN_LIMIT:
-            self._finish(head + body, keep_alive)
-        else:
-            self._write(head)
-            self._finish(body, keep_alive)
+        return self._keep and not self._state.stopping
 
     def _reply(self, status: int, message: bytes, keep_alive: bool | None = None) -> None:
         """A text/plain response; errors after a body we did not read close the connection."""
@@ -416,7 +433,7 @@ class HttpConnection(asyncio.Protocol):
     def _respond_status(self, status: int, message: bytes, keep_alive: bool) -> None:
         head = b"".join(
             (
-                _STATUS_LINES[status],
+                status_line(status),
                 b"Content-Type: ",
                 _TEXT_PLAIN,
                 b"\r\nContent-Length: ",
@@ -445,7 +462,8 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """One line on stderr, as the model server reports everything it has to say."""
     print(f"modelhost.runtime: {message}", file=sys.stderr, flush=True)
 
 
@@ -461,7 +479,7 @@ def _chunk(item: Any) -> bytes:
         item = bytes(item)
     elif not isinstance(item, bytes):
         raise TypeError(f"a streaming handler must yield bytes or str; got {type(item).__name__}")
-    return b"%x\r\n%b\r\n" % (len(item), item) if item else b""
+    return chunk(item)
 
 
 async def _items(items: Iterator[Any] | AsyncIterator[Any]) -> AsyncGenerator[Any, None]:

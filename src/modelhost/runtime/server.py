@@ -1,6 +1,6 @@
 """Serving the model: listen on the TCP port (and the platform's Unix socket), until SIGTERM.
 
-The HTTP protocol is in protocol.py; batching connections in batched.py.
+The HTTP protocol is in protocol.py; how invocations run (plain or batched) in invokers.py.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import os
 import signal
 from collections.abc import Callable
 
-from modelhost.runtime.batched import BatchingConnection, make_batcher
+from modelhost.runtime.batched import make_batcher
 from modelhost.runtime.handlers import ModelHandler
+from modelhost.runtime.invokers import BatchingInvoker, Invoker
 from modelhost.runtime.protocol import (
     DEFAULT_MAX_BODY_BYTES,
     HttpConnection,
     ServerOptions,
     ServerState,
-    _say,
+    say,
 )
 
 
@@ -31,11 +32,11 @@ async def serve(
     loop = asyncio.get_running_loop()
     state = ServerState(handler, options)
     batcher = make_batcher(handler, options, state)
-    factory: Callable[[], HttpConnection] = (
-        (lambda: HttpConnection(state))
-        if batcher is None
-        else (lambda: BatchingConnection(state, batcher))
-    )
+    invoker: Invoker = state.invoker if batcher is None else BatchingInvoker(handler, batcher)
+
+    def factory() -> HttpConnection:
+        return HttpConnection(state, invoker)
+
     server = await loop.create_server(factory, options.host, options.port, backlog=1024)
     unix = await _unix_server(loop, factory, options.unix_path)
     stop = asyncio.Event()
@@ -54,9 +55,9 @@ async def serve(
     try:
         await asyncio.wait_for(state.all_closed.wait(), options.shutdown_grace_s)
     except TimeoutError:
-        _say("shutdown grace period over")
+        say("shutdown grace period over")
     if batcher is not None:
-        _say(f"batching: {batcher.batched_requests} requests in {batcher.batches} batches")
+        say(f"batching: {batcher.batched_requests} requests in {batcher.batches} batches")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
 
@@ -74,7 +75,7 @@ async def _unix_server(
     try:
         return await loop.create_unix_server(factory, path, backlog=1024)
     except OSError as exc:
-        _say(f"not listening on unix socket {path}: {exc}")
+        say(f"not listening on unix socket {path}: {exc}")
         return None
 
 
