@@ -20,6 +20,11 @@ _STATUS_LINES = {
     for s in HTTPStatus
 }
 
+# A body up to this size is joined to its head and written at once; a larger one goes to the
+# transport as a buffer of its own (one vectored write), never copied: images, audio and
+# documents are megabytes, and each copy of them costs more than a whole small request.
+JOIN_MAX = 64 * 1024
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the answer to Expect: 100-continue
 LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body (no trailers)
 

@@ -29,6 +29,7 @@ import httptools
 
 from modelhost.http11 import (
     CONTINUE,
+    JOIN_MAX,
     LAST_CHUNK,
     FlowControl,
     chunk,
@@ -50,7 +51,9 @@ ASGIApp = Callable[
 ]
 
 
-Reply = Callable[[bytes, bytes], None]
+# A reply's payload: one bytes, or the parts it arrived in (a large answer is never joined).
+Payload = bytes | list[bytes]
+Reply = Callable[[bytes, Payload], None]
 
 
 class FastPath(Protocol):
@@ -313,15 +316,21 @@ class HttpProtocol(FlowControl):
         answered = False
         tail = _KEEP if keep_alive else _CLOSE
 
-        def reply(head: bytes, payload: bytes) -> None:
+        def reply(head: bytes, payload: Payload) -> None:
             nonlocal answered
             if answered:
                 return
             answered = True
             self.server.in_flight -= 1
-            if self.transport is not None:
-                framing = b"content-length: %d\r\n" % len(payload)
-                self.transport.write(b"".join((head, framing, tail, payload)))
+            transport = self.transport
+            if transport is not None:
+                if type(payload) is bytes and len(payload) <= JOIN_MAX:
+                    framing = b"content-length: %d\r\n" % len(payload)
+                    transport.write(b"".join((head, framing, tail, payload)))
+                else:
+                    parts = [payload] if isinstance(payload, bytes) else payload
+                    framing = b"content-length: %d\r\n" % sum(map(len, parts))
+                    transport.writelines([head + framing + tail, *parts])
             self._done(keep_alive)
 
         self.server.in_flight += 1

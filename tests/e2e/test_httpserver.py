@@ -254,3 +254,29 @@ def test_stopping_waits_for_fast_path_answers_in_flight() -> None:
             got += chunk
         assert got.startswith(b"HTTP/1.1 200 ")
         assert got.endswith(b"late answer")  # answered before the server closed it
+
+
+class PartsFast(Fast):
+    """Answers with a large payload given as parts, and with the body repeated as one."""
+
+    def dispatch(
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+    ) -> None:
+        if body == b"parts":
+            reply(head_bytes(200, []), [b"a" * 70_000, b"b" * 70_000, b"c"])
+        else:
+            reply(head_bytes(200, []), body * 100_000)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(b"parts", b"a" * 70_000 + b"b" * 70_000 + b"c"), (b"xy", b"xy" * 100_000)],
+)
+def test_large_fast_path_payloads_arrive_whole(body: bytes, expected: bytes) -> None:
+    port = free_port()
+    server = Server(app, "127.0.0.1", port, MAX_BODY, drain_s=5, fast=PartsFast())
+    with running(server):
+        request = b"POST /fast HTTP/1.1\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        head = b"content-length: %d\r\n\r\n" % len(expected)
+        got = exchange(("127.0.0.1", port), request + request, head + expected, limit=2)
+    assert got.count(head + expected) == 2  # both, whole, in order on one connection

@@ -21,6 +21,7 @@ from typing import Any
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
+from modelhost.httpserver import Payload
 from modelhost.metrics import Recorder
 from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamStream
 from modelhost.router.invoke import (
@@ -98,9 +99,10 @@ class RuntimeApp:
         variant = await self._variant(name, variant_name)
         answer: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
-        def reply(head: bytes, payload: bytes) -> None:
+        def reply(head: bytes, payload: Payload) -> None:
             if not answer.done():
-                answer.set_result((head, payload))
+                body = payload if isinstance(payload, bytes) else b"".join(payload)
+                answer.set_result((head, body))
 
         lines = b"".join(b"%b: %b\r\n" % pair for pair in headers)
         self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)

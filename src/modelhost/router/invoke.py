@@ -279,7 +279,7 @@ class InvokePath:
         for key, value in result.headers:
             if key in RETURNED:
                 parts += (key, b": ", value, b"\r\n")
-        call.reply(b"".join(parts), result.body)
+        call.reply(b"".join(parts), result.payload)
         self.metrics.record_ok(
             call.name,
             variant.name,

@@ -14,6 +14,7 @@ from typing import cast
 
 import httptools
 
+from modelhost.http11 import JOIN_MAX
 from modelhost.router.upstream_types import (
     ClosedBeforeResponse,
     UpstreamError,
@@ -23,11 +24,6 @@ from modelhost.router.upstream_types import (
 )
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
-
-# A request body up to this size is joined to its head and written at once; a larger one goes
-# to the transport as a second buffer of one vectored write, never copied (images, audio and
-# documents are megabytes: each copy of them costs the router more than its whole hot path).
-JOIN_MAX = 64 * 1024
 
 
 def write_request(transport: asyncio.Transport, head: bytes, body: bytes) -> None:

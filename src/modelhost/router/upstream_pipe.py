@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import httptools
 
-from modelhost.router.upstream_conn import JOIN_MAX, Done
+from modelhost.http11 import JOIN_MAX
+from modelhost.router.upstream_conn import Done
 from modelhost.router.upstream_types import (
     ClosedBeforeResponse,
     UpstreamError,
