@@ -125,13 +125,14 @@ class S3Front:
         upstream: asyncio.StreamWriter | None = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
-            up_reader, upstream = await asyncio.wait_for(
+            up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
             )
-            upstream.write(rewrite_head(head))
+            upstream = up_writer
+            up_writer.write(rewrite_head(head))
             # The exchange ends when the upstream has answered and closed (it was asked to);
             # the client may keep its side open, waiting to reuse the connection.
-            sending = asyncio.create_task(_pipe(reader, upstream))
+            sending = asyncio.create_task(_pipe(reader, up_writer))
             try:
                 await _pipe(up_reader, writer)
             finally:
