@@ -32,7 +32,7 @@ from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
 from modelhost.state.store import Store
-from modelhost.storage import object_store
+from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def build_services(settings: Settings) -> Services:
     # started anew when a server starts); a crash can leave some behind.
     shutil.rmtree(settings.instances_dir, ignore_errors=True)
     store = Store(settings.state_db_url)
-    objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
+    objects = platform_store(settings)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
     backend = Backends(
@@ -96,6 +96,10 @@ def instance_env(settings: Settings) -> dict[str, str]:
     }
     if settings.s3_endpoint_url:
         env["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    if settings.s3_credentials:
+        env["MODELHOST_S3_ACCESS_KEY_ID"], env["MODELHOST_S3_SECRET_ACCESS_KEY"] = (
+            settings.s3_credentials
+        )
     return env
 
 
