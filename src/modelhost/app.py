@@ -21,6 +21,8 @@ from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
+from modelhost.api.query import FORM
+from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
@@ -107,10 +109,14 @@ def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     services = build_services(settings)
+    sts = sts_service(settings)  # awsQuery: form-encoded, no X-Amz-Target
 
     async def control(request: Request) -> Response:
         body = await request.body()
         target = request.headers.get("x-amz-target")
+        if target is None and request.headers.get("content-type", "").startswith(FORM):
+            status, headers, payload = sts.handle(body, request.headers)
+            return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
         status, headers, payload = await asyncio.to_thread(services.dispatcher.handle, target, body)
         return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
 
