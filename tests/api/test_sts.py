@@ -96,7 +96,7 @@ def test_bad_parameters_get_stss_validation_error(server: LiveServer) -> None:
     raw = server.client("sts", parameter_validation=False)
     with pytest.raises(ClientError) as info:
         raw.assume_role(RoleArn="short", RoleSessionName="x", DurationSeconds=60)
-    err = info.value.response["Error"]
+    err: dict[str, Any] = dict(info.value.response["Error"])
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert err["Code"] == "ValidationError"
     assert err["Type"] == "Sender"
