@@ -21,6 +21,8 @@ from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
+from modelhost.api.query import FORM
+from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
@@ -32,7 +34,7 @@ from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
 from modelhost.state.store import Store
-from modelhost.storage import object_store
+from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def build_services(settings: Settings) -> Services:
     # started anew when a server starts); a crash can leave some behind.
     shutil.rmtree(settings.instances_dir, ignore_errors=True)
     store = Store(settings.state_db_url)
-    objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
+    objects = platform_store(settings)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
     backend = Backends(
@@ -96,6 +98,10 @@ def instance_env(settings: Settings) -> dict[str, str]:
     }
     if settings.s3_endpoint_url:
         env["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    if settings.s3_credentials:
+        env["MODELHOST_S3_ACCESS_KEY_ID"], env["MODELHOST_S3_SECRET_ACCESS_KEY"] = (
+            settings.s3_credentials
+        )
     return env
 
 
@@ -103,10 +109,14 @@ def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     services = build_services(settings)
+    sts = sts_service(settings)  # awsQuery: form-encoded, no X-Amz-Target
 
     async def control(request: Request) -> Response:
         body = await request.body()
         target = request.headers.get("x-amz-target")
+        if target is None and request.headers.get("content-type", "").startswith(FORM):
+            status, headers, payload = sts.handle(body, request.headers)
+            return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
         status, headers, payload = await asyncio.to_thread(services.dispatcher.handle, target, body)
         return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
 

@@ -115,8 +115,9 @@ def requests(model_data_url: str) -> list[tuple[str, dict[str, object]]]:
     ]
 
 
-def how_to_call(url: str, region: str) -> str:
+def how_to_call(url: str, region: str, s3_url: str | None, sdk_config: Path) -> str:
     body = json.dumps([[5.1, 3.5, 1.4, 0.2]])
+    s3 = f" AWS_ENDPOINT_URL_S3={s3_url}" if s3_url else ""
     return f"""
 modelhost is serving on {url} with the demo endpoint '{DEMO_ENDPOINT}'.
 
@@ -140,6 +141,8 @@ modelhost is serving on {url} with the demo endpoint '{DEMO_ENDPOINT}'.
 
   Existing code, unchanged (boto3, AWS CLI and the SageMaker Python SDK read these):
     export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}
+    export AWS_ENDPOINT_URL_STS={url}{s3}
+    export SAGEMAKER_USER_CONFIG_OVERRIDE={sdk_config}
 
   modelhost endpoints | modelhost logs {DEMO_ENDPOINT} --follow | Ctrl-C stops everything.
 """

@@ -22,8 +22,13 @@ class Settings(BaseSettings):
     region: str = "us-east-1"
     account_id: str = "123456789012"
 
-    # s3:// paths: a local directory under data_dir unless an S3-compatible server is set.
+    # s3:// paths: the S3-compatible server at s3_endpoint_url (credentials: the two below, else
+    # the AWS chain); unset: the embedded SeaweedFS server `serve` starts (embedded_s3), or
+    # with embedded_s3 off the local directory <data_dir>/objects.
     s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    embedded_s3: bool = True
 
     # Runtime API
     invocation_timeout_s: float = 60.0
@@ -50,6 +55,17 @@ class Settings(BaseSettings):
     @property
     def state_db_url(self) -> str:
         return f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
+    def s3_credentials(self) -> tuple[str, str] | None:
+        if self.s3_access_key_id and self.s3_secret_access_key:
+            return self.s3_access_key_id, self.s3_secret_access_key
+        return None
+
+    @property
+    def default_bucket(self) -> str:
+        """The bucket the SageMaker SDK uses by default: ``sagemaker-<region>-<account>``."""
+        return f"sagemaker-{self.region}-{self.account_id}"
 
     @property
     def objects_dir(self) -> Path:

@@ -40,6 +40,11 @@ class ServiceShapes:
         self._lock = threading.Lock()
 
     @property
+    def model(self) -> Any:
+        """The botocore ``ServiceModel`` (the awsQuery wire walks its shapes itself)."""
+        return self._model
+
+    @property
     def service_name(self) -> str:
         return str(self._model.service_name)
 

@@ -21,7 +21,8 @@ from rich.markup import escape
 
 from modelhost.cli._aws import DataOpt, Server, UrlOpt, err, fail, is_missing, reporting, settings
 from modelhost.settings import Settings
-from modelhost.storage import object_store, s3_url
+from modelhost.storage import s3_url
+from modelhost.storage.platform import client_store
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -80,7 +81,7 @@ def model_data_url(path: str, name: str, when: str, s: Settings) -> str:
         fail(
             f"{path} is not a .tar.gz archive (give a model directory, a .tar.gz or an s3:// URL)."
         )
-    store = object_store(s.objects_dir, s.s3_endpoint_url, s.region)
+    store = client_store(s)
     key = f"{name}/{when}/model.tar.gz"
     store.ensure_bucket(BUCKET)
     if local.is_dir():

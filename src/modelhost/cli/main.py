@@ -10,11 +10,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
 from modelhost.settings import DEFAULT_PORT, Settings
+
+if TYPE_CHECKING:
+    from modelhost.storage.embedded import EmbeddedS3
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -43,23 +46,48 @@ def serve(
     data_dir: DataOpt = None,
     demo: Annotated[bool, typer.Option(help="Deploy the demo iris endpoint.")] = False,
 ) -> None:
-    """Start the modelhost server (control plane, runtime API, instances)."""
-    import uvloop
-
-    from modelhost.app import Services, create_app
-    from modelhost.serving import Server
-
+    """Start the modelhost server (control plane, runtime API, instances, S3)."""
     settings = settings_from(host, port, data_dir)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     url = f"http://{settings.host}:{settings.port}"
+    lock = _lock_data_dir(settings.data_dir)
+    try:
+        settings, s3 = _start_object_store(settings)
+        s3_url = s3.url if s3 is not None else settings.s3_endpoint_url
+        try:
+            _serve(settings, url, s3_url, demo)
+        finally:
+            if s3 is not None:
+                s3.stop()
+    finally:
+        lock.close()
+
+
+def _start_object_store(settings: Settings) -> tuple[Settings, EmbeddedS3 | None]:
+    from modelhost.sdkconfig import write_sdk_config
+    from modelhost.storage.embedded import EmbeddedS3Error
+    from modelhost.storage.platform import start_platform_s3
+
+    write_sdk_config(settings)
+    try:
+        return start_platform_s3(settings)
+    except EmbeddedS3Error as exc:
+        typer.secho(f"modelhost: cannot start the embedded S3 server: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def _serve(settings: Settings, url: str, s3_url: str | None, demo: bool) -> None:
+    import uvloop
+
+    from modelhost.app import Services, create_app
+    from modelhost.serving import Server
 
     def on_ready(services: Services) -> None:
         if demo:
-            asyncio.get_running_loop().create_task(_deploy_demo(services, url))
+            asyncio.get_running_loop().create_task(_deploy_demo(services, url, s3_url))
 
-    lock = _lock_data_dir(settings.data_dir)
     application = create_app(settings, on_ready)
     runtime = application.services.runtime  # type: ignore[attr-defined]
     server = Server(
@@ -84,8 +112,6 @@ def serve(
             err=True,
         )
         raise typer.Exit(1) from None
-    finally:
-        lock.close()
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
@@ -110,14 +136,15 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     return lock
 
 
-async def _deploy_demo(services: object, url: str) -> None:
+async def _deploy_demo(services: object, url: str, s3_url: str | None) -> None:
     from modelhost import demo
     from modelhost.app import Services
-    from modelhost.storage import object_store
+    from modelhost.sdkconfig import sdk_config_path
+    from modelhost.storage.platform import platform_store
 
     assert isinstance(services, Services)
     s = services.settings
-    store = object_store(s.objects_dir, s.s3_endpoint_url, s.region)
+    store = platform_store(s)
     model_url = await asyncio.to_thread(demo.ensure_artifact, store)
     for op, req in demo.requests(model_url):
         status, _, body = await asyncio.to_thread(
@@ -136,7 +163,7 @@ async def _deploy_demo(services: object, url: str) -> None:
             if ep.status.value == "Failed":
                 print(f"demo endpoint failed: {ep.failure_reason}", file=sys.stderr)
             else:
-                print(demo.how_to_call(url, s.region), flush=True)
+                print(demo.how_to_call(url, s.region, s3_url, sdk_config_path(s)), flush=True)
             return
         await asyncio.sleep(0.1)
 

@@ -15,6 +15,8 @@ Environment (the SageMaker container variables plus a few of modelhost's own):
   MODELHOST_ENVS_DIR                    shared cache of code/requirements.txt installs
   MODELHOST_OBJECTS_DIR, MODELHOST_S3_ENDPOINT_URL
                                         the object store an s3:// submit directory comes from
+  MODELHOST_S3_ACCESS_KEY_ID, MODELHOST_S3_SECRET_ACCESS_KEY
+                                        its credentials (default: the AWS chain's)
   MODELHOST_FRAMEWORK                   framework (or image URI) the default model_fn tries first
   MODELHOST_BLOCK_IMPORTS               modules to treat as not installed (tests)
 

@@ -5,7 +5,8 @@
   dir, wherever the platform put it;
 - a local directory (`/path` or `file:///path`), used as it is; a local `*.tar.gz`, extracted;
 - `s3://bucket/.../sourcedir.tar.gz`: downloaded from the platform's object store
-  (`MODELHOST_OBJECTS_DIR`, or the S3-compatible server at `MODELHOST_S3_ENDPOINT_URL`) and
+  (`MODELHOST_OBJECTS_DIR`, or the S3-compatible server at `MODELHOST_S3_ENDPOINT_URL`, signing
+  with `MODELHOST_S3_ACCESS_KEY_ID`/`MODELHOST_S3_SECRET_ACCESS_KEY` when set) and
   extracted safely (modelhost.artifacts' checks: no links, no absolute or escaping paths).
 
 Archives are extracted once into `<cache>/sourcedir-<sha256 of the archive>` (renamed into place
@@ -27,6 +28,7 @@ from modelhost.storage import StorageError, object_store, parse_s3_url
 SUBMIT_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 OBJECTS_ENV = "MODELHOST_OBJECTS_DIR"
 S3_ENDPOINT_ENV = "MODELHOST_S3_ENDPOINT_URL"
+S3_KEY_ENVS = ("MODELHOST_S3_ACCESS_KEY_ID", "MODELHOST_S3_SECRET_ACCESS_KEY")
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 MAX_BYTES = 2 * 1024**3
 MAX_MEMBERS = 100_000
@@ -81,7 +83,9 @@ def _from_s3(url: str, env: Mapping[str, str], cache: Path) -> Path:
             f"{SUBMIT_ENV}={url} is in S3 but the model server has no object store configured "
             f"({OBJECTS_ENV} or {S3_ENDPOINT_ENV})"
         )
-    store = object_store(Path(objects or "."), endpoint or None, region(env))
+    key_id, secret = (env.get(name) for name in S3_KEY_ENVS)
+    credentials = (key_id, secret) if key_id and secret else None
+    store = object_store(Path(objects or "."), endpoint or None, region(env), credentials)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
         archive = Path(tmp) / "sourcedir.tar.gz"

@@ -81,12 +81,18 @@ def s3_url(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def object_store(objects_dir: Path, endpoint_url: str | None, region: str) -> ObjectStore:
-    """The local directory store, or an S3-compatible server when ``endpoint_url`` is set."""
+def object_store(
+    objects_dir: Path,
+    endpoint_url: str | None,
+    region: str,
+    credentials: tuple[str, str] | None = None,
+) -> ObjectStore:
+    """The local directory store, or an S3-compatible server when ``endpoint_url`` is set
+    (signing with ``credentials``, an access key id and secret, else the AWS chain's)."""
     if endpoint_url:
         from modelhost.storage.s3 import S3ObjectStore
 
-        return S3ObjectStore(endpoint_url, region)
+        return S3ObjectStore(endpoint_url, region, credentials)
     from modelhost.storage.local import LocalObjectStore
 
     return LocalObjectStore(objects_dir)

@@ -1,6 +1,7 @@
 """Objects on an S3-compatible server (AWS S3, SeaweedFS, MinIO ...) through boto3.
 
-Credentials come from the normal AWS chain (environment, shared config, instance role).
+Credentials are the ones given, else the normal AWS chain's (environment, shared config,
+instance role).
 Uploads and downloads go through boto3's transfer manager: multipart above 8 MiB, and a
 download lands in a temp file that is renamed into place only when complete.
 """
@@ -31,15 +32,23 @@ _TRANSFER = TransferConfig(multipart_threshold=8 * 1024 * 1024, max_concurrency=
 
 
 class S3ObjectStore:
-    def __init__(self, endpoint_url: str | None, region: str) -> None:
+    def __init__(
+        self, endpoint_url: str | None, region: str, credentials: tuple[str, str] | None = None
+    ) -> None:
         config = Config(
             region_name=region,
             signature_version="s3v4",
             retries={"max_attempts": 5, "mode": "standard"},
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
+        key_id, secret = credentials if credentials is not None else (None, None)
         self.client: S3Client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=config,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
         )
         self.region = region
 

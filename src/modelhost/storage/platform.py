@@ -1,0 +1,77 @@
+"""Which object store the platform uses for ``s3://`` URLs, and starting the embedded one.
+
+- ``MODELHOST_S3_ENDPOINT_URL`` set: that S3-compatible server (or AWS S3).
+- else, by default: the embedded SeaweedFS server (storage/embedded.py), started by ``serve``;
+  objects left in the old local directory store are moved into it.
+- else (``MODELHOST_EMBEDDED_S3=false``): the local directory ``<data-dir>/objects``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+
+from modelhost.settings import Settings
+from modelhost.storage import ObjectStore, object_store
+from modelhost.storage.embedded import (
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    EmbeddedS3,
+    client_endpoint,
+    start_embedded_s3,
+)
+from modelhost.storage.migrate import move_local_objects
+
+log = logging.getLogger(__name__)
+
+
+def platform_store(settings: Settings) -> ObjectStore:
+    return object_store(
+        settings.objects_dir, settings.s3_endpoint_url, settings.region, settings.s3_credentials
+    )
+
+
+def start_platform_s3(settings: Settings) -> tuple[Settings, EmbeddedS3 | None]:
+    """Start the embedded S3 server when the settings ask for it; the settings that point the
+    platform at it (SeaweedFS's own port, modelhost's identity) and the running server."""
+    if settings.s3_endpoint_url or not settings.embedded_s3:
+        return settings, None
+    server = start_embedded_s3(settings.data_dir / "s3", [settings.default_bucket])
+    log.info("embedded S3 server ready in %.2f s at %s", server.started_in_s, server.url)
+    updated = settings.model_copy(
+        update={
+            "s3_endpoint_url": server.direct_url,
+            "s3_access_key_id": ACCESS_KEY_ID,
+            "s3_secret_access_key": SECRET_ACCESS_KEY,
+        }
+    )
+    try:
+        move_local_objects(settings.objects_dir, platform_store(updated))
+    except BaseException:
+        server.stop()
+        raise
+    return updated, server
+
+
+def client_store(settings: Settings) -> ObjectStore:
+    """The object store a client command run beside a server (same data directory) must write
+    to: the server's embedded S3 server while that server runs, else what the settings say."""
+    if not settings.s3_endpoint_url and settings.embedded_s3 and _server_running(settings):
+        url = client_endpoint(settings.data_dir)
+        if url is not None:
+            return object_store(settings.objects_dir, url, settings.region, ("any", "any"))
+    return platform_store(settings)
+
+
+def _server_running(settings: Settings) -> bool:
+    """Whether a server holds the data directory's lock (cli/main.py takes it)."""
+    try:
+        with (settings.data_dir / "server.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
