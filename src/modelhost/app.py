@@ -29,6 +29,7 @@ from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
+from modelhost.router.publisher_shim import RoutePublisher
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
 from modelhost.state.store import Store
@@ -61,9 +62,13 @@ def build_services(settings: Settings) -> Services:
         gpu_count=settings.gpu_count,
         platform_env=instance_env(settings),
     )
+    # TEMPORARY (issue 8): RoutePublisher adapts today's RouteTable to publish.Publisher; once
+    # RouteTable implements it, pass ``routes`` itself.
+    publisher = RoutePublisher(routes)
     controller = Controller(
-        Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
+        Fleets(settings, store, backend, artifacts), publisher, settings.reconcile_interval_s
     )
+    backend.on_exit = controller.instance_exited
     ctx = Context(
         settings=settings,
         store=store,

@@ -16,7 +16,7 @@ from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
 from modelhost.instance_types import Profile, profile_for
 from modelhost.names import Arns
-from modelhost.router.routing import EndpointRoute, Target, VariantRoute
+from modelhost.publish import PublishedInstance, PublishedVariant
 from modelhost.settings import Settings
 from modelhost.state.records import Deployment, Resource, VariantState
 from modelhost.state.store import Store
@@ -56,12 +56,21 @@ class Fleet:
     def all(self) -> list[Instance]:
         return [i for group in self.instances.values() for i in group]
 
-    def route(self, endpoint: str) -> EndpointRoute:
-        variants = []
-        for name, plan in self.plans.items():
-            targets: list[Target] = list(self.instances.get(name, []))
-            variants.append(VariantRoute(name, plan.weight, targets))
-        return EndpointRoute(endpoint, variants)
+
+def published(fleet: Fleet) -> list[PublishedVariant]:
+    """What the router is told about ``fleet``: each variant's weight and live instances."""
+    return [
+        PublishedVariant(
+            name,
+            plan.weight,
+            tuple(
+                PublishedInstance(i.instance_id, i.address)
+                for i in fleet.instances.get(name, [])
+                if i.exited() is None
+            ),
+        )
+        for name, plan in fleet.plans.items()
+    ]
 
 
 class Fleets:
