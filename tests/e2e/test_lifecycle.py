@@ -3,6 +3,7 @@ in-place capacity changes, failure reasons, restart survival, instance replaceme
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import stat
@@ -389,3 +390,89 @@ def test_each_instance_writes_to_its_own_model_directory(
     assert deploy(sm, second, str(archive))["EndpointStatus"] == "InService"
     body = rt.invoke_endpoint(EndpointName=second, Body=b"x")["Body"].read().decode()
     assert len(body.splitlines()) == 2, body  # the cached model data was never written to
+
+
+CLIENTS = 16
+PER_CLIENT_MAX = 2000  # each client's loop is bounded in count as well as in time
+
+
+def test_killed_instance_loses_no_invocation(own_server: LiveServer) -> None:
+    """SIGKILL one of two instances under 16 concurrent clients: the dead one leaves the route
+    at once, the requests queued behind it go to the live one (no error at all, not even a
+    "no instance ready"), and the endpoint heals back to two instances."""
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("killed")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "echo"), count=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    pids = instance_pids(own_server.data_dir)
+    assert len(pids) == 2
+    load = _Load(own_server, name)
+    load.start()
+    try:
+        _poll(lambda: load.answered() > 300, what="traffic on both instances")
+        before = load.answered()
+        os.killpg(pids[0], signal.SIGKILL)  # each instance leads its own process group
+        _poll(lambda: load.answered() > before + 1000, what="traffic after the kill")
+    finally:
+        load.stop()
+    assert load.errors == [], load.errors[:5]
+    _poll(lambda: _heals_to(sm, own_server.data_dir, name, pids[0]), what="a replacement")
+
+
+def _heals_to(sm: Any, data_dir: Path, name: str, killed: int) -> bool:
+    running = instance_pids(data_dir)
+    variant = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]
+    return len(running) == 2 and killed not in running and variant["CurrentInstanceCount"] == 2
+
+
+class _Load:
+    """CLIENTS threads, each invoking in a loop on its own keep-alive connection."""
+
+    def __init__(self, server: LiveServer, endpoint: str) -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.path = f"/endpoints/{endpoint}/invocations"
+        self.counts = [0] * CLIENTS
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def answered(self) -> int:
+        return sum(self.counts)
+
+    def _client(self, index: int) -> None:
+        conn = http.client.HTTPConnection(*self.address, timeout=30)
+        deadline = time.monotonic() + 120
+        try:
+            for n in range(PER_CLIENT_MAX):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                body = b"%d-%d" % (index, n)
+                if self._invoke(conn, body):
+                    self.counts[index] += 1
+        finally:
+            conn.close()
+
+    def _invoke(self, conn: http.client.HTTPConnection, body: bytes) -> bool:
+        try:
+            conn.request("POST", self.path, body, {"Content-Type": "text/plain"})
+            answer = conn.getresponse()
+            payload = answer.read()
+        except OSError as exc:
+            self.errors.append(f"{body!r}: {exc!r}")
+            conn.close()
+            return False
+        if answer.status != 200 or payload != body:
+            self.errors.append(f"{body!r}: {answer.status} {payload[:200]!r}")
+            return False
+        return True
