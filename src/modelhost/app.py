@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
+from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
@@ -53,6 +54,7 @@ def build_services(settings: Settings) -> Services:
     # started anew when a server starts); a crash can leave some behind.
     shutil.rmtree(settings.instances_dir, ignore_errors=True)
     store = Store(settings.state_db_url)
+    upgrade_deployments(store)  # rows written before typed variants, before the controller reads
     objects = object_store(settings.objects_dir, settings.s3_endpoint_url, settings.region)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
