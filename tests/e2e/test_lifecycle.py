@@ -1,12 +1,15 @@
 """Endpoint lifecycle with real instance processes: update without failed invocations,
-in-place capacity changes, failure reasons, restart survival, instance replacement, deletion."""
+in-place capacity changes, failure reasons, restart survival, instance replacement (a dead
+instance noticed at once), deletion."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import signal
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from modelhost.backends.exits import watch_exit
+from modelhost.backends.local import InstanceSpec, LocalBackend
+from modelhost.instance_types import Profile
 from tests.e2e.procs import instance_pids
 from tests.fixtures.server import (
     FIXTURE_MODELS,
@@ -476,3 +482,63 @@ class _Load:
             self.errors.append(f"{body!r}: {answer.status} {payload[:200]!r}")
             return False
         return True
+
+
+# -- noticing an exit at once (backends/exits.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_exit_is_noticed_once(pidfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+
+    async def run() -> None:
+        exited = asyncio.Event()
+        calls: list[int | None] = []
+
+        def on_exit() -> None:
+            calls.append(process.poll())
+            exited.set()
+
+        process = subprocess.Popen(["sleep", "60"])
+        try:
+            cancel = watch_exit(process, on_exit)
+            process.kill()
+            await asyncio.wait_for(exited.wait(), 10)
+            cancel()  # after the call: harmless
+        finally:
+            process.kill()
+            process.wait(10)
+        assert calls == [-signal.SIGKILL]
+
+    asyncio.run(run())
+
+
+def test_backend_reports_an_exit_but_not_a_stop(tmp_path: Path) -> None:
+    serve = tmp_path / "byo" / "serve"
+    serve.parent.mkdir()
+    serve.write_text("#!/bin/sh\nexec sleep 600\n")
+    serve.chmod(serve.stat().st_mode | stat.S_IEXEC)
+    exited: list[str] = []
+    backend = LocalBackend(gpu_count=0, on_exit=lambda inst: exited.append(inst.instance_id))
+
+    def spec() -> InstanceSpec:
+        return InstanceSpec(
+            "ep", "v", tmp_path, {}, str(serve.parent), Profile(1, 1.0), tmp_path / "i.log"
+        )
+
+    async def run() -> None:
+        stopped, killed = backend.start(spec()), backend.start(spec())
+        await backend.stop(stopped, 5.0)
+        os.killpg(killed.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not exited and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await backend.stop(killed, 5.0)
+        assert exited == [killed.instance_id]
+        assert backend.instances == set()
+
+    try:
+        asyncio.run(run())
+    finally:
+        backend.kill_all()
