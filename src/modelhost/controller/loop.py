@@ -5,6 +5,10 @@ already working on it, starts the one step that moves it towards what was asked:
 Creating -> build a fleet -> InService | Failed; Updating -> blue/green or in-place capacity;
 Deleting -> stop everything and remove the record; InService -> replace dead instances (and, after
 a server restart, bring the fleet back). Each step is idempotent; a failing step logs and moves on.
+
+The router learns about fleets only through a ``publish.Publisher``: a fleet is published once
+its instances are healthy; instances leave it by ``drain`` (their requests in flight finish)
+before they are stopped, or by ``lost`` the moment the backend sees their process exit.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class Live:
 
     def held(self) -> list[Instance]:
         """Every instance this endpoint still has running."""
-        return [*(self.fleet.all() if self.fleet is not None else []), *self.retiring]
+        fleet = self.fleet.all() if self.fleet is not None else []
+        return list(dict.fromkeys([*fleet, *self.retiring]))
 
     def needs_healing(self, ep: Endpoint, now: float) -> bool:
         if self.fleet is None or now < self.next_heal:
