@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
+from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
@@ -54,6 +55,7 @@ def build_services(settings: Settings) -> Services:
     # started anew when a server starts); a crash can leave some behind.
     shutil.rmtree(settings.instances_dir, ignore_errors=True)
     store = Store(settings.state_db_url)
+    upgrade_deployments(store)  # rows written before typed variants, before the controller reads
     objects = platform_store(settings)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
@@ -66,6 +68,7 @@ def build_services(settings: Settings) -> Services:
     controller = Controller(
         Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
     )
+    backend.on_exit = controller.instance_exited
     ctx = Context(
         settings=settings,
         store=store,
@@ -137,6 +140,7 @@ def create_app(
         finally:
             log.info("stopping every instance")
             await services.controller.stop()
+            await services.runtime.routes.close()
             services.store.close()
 
     control_app = Starlette(

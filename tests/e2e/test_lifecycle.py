@@ -1,11 +1,15 @@
 """Endpoint lifecycle with real instance processes: update without failed invocations,
-in-place capacity changes, failure reasons, restart survival, instance replacement, deletion."""
+in-place capacity changes, failure reasons, restart survival, instance replacement (a dead
+instance noticed at once), deletion."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import os
 import signal
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from modelhost.backends.exits import watch_exit
+from modelhost.backends.local import InstanceSpec, LocalBackend
+from modelhost.instance_types import Profile
 from tests.e2e.procs import instance_pids
 from tests.fixtures.server import (
     FIXTURE_MODELS,
@@ -389,3 +396,149 @@ def test_each_instance_writes_to_its_own_model_directory(
     assert deploy(sm, second, str(archive))["EndpointStatus"] == "InService"
     body = rt.invoke_endpoint(EndpointName=second, Body=b"x")["Body"].read().decode()
     assert len(body.splitlines()) == 2, body  # the cached model data was never written to
+
+
+CLIENTS = 16
+PER_CLIENT_MAX = 2000  # each client's loop is bounded in count as well as in time
+
+
+def test_killed_instance_loses_no_invocation(own_server: LiveServer) -> None:
+    """SIGKILL one of two instances under 16 concurrent clients: the dead one leaves the route
+    at once, the requests queued behind it go to the live one (no error at all, not even a
+    "no instance ready"), and the endpoint heals back to two instances."""
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("killed")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "echo"), count=2)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    pids = instance_pids(own_server.data_dir)
+    assert len(pids) == 2
+    load = _Load(own_server, name)
+    load.start()
+    try:
+        _poll(lambda: load.answered() > 300, what="traffic on both instances")
+        before = load.answered()
+        os.killpg(pids[0], signal.SIGKILL)  # each instance leads its own process group
+        _poll(lambda: load.answered() > before + 1000, what="traffic after the kill")
+    finally:
+        load.stop()
+    assert load.errors == [], load.errors[:5]
+    _poll(lambda: _heals_to(sm, own_server.data_dir, name, pids[0]), what="a replacement")
+
+
+def _heals_to(sm: Any, data_dir: Path, name: str, killed: int) -> bool:
+    running = instance_pids(data_dir)
+    variant = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]
+    return len(running) == 2 and killed not in running and variant["CurrentInstanceCount"] == 2
+
+
+class _Load:
+    """CLIENTS threads, each invoking in a loop on its own keep-alive connection."""
+
+    def __init__(self, server: LiveServer, endpoint: str) -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.path = f"/endpoints/{endpoint}/invocations"
+        self.counts = [0] * CLIENTS
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def answered(self) -> int:
+        return sum(self.counts)
+
+    def _client(self, index: int) -> None:
+        conn = http.client.HTTPConnection(*self.address, timeout=30)
+        deadline = time.monotonic() + 120
+        try:
+            for n in range(PER_CLIENT_MAX):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                body = b"%d-%d" % (index, n)
+                if self._invoke(conn, body):
+                    self.counts[index] += 1
+        finally:
+            conn.close()
+
+    def _invoke(self, conn: http.client.HTTPConnection, body: bytes) -> bool:
+        try:
+            conn.request("POST", self.path, body, {"Content-Type": "text/plain"})
+            answer = conn.getresponse()
+            payload = answer.read()
+        except OSError as exc:
+            self.errors.append(f"{body!r}: {exc!r}")
+            conn.close()
+            return False
+        if answer.status != 200 or payload != body:
+            self.errors.append(f"{body!r}: {answer.status} {payload[:200]!r}")
+            return False
+        return True
+
+
+# -- noticing an exit at once (backends/exits.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_exit_is_noticed_once(pidfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+
+    async def run() -> None:
+        exited = asyncio.Event()
+        calls: list[int | None] = []
+
+        def on_exit() -> None:
+            calls.append(process.poll())
+            exited.set()
+
+        process = subprocess.Popen(["sleep", "60"])
+        try:
+            cancel = watch_exit(process, on_exit)
+            process.kill()
+            await asyncio.wait_for(exited.wait(), 10)
+            cancel()  # after the call: harmless
+        finally:
+            process.kill()
+            process.wait(10)
+        assert calls == [-signal.SIGKILL]
+
+    asyncio.run(run())
+
+
+def test_backend_reports_an_exit_but_not_a_stop(tmp_path: Path) -> None:
+    serve = tmp_path / "byo" / "serve"
+    serve.parent.mkdir()
+    serve.write_text("#!/bin/sh\nexec sleep 600\n")
+    serve.chmod(serve.stat().st_mode | stat.S_IEXEC)
+    exited: list[str] = []
+    backend = LocalBackend(gpu_count=0, on_exit=lambda inst: exited.append(inst.instance_id))
+
+    def spec() -> InstanceSpec:
+        return InstanceSpec(
+            "ep", "v", tmp_path, {}, str(serve.parent), Profile(1, 1.0), tmp_path / "i.log"
+        )
+
+    async def run() -> None:
+        stopped, killed = backend.start(spec()), backend.start(spec())
+        await backend.stop(stopped, 5.0)
+        os.killpg(killed.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not exited and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await backend.stop(killed, 5.0)
+        assert exited == [killed.instance_id]
+        assert backend.instances == set()
+
+    try:
+        asyncio.run(run())
+    finally:
+        backend.kill_all()

@@ -30,11 +30,11 @@ from modelhost.backends.images import DEFAULT_ENGINES, NoEngine
 from modelhost.backends.local import (
     Instance,
     InstanceSpec,
-    _die_with_parent,
-    _signal,
+    die_with_parent,
     free_port,
+    signal_group,
 )
-from modelhost.router.forwarder import UpstreamPool
+from modelhost.publish import Address
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ class ContainerBackend:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # SIGTERM: run proxies it to the container
+                preexec_fn=die_with_parent,  # SIGTERM: run proxies it to the container
             )
-        inst = Instance(spec, port, proc, UpstreamPool(self.host, port), [])
+        inst = Instance(spec, proc, [], Address(self.host, port))
         self.instances.add(inst)
         log.info(
             "started container %s (%s) for %s/%s on port %d",
@@ -202,7 +202,7 @@ class ContainerBackend:
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(inst.process.wait, 10.0)
         if inst.exited() is None:
-            _signal(inst.process, signal.SIGKILL)
+            signal_group(inst.process, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(inst.process.wait, 5.0)
         await asyncio.to_thread(_engine_command, engine.rm_argv([name]), ENGINE_COMMAND_TIMEOUT_S)
@@ -221,7 +221,7 @@ class ContainerBackend:
             _engine_command(engine.rm_argv(names), ENGINE_COMMAND_TIMEOUT_S)
         for inst in self.instances:
             if inst.exited() is None:
-                _signal(inst.process, signal.SIGKILL)
+                signal_group(inst.process, signal.SIGKILL)
         self.instances.clear()
 
 

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelhost.backends.exits import Cancel, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
 from modelhost.instance_types import Profile
-from modelhost.router.forwarder import UpstreamPool
+from modelhost.publish import Address
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +55,30 @@ class InstanceSpec:
 
 @dataclass(eq=False)
 class Instance:
+    """A started instance: its spec, its process, its GPUs and where it listens."""
+
     spec: InstanceSpec
-    port: int
     process: subprocess.Popen[bytes]
-    pool: UpstreamPool
     gpus: list[int]
+    address: Address
     started: float = field(default_factory=time.monotonic)
-    unix_path: str | None = None  # the built-in server's Unix socket, when it has one
-    pipelined: bool = False  # the router may pipeline requests on it (see upstream_pipe.py)
+    # The address it gets once ready: the built-in server's Unix socket, when it makes one.
+    ready_address: Address | None = None
 
     @property
     def instance_id(self) -> str:
         return self.spec.instance_id
 
     @property
-    def in_flight(self) -> int:
-        return self.pool.in_flight
+    def port(self) -> int:
+        return self.address.port
 
     def exited(self) -> int | None:
         return self.process.poll()
+
+
+# Told, on the event loop, that an instance's process exited while nobody was stopping it.
+ExitCallback = Callable[[Instance], None]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -99,8 +105,12 @@ class LocalBackend:
         host: str = "127.0.0.1",
         gpu_count: int | None = None,
         platform_env: dict[str, str] | None = None,
+        on_exit: ExitCallback | None = None,
     ) -> None:
         self.host = host
+        # Called when an instance's process exits unasked (see ``watch``).
+        self.on_exit = on_exit
+        self._watches: dict[Instance, Cancel] = {}
         # What every instance is told about the platform (requirements cache, object store).
         self.platform_env = dict(platform_env or {})
         # Unix sockets of built-in servers live here (short: socket paths max out at 107 bytes).
@@ -134,10 +144,10 @@ class LocalBackend:
         except OSError:
             self._gpus_free.extend(gpus)
             raise
-        inst = Instance(spec, port, proc, UpstreamPool(self.host, port), gpus)
-        inst.unix_path = env.get("MODELHOST_UNIX_SOCKET")
-        inst.pipelined = inst.unix_path is not None and not _batching(env)
-        self.instances.add(inst)
+        inst = Instance(spec, proc, gpus, Address(self.host, port))
+        if (path := env.get("MODELHOST_UNIX_SOCKET")) is not None:
+            inst.ready_address = Address(self.host, port, path, pipelined=not _batching(env))
+        self.watch(inst)
         log.info(
             "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
         )
@@ -186,8 +196,8 @@ class LocalBackend:
                     f"The instance process exited with status {code} before passing the /ping "
                     f"health check. Last lines of its log:\n{tail(inst.spec.log_path)}"
                 )
-            if await ping(self.host, inst.port):
-                await self._prefer_unix_socket(inst)
+            if await ping(inst.address.host, inst.address.port):
+                _prefer_unix_socket(inst)
                 return
             if time.monotonic() > deadline:
                 raise InstanceFailed(
@@ -196,42 +206,61 @@ class LocalBackend:
                 )
             await asyncio.sleep(0.05)
 
-    async def _prefer_unix_socket(self, inst: Instance) -> None:
-        path = inst.unix_path
-        if path is not None and os.path.exists(path):
-            old, inst.pool = (
-                inst.pool,
-                UpstreamPool(self.host, inst.port, unix_path=path, pipelined=inst.pipelined),
-            )
-            await old.close()
+    def watch(self, inst: Instance) -> None:
+        """Count ``inst`` as running and, when an ``on_exit`` callback is set, call it as soon
+        as the process exits (until ``forget``: a stop is not an exit to report)."""
+        self.instances.add(inst)
+        if self.on_exit is not None:
+            self._watches[inst] = watch_exit(inst.process, lambda: self._exited(inst))
+
+    def forget(self, inst: Instance) -> bool:
+        """Stop counting ``inst`` as running (its stop has begun); False if it was not."""
+        cancel = self._watches.pop(inst, None)
+        if cancel is not None:
+            cancel()
+        if inst not in self.instances:
+            return False
+        self.instances.discard(inst)
+        return True
+
+    def _exited(self, inst: Instance) -> None:
+        self._watches.pop(inst, None)
+        if inst in self.instances and self.on_exit is not None:
+            self.on_exit(inst)
 
     async def stop(self, inst: Instance, grace: float) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds. The server finishes the requests it
-        has in flight before it exits, so the pool is closed only after that."""
-        self.instances.discard(inst)
-        self._gpus_free.extend(inst.gpus)
+        """SIGTERM, then SIGKILL after ``grace`` seconds (the server finishes the requests it
+        has in flight before it exits). Stopping an instance again is harmless."""
+        if self.forget(inst):
+            self._gpus_free.extend(inst.gpus)
         if inst.exited() is None:
-            _signal(inst.process, signal.SIGTERM)
+            signal_group(inst.process, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while inst.exited() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if inst.exited() is None:
-                _signal(inst.process, signal.SIGKILL)
+                signal_group(inst.process, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             inst.process.wait(timeout=5)
-        _signal(inst.process, signal.SIGKILL)  # children of a crashed server, if any
-        await inst.pool.close()
+        signal_group(inst.process, signal.SIGKILL)  # children of a crashed server, if any
 
     def kill_all(self) -> None:
         """Last resort at exit: no orphan processes, whatever happened before."""
         for inst in list(self.instances):
+            self.forget(inst)
             if inst.exited() is None:
-                _signal(inst.process, signal.SIGKILL)
-        self.instances.clear()
+                signal_group(inst.process, signal.SIGKILL)
         shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
 
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _prefer_unix_socket(inst: Instance) -> None:
+    ready = inst.ready_address
+    if ready is not None and ready.unix_path is not None and os.path.exists(ready.unix_path):
+        inst.address = ready
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (each instance starts its own)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
@@ -267,7 +296,7 @@ def _limits(profile: Profile) -> Callable[[], None]:
     memory = int(profile.memory_gib * 2**30)
 
     def apply() -> None:  # runs in the child between fork and exec
-        _die_with_parent()
+        die_with_parent()
         if want:
             os.sched_setaffinity(0, want)
         with contextlib.suppress(ValueError, OSError):
@@ -276,7 +305,8 @@ def _limits(profile: Profile) -> Callable[[], None]:
     return apply
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child between fork and exec: get SIGTERM when the parent thread dies."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

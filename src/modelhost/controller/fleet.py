@@ -8,7 +8,6 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
 from modelhost.artifacts.files import working_copy
@@ -16,9 +15,14 @@ from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
 from modelhost.instance_types import Profile, profile_for
 from modelhost.names import Arns
-from modelhost.router.routing import EndpointRoute, Target, VariantRoute
+from modelhost.publish import PublishedInstance, PublishedVariant
 from modelhost.settings import Settings
-from modelhost.state.records import Deployment, Resource, VariantState
+from modelhost.state.records import (
+    DeployedContainer,
+    DeployedVariant,
+    Deployment,
+    VariantState,
+)
 from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,7 @@ PORT_RETRIES = 2
 # An instance that never became ready has no requests to finish: it gets this long after
 # SIGTERM (a model_fn may be in C code that ignores it) before SIGKILL.
 STARTING_GRACE_S = 2.0
+SERVERLESS_DEFAULT_MB = 2048
 
 
 class FleetFailed(Exception):
@@ -35,16 +40,32 @@ class FleetFailed(Exception):
 
 @dataclass(slots=True)
 class VariantPlan:
-    """Everything needed to start instances of one variant (resolved once per fleet)."""
+    """Everything needed to start instances of one variant, resolved once per fleet from its
+    ``DeployedVariant`` (model data unpacked, instance type sized); each instance's
+    ``InstanceSpec`` is derived from it."""
 
     name: str
-    model_dir: Any
+    model_dir: Path
     environment: dict[str, str]
     image: str | None
     profile: Profile
     weight: float
     startup_timeout: float
     hostname: str | None = None
+
+    def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
+        spec = InstanceSpec(
+            endpoint=endpoint,
+            variant=self.name,
+            model_dir=self.model_dir,
+            environment=self.environment,
+            image=self.image,
+            profile=self.profile,
+            log_path=logs_dir,
+            hostname=self.hostname,
+        )
+        spec.log_path = logs_dir / endpoint / self.name / f"{spec.instance_id}.log"
+        return spec
 
 
 @dataclass
@@ -56,12 +77,21 @@ class Fleet:
     def all(self) -> list[Instance]:
         return [i for group in self.instances.values() for i in group]
 
-    def route(self, endpoint: str) -> EndpointRoute:
-        variants = []
-        for name, plan in self.plans.items():
-            targets: list[Target] = list(self.instances.get(name, []))
-            variants.append(VariantRoute(name, plan.weight, targets))
-        return EndpointRoute(endpoint, variants)
+
+def published(fleet: Fleet) -> list[PublishedVariant]:
+    """What the router is told about ``fleet``: each variant's weight and live instances."""
+    return [
+        PublishedVariant(
+            name,
+            plan.weight,
+            tuple(
+                PublishedInstance(i.instance_id, i.address)
+                for i in fleet.instances.get(name, [])
+                if i.exited() is None
+            ),
+        )
+        for name, plan in fleet.plans.items()
+    ]
 
 
 class Fleets:
@@ -75,39 +105,24 @@ class Fleets:
         self.arns = Arns(settings.region, settings.account_id)
 
     async def plan(self, deployment: Deployment | None, variants: list[VariantState]) -> Fleet:
-        if deployment is None:
+        if deployment is None or deployment.variants is None:
             raise FleetFailed("The endpoint has no recorded deployment.")
         plans: dict[str, VariantPlan] = {}
         weights = {v.name: v.desired_weight for v in variants}
-        for pv in deployment.config.spec["ProductionVariants"]:
-            model = deployment.models.get(pv["ModelName"].lower())
-            known = deployment.model_dirs.get(pv["VariantName"])
-            plans[pv["VariantName"]] = await self._plan_variant(pv, model, weights, known)
+        for dv in deployment.variants:
+            weight = weights.get(dv.name, dv.initial_weight)
+            known = deployment.model_dirs.get(dv.name)
+            plans[dv.name] = await self._plan_variant(dv, weight, known)
         return Fleet(deployment.config.name, plans)
 
     async def _plan_variant(
-        self,
-        pv: dict[str, Any],
-        model: Resource | None,
-        weights: dict[str, float],
-        known_dir: str | None = None,
+        self, dv: DeployedVariant, weight: float, known_dir: str | None = None
     ) -> VariantPlan:
-        if model is None:
-            arn = self.arns.arn("model", pv["ModelName"])
-            raise FleetFailed(f'Could not find model "{arn}".')
-        containers = model.spec.get("Containers") or [model.spec.get("PrimaryContainer", {})]
-        if len(containers) != 1:
-            raise FleetFailed(
-                f"Model {model.name} has {len(containers)} containers; multi-container and "
-                "serial-pipeline endpoints are not supported yet."
-            )
-        container = containers[0]
+        container = self._container(dv)
         try:
-            command_for(container.get("Image"))
+            command_for(container.image)
             model_dir = await asyncio.to_thread(
-                self.artifacts.materialize,
-                container.get("ModelDataUrl"),
-                container.get("ModelDataSource"),
+                self.artifacts.materialize, container.model_data_url, container.model_data_source
             )
         except ArtifactError as exc:
             if known_dir is None or not Path(known_dir).is_dir():
@@ -116,22 +131,29 @@ class Fleets:
             model_dir = Path(known_dir)
         except UnsupportedImage as exc:
             raise FleetFailed(str(exc)) from exc
-        profile = _profile(pv)
+        timeout = dv.startup_timeout_s
         return VariantPlan(
-            pv["VariantName"],
+            dv.name,
             model_dir,
-            dict(container.get("Environment", {})),
-            container.get("Image"),
-            profile,
-            weights.get(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0))),
-            float(
-                pv.get(
-                    "ContainerStartupHealthCheckTimeoutInSeconds",
-                    self.settings.startup_health_timeout_s,
-                )
-            ),
-            container.get("ContainerHostname"),
+            dict(container.environment),
+            container.image,
+            _profile(dv),
+            weight,
+            self.settings.startup_health_timeout_s if timeout is None else timeout,
+            container.hostname,
         )
+
+    def _container(self, dv: DeployedVariant) -> DeployedContainer:
+        """The variant's one container (FleetFailed naming the cause otherwise)."""
+        if dv.containers is None:
+            arn = self.arns.arn("model", dv.model_name)
+            raise FleetFailed(f'Could not find model "{arn}".')
+        if len(dv.containers) != 1:
+            raise FleetFailed(
+                f"Model {dv.model_name} has {len(dv.containers)} containers; multi-container "
+                "and serial-pipeline endpoints are not supported yet."
+            )
+        return dv.containers[0]
 
     async def grow(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> list[Instance]:
         """Start ``count`` instances of ``variant`` and wait until every one is healthy; on any
@@ -155,7 +177,7 @@ class Fleets:
         """One healthy instance. The port an instance is given was free when picked; if
         another process took it before the instance bound it, start again on a new one."""
         for attempt in range(PORT_RETRIES + 1):
-            spec = await self._with_model_copy(self._spec(endpoint, plan))
+            spec = await self._with_model_copy(plan.instance_spec(endpoint, self.settings.logs_dir))
             try:
                 inst = self.backend.start(spec)
             except BaseException:
@@ -230,23 +252,9 @@ class Fleets:
         wait = self.settings.stop_grace_s if grace is None else grace
         await asyncio.gather(*(self.backend.stop(i, wait) for i in instances))
 
-    def _spec(self, endpoint: str, plan: VariantPlan) -> InstanceSpec:
-        spec = InstanceSpec(
-            endpoint=endpoint,
-            variant=plan.name,
-            model_dir=plan.model_dir,
-            environment=plan.environment,
-            image=plan.image,
-            profile=plan.profile,
-            log_path=self.settings.logs_dir,
-            hostname=plan.hostname,
-        )
-        spec.log_path = self.settings.logs_dir / endpoint / plan.name / f"{spec.instance_id}.log"
-        return spec
 
-
-def _profile(pv: dict[str, Any]) -> Profile:
-    if "InstanceType" in pv:
-        return profile_for(pv["InstanceType"])
-    memory_mb = pv.get("ServerlessConfig", {}).get("MemorySizeInMB", 2048)
+def _profile(dv: DeployedVariant) -> Profile:
+    if dv.instance_type is not None:
+        return profile_for(dv.instance_type)
+    memory_mb = dv.serverless_memory_mb or SERVERLESS_DEFAULT_MB
     return Profile(vcpus=max(1, memory_mb // 2048), memory_gib=memory_mb / 1024)

@@ -5,6 +5,10 @@ already working on it, starts the one step that moves it towards what was asked:
 Creating -> build a fleet -> InService | Failed; Updating -> blue/green or in-place capacity;
 Deleting -> stop everything and remove the record; InService -> replace dead instances (and, after
 a server restart, bring the fleet back). Each step is idempotent; a failing step logs and moves on.
+
+The router learns about fleets only through a ``publish.Publisher``: a fleet is published once
+its instances are healthy; instances leave it by ``drain`` (their requests in flight finish)
+before they are stopped, or by ``lost`` the moment the backend sees their process exit.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-from modelhost.controller.fleet import Fleet, FleetFailed, Fleets
-from modelhost.router.routing import RouteTable
+from modelhost.backends.local import Instance
+from modelhost.controller.fleet import Fleet, FleetFailed, Fleets, published
+from modelhost.controller.status import Finish, Snapshot, finish, record_counts, set_status
+from modelhost.publish import Publisher
 from modelhost.state.records import Endpoint, EndpointStatus, UpdateKind
 
 log = logging.getLogger(__name__)
@@ -34,12 +40,20 @@ class Live:
     task: asyncio.Task[None] | None = None
     next_heal: float = 0.0  # back off when replacing instances keeps failing
     deleting: bool = False  # the running task is the delete step
+    # Instances out of the fleet and not stopped yet (drained first): a step cancelled
+    # meanwhile (by a DeleteEndpoint) leaves them here for the delete step to stop.
+    retiring: set[Instance] = field(default_factory=set)
 
     def busy(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def needs_healing(self, ep: Endpoint) -> bool:
-        if self.fleet is None or time.monotonic() < self.next_heal:
+    def held(self) -> list[Instance]:
+        """Every instance this endpoint still has running."""
+        fleet = self.fleet.all() if self.fleet is not None else []
+        return list(dict.fromkeys([*fleet, *self.retiring]))
+
+    def needs_healing(self, ep: Endpoint, now: float) -> bool:
+        if self.fleet is None or now < self.next_heal:
             return False
         if any(i.exited() is not None for i in self.fleet.all()):
             return True
@@ -47,11 +61,21 @@ class Live:
 
 
 class Controller:
-    def __init__(self, fleets: Fleets, routes: RouteTable, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        fleets: Fleets,
+        publisher: Publisher,
+        interval: float = 0.5,
+        *,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.fleets = fleets
         self.store = fleets.store
-        self.routes = routes
+        self.publisher = publisher
         self.interval = interval
+        self.clock = clock  # wall time: LastModifiedTime
+        self.timer = timer  # monotonic: backoff
         self.live: dict[str, Live] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +92,12 @@ class Controller:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def instance_exited(self, inst: Instance) -> None:
+        """The backend's ``on_exit`` (on the loop): an instance died unasked. It leaves its
+        route now; the pass this wakes replaces it."""
+        self.publisher.lost(inst.instance_id)
+        self._wake.set()
+
     async def stop(self) -> None:
         if self._runner is not None:
             self._runner.cancel()
@@ -77,7 +107,11 @@ class Controller:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.fleets.stop(list(self.fleets.backend.instances))
+        for name in self.live:
+            self.publisher.withdraw(name)
+        running = list(self.fleets.backend.instances)
+        await self.publisher.drain([i.instance_id for i in running], self._grace())
+        await self.fleets.stop(running)
         self.fleets.backend.kill_all()
 
     async def _run(self) -> None:
@@ -122,7 +156,7 @@ class Controller:
                 return self._capacity(ep, live)
             case EndpointStatus.IN_SERVICE | EndpointStatus.SYSTEM_UPDATING if live.fleet is None:
                 return self._recover(ep, live)
-            case EndpointStatus.IN_SERVICE if live.needs_healing(ep):
+            case EndpointStatus.IN_SERVICE if live.needs_healing(ep, self.timer()):
                 return self._heal(ep, live)
             case EndpointStatus.SYSTEM_UPDATING:  # has a fleet: recovered, or marked by another
                 return self._settle(ep, live)
@@ -144,52 +178,50 @@ class Controller:
             fleet = await self.fleets.plan(ep.deployment, ep.variants)
             await self.fleets.build(ep.name, fleet, ep.variants)
         except FleetFailed as exc:
-            self._finish(ep.name, EndpointStatus.FAILED, failure=str(exc))
+            await self._finish(ep.name, Finish(EndpointStatus.FAILED, failure=str(exc)))
             return
         except Exception as exc:  # never leave an endpoint Creating and retried forever
             log.exception("creating the fleet of endpoint %s failed", ep.name)
-            self._finish(ep.name, EndpointStatus.FAILED, failure=f"Internal error: {exc!r}")
+            failure = f"Internal error: {exc!r}"
+            await self._finish(ep.name, Finish(EndpointStatus.FAILED, failure=failure))
             return
-        if not self._still(ep):
-            await self.fleets.stop(fleet.all())
+        if not await self._adopt(ep, live, fleet):
             return
         live.fleet = fleet
-        self.routes.install(fleet.route(ep.name))
-        self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=fleet)
+        self.publisher.publish(ep.name, published(fleet))
+        await self._finish(ep.name, Finish(EndpointStatus.IN_SERVICE), fleet)
 
     async def _settle(self, ep: Endpoint, live: Live) -> None:
-        if live.fleet is not None and self._still(ep):
-            self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=live.fleet)
+        if live.fleet is not None and await self._still(ep):
+            await self._finish(ep.name, Finish(EndpointStatus.IN_SERVICE), live.fleet)
 
     async def _recover(self, ep: Endpoint, live: Live) -> None:
         """After a server restart: SystemUpdating while the fleet comes back, then InService."""
-        self._set_status(ep.name, EndpointStatus.SYSTEM_UPDATING)
+        await self._set_status(ep.name, EndpointStatus.SYSTEM_UPDATING)
         await self._create(ep, live)
 
     async def _blue_green(self, ep: Endpoint, live: Live) -> None:
-        """Bring the new fleet up next to the old one, move traffic, then remove the old one."""
+        """Bring the new fleet up next to the old one, move traffic, then remove the old one
+        (its requests in flight finish first)."""
         try:
             fleet = await self.fleets.plan(ep.pending_deployment, ep.pending_variants)
             await self.fleets.build(ep.name, fleet, ep.pending_variants)
         except Exception as exc:
             if not isinstance(exc, FleetFailed):
                 log.exception("building the new fleet of endpoint %s failed", ep.name)
-            self._set_status(ep.name, EndpointStatus.ROLLING_BACK)
-            self._finish(
-                ep.name,
-                EndpointStatus.IN_SERVICE,
-                failure=f"Update failed: {exc}",
-                clear_pending=True,
-            )
+            await self._set_status(ep.name, EndpointStatus.ROLLING_BACK)
+            failure = f"Update failed: {exc}"
+            rollback = Finish(EndpointStatus.IN_SERVICE, failure=failure, clear_pending=True)
+            await self._finish(ep.name, rollback)
             return
-        if not self._still(ep):
-            await self.fleets.stop(fleet.all())
+        if not await self._adopt(ep, live, fleet):
             return
-        old, live.fleet = live.fleet, fleet
-        self.routes.install(fleet.route(ep.name))
-        self._finish(ep.name, EndpointStatus.IN_SERVICE, fleet=fleet, adopt_pending=True)
-        if old is not None:
-            await self.fleets.stop(old.all())
+        old = live.fleet.all() if live.fleet is not None else []
+        live.fleet = fleet
+        live.retiring.update(old)
+        self.publisher.publish(ep.name, published(fleet))
+        await self._finish(ep.name, Finish(EndpointStatus.IN_SERVICE, adopt_pending=True), fleet)
+        await self._retire(live, old)
 
     async def _capacity(self, ep: Endpoint, live: Live) -> None:
         fleet = live.fleet
@@ -202,25 +234,26 @@ class Controller:
             if v.name in fleet.plans:
                 fleet.plans[v.name].weight = v.desired_weight
             try:
-                await self._resize(ep.name, fleet, v.name, v.desired_count)
+                await self._resize(ep.name, live, fleet, v.name, v.desired_count)
             except FleetFailed as exc:
                 failure = f"Update failed: {exc}"
                 failed.add(v.name)
-        self.routes.install(fleet.route(ep.name))
-        if self._still(ep):
-            self._finish(
-                ep.name, EndpointStatus.IN_SERVICE, fleet=fleet, failure=failure, roll_back=failed
-            )
+        self.publisher.publish(ep.name, published(fleet))
+        if await self._still(ep):
+            done = Finish(EndpointStatus.IN_SERVICE, failure=failure, roll_back=frozenset(failed))
+            await self._finish(ep.name, done, fleet)
 
-    async def _resize(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> None:
+    async def _resize(
+        self, endpoint: str, live: Live, fleet: Fleet, variant: str, count: int
+    ) -> None:
         group = fleet.instances.setdefault(variant, [])
         if len(group) < count:
             await self.fleets.grow(endpoint, fleet, variant, count - len(group))
         elif len(group) > count:
             extra = group[count:]
             del group[count:]
-            self.routes.install(fleet.route(endpoint))
-            await self.fleets.stop(extra)
+            self.publisher.publish(endpoint, published(fleet))
+            await self._retire(live, extra)
 
     async def _heal(self, ep: Endpoint, live: Live) -> None:
         """Replace instances whose process died; keep Current* counts true."""
@@ -229,8 +262,8 @@ class Controller:
         dead = [i for i in fleet.all() if i.exited() is not None]
         for group in fleet.instances.values():
             group[:] = [i for i in group if i not in dead]
-        self.routes.install(fleet.route(ep.name))
         for inst in dead:
+            self.publisher.lost(inst.instance_id)  # told already when the backend noticed
             log.warning(
                 "instance %s of %s/%s exited with status %s; replacing it",
                 inst.instance_id,
@@ -238,86 +271,69 @@ class Controller:
                 inst.spec.variant,
                 inst.exited(),
             )
-        await self.fleets.stop(dead)
-        self._record_counts(ep.name, fleet)
+        self.publisher.publish(ep.name, published(fleet))
+        await self._retire(live, dead, drain=False)
+        await self._record_counts(ep.name, fleet)
         for v in ep.variants:
             try:
-                await self._resize(ep.name, fleet, v.name, v.desired_count)
+                await self._resize(ep.name, live, fleet, v.name, v.desired_count)
             except FleetFailed as exc:
-                live.next_heal = time.monotonic() + HEAL_BACKOFF_S
+                live.next_heal = self.timer() + HEAL_BACKOFF_S
                 log.error("could not replace instances of %s/%s: %s", ep.name, v.name, exc)
-        self.routes.install(fleet.route(ep.name))
-        self._record_counts(ep.name, fleet)
+        self.publisher.publish(ep.name, published(fleet))
+        await self._record_counts(ep.name, fleet)
 
     async def _delete(self, ep: Endpoint, live: Live) -> None:
-        self.routes.remove(ep.name)
-        if live.fleet is not None:
-            await self.fleets.stop(live.fleet.all())
-            live.fleet = None
+        self.publisher.withdraw(ep.name)
+        held, live.fleet = live.held(), None
+        await self._retire(live, held)
         await asyncio.to_thread(self.store.delete, "endpoint", ep.name)
         await asyncio.to_thread(self.store.delete_tags, ep.arn)
 
     async def _forget(self, name: str) -> None:
         live = self.live.pop(name)
-        self.routes.remove(name)
-        if live.fleet is not None:
-            await self.fleets.stop(live.fleet.all())
+        self.publisher.withdraw(name)
+        await self._retire(live, live.held())
 
-    # --- writing status back --------------------------------------------------------------
+    # --- instances leaving ----------------------------------------------------------------
 
-    def _still(self, ep: Endpoint) -> bool:
+    async def _adopt(self, ep: Endpoint, live: Live, fleet: Fleet) -> bool:
+        """Whether the endpoint still wants the fleet just built (nobody changed it since the
+        step began); if not, the fleet is stopped."""
+        live.retiring.update(fleet.all())  # until decided: a cancel here leaves none running
+        if await self._still(ep):
+            live.retiring.difference_update(fleet.all())
+            return True
+        await self._retire(live, fleet.all(), drain=False)
+        return False
+
+    async def _retire(self, live: Live, instances: list[Instance], drain: bool = True) -> None:
+        """Stop instances out of the fleet: first (``drain``) let the router finish the
+        requests in flight on them, within the stop grace period."""
+        if not instances:
+            return
+        live.retiring.update(instances)
+        if drain:
+            await self.publisher.drain([i.instance_id for i in instances], self._grace())
+        await self.fleets.stop(instances)
+        live.retiring.difference_update(instances)
+
+    def _grace(self) -> float:
+        return self.fleets.settings.stop_grace_s
+
+    # --- writing status back (off the loop, which the router shares) ----------------------
+
+    async def _still(self, ep: Endpoint) -> bool:
         """True when nobody changed the endpoint since this step started (a Delete, say)."""
-        now = self.store.endpoint(ep.name)
+        now = await asyncio.to_thread(self.store.endpoint, ep.name)
         return now is not None and now.generation == ep.generation
 
-    def _set_status(self, name: str, status: EndpointStatus) -> None:
-        def change(e: Endpoint) -> None:
-            e.status = status
-            e.modified = time.time()
+    async def _set_status(self, name: str, status: EndpointStatus) -> None:
+        await asyncio.to_thread(set_status, self.store, name, status, self.clock())
 
-        self.store.update_endpoint(name, change)
+    async def _finish(self, name: str, done: Finish, fleet: Fleet | None = None) -> None:
+        snapshot = Snapshot.of(fleet) if fleet is not None else None
+        await asyncio.to_thread(finish, self.store, name, done, snapshot, self.clock())
 
-    def _finish(
-        self,
-        name: str,
-        status: EndpointStatus,
-        *,
-        fleet: Fleet | None = None,
-        failure: str | None = None,
-        adopt_pending: bool = False,
-        clear_pending: bool = False,
-        roll_back: set[str] | None = None,
-    ) -> None:
-        def change(e: Endpoint) -> None:
-            if e.status is EndpointStatus.DELETING:
-                return
-            if adopt_pending and e.pending_config:
-                e.config_name, e.variants = e.pending_config, e.pending_variants
-                e.deployment = e.pending_deployment
-            if adopt_pending or clear_pending:
-                e.pending_config, e.pending_variants, e.pending_deployment = None, [], None
-            e.status = status
-            e.update = UpdateKind.NONE
-            e.failure_reason = failure
-            e.modified = time.time()
-            if fleet is not None:
-                _apply_counts(e, fleet)
-                if e.deployment is not None:
-                    e.deployment.model_dirs = {
-                        name: str(plan.model_dir) for name, plan in fleet.plans.items()
-                    }
-                for v in e.variants:  # a failed capacity change keeps what is running
-                    if roll_back and v.name in roll_back and v.current_count is not None:
-                        v.desired_count = v.current_count
-
-        self.store.update_endpoint(name, change)
-
-    def _record_counts(self, name: str, fleet: Fleet) -> None:
-        self.store.update_endpoint(name, lambda e: _apply_counts(e, fleet))
-
-
-def _apply_counts(e: Endpoint, fleet: Fleet) -> None:
-    for v in e.variants:
-        v.current_count = len(fleet.instances.get(v.name, []))
-        plan = fleet.plans.get(v.name)
-        v.current_weight = plan.weight if plan is not None else v.desired_weight
+    async def _record_counts(self, name: str, fleet: Fleet) -> None:
+        await asyncio.to_thread(record_counts, self.store, name, Snapshot.of(fleet))

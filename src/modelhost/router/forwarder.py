@@ -190,8 +190,8 @@ class UpstreamPool:
         self._idle.clear()
         if self._pipe is not None:
             self._pipe.close()
-        for task in list(self._tasks):
-            task.cancel()
+        # Connects under way are not cancelled: a task cancelled before it starts would never
+        # answer its request. Each finds the pool closed (at most connect_timeout from now).
         for conn in list(self._live):
             conn.fail(UpstreamConnectError(f"pool for {self.address} was closed"))
         await asyncio.sleep(0)  # let the transports run connection_lost
@@ -232,7 +232,7 @@ class UpstreamPool:
             self.in_flight -= 1
             exchange.on_done(exc)
             return
-        except asyncio.CancelledError:  # the pool is closing
+        except asyncio.CancelledError:  # the loop is shutting down
             self.in_flight -= 1
             exchange.on_done(UpstreamConnectError(f"pool for {self.address} was closed"))
             raise
@@ -247,6 +247,8 @@ class UpstreamPool:
         )
 
     async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
+        if self.closed:
+            raise UpstreamConnectError(f"pool for {self.address} is closed")
         loop = asyncio.get_running_loop()
         budget = min(self._connect_timeout, deadline - loop.time())
         live = self._live

@@ -1,7 +1,8 @@
 """What the store keeps: small dataclasses; statuses are str Enums with SageMaker's strings.
 
 Specs are kept as the validated request (PascalCase, as on the wire) so Describe returns exactly
-what was created; runtime state is typed.
+what was created; what the controller acts on is typed (``DeployedVariant``, translated from the
+request by api/operations/deployments.py when the deployment is captured).
 """
 
 from __future__ import annotations
@@ -39,31 +40,114 @@ class Resource:
     spec: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DeployedContainer:
+    """One container of a variant's model: what runs and where its model data comes from."""
+
+    image: str | None = None
+    model_data_url: str | None = None
+    # An S3DataSource and the like, as the request gave it: artifacts/ resolves it.
+    model_data_source: dict[str, Any] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "model_data_url": self.model_data_url,
+            "model_data_source": self.model_data_source,
+            "environment": self.environment,
+            "hostname": self.hostname,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> DeployedContainer:
+        return cls(
+            doc.get("image"),
+            doc.get("model_data_url"),
+            doc.get("model_data_source"),
+            dict(doc.get("environment", {})),
+            doc.get("hostname"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedVariant:
+    """One production variant as deployed: its model's containers (None when the model was not
+    found) and how its instances are sized and started."""
+
+    name: str
+    model_name: str
+    containers: tuple[DeployedContainer, ...] | None
+    instance_type: str | None = None
+    serverless_memory_mb: int | None = None  # a serverless variant's memory size
+    initial_weight: float = 1.0
+    startup_timeout_s: float | None = None  # None: the server's default
+
+    def to_doc(self) -> dict[str, Any]:
+        containers = self.containers
+        return {
+            "name": self.name,
+            "model_name": self.model_name,
+            "containers": None if containers is None else [c.to_doc() for c in containers],
+            "instance_type": self.instance_type,
+            "serverless_memory_mb": self.serverless_memory_mb,
+            "initial_weight": self.initial_weight,
+            "startup_timeout_s": self.startup_timeout_s,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> DeployedVariant:
+        containers = doc.get("containers")
+        return cls(
+            doc["name"],
+            doc["model_name"],
+            None if containers is None else tuple(map(DeployedContainer.from_doc, containers)),
+            doc.get("instance_type"),
+            doc.get("serverless_memory_mb"),
+            float(doc.get("initial_weight", 1.0)),
+            doc.get("startup_timeout_s"),
+        )
+
+
 @dataclass(slots=True)
 class Deployment:
     """What an endpoint runs, captured when it is created or updated: its endpoint config and
-    every model that config names. Deleting a model afterwards does not break the endpoint (nor
-    its recovery after a restart), as on SageMaker."""
+    every model that config names (as requested: DescribeEndpoint reads them), and the variants
+    translated into typed records (what the controller reads). Deleting a model afterwards does
+    not break the endpoint (nor its recovery after a restart), as on SageMaker."""
 
     config: Resource
     models: dict[str, Resource]
     # Where each variant's model data was unpacked, once a fleet ran it: a restart recovers
     # from there when the source (an S3 object, a local file) is gone or unreachable.
     model_dirs: dict[str, str] = field(default_factory=dict)
+    # None only in a row written before typed variants: the server translates those when it
+    # starts (api/operations/deployments.py, upgrade_deployments).
+    variants: tuple[DeployedVariant, ...] | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "config": _resource_doc(self.config),
             "models": {k: _resource_doc(m) for k, m in self.models.items()},
             "model_dirs": self.model_dirs,
         }
+        if self.variants is not None:
+            doc["variants"] = [v.to_doc() for v in self.variants]
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any] | None) -> Deployment | None:
         if not doc:
             return None
         models = {k: Resource(**m) for k, m in doc["models"].items()}
-        return cls(Resource(**doc["config"]), models, dict(doc.get("model_dirs", {})))
+        variants = doc.get("variants")
+        return cls(
+            Resource(**doc["config"]),
+            models,
+            dict(doc.get("model_dirs", {})),
+            None if variants is None else tuple(map(DeployedVariant.from_doc, variants)),
+        )
 
 
 def _resource_doc(r: Resource) -> dict[str, Any]:
@@ -156,14 +240,3 @@ class Endpoint:
             pending_variants=[VariantState.from_doc(v) for v in doc.get("pending_variants", [])],
             generation=doc.get("generation", 0),
         )
-
-
-def variants_from_config(config: Resource) -> list[VariantState]:
-    """The desired variant state an endpoint config asks for."""
-    out = []
-    for pv in config.spec["ProductionVariants"]:
-        count = pv.get("InitialInstanceCount", 1)
-        out.append(
-            VariantState(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0)), count)
-        )
-    return out

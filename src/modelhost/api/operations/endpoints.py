@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.operations.context import Context, Request, Response, ts
+from modelhost.api.operations.deployments import deployment_for, variants_from_config
 from modelhost.api.operations.listing import page
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import (
@@ -19,7 +20,6 @@ from modelhost.state.records import (
     Resource,
     UpdateKind,
     VariantState,
-    variants_from_config,
 )
 from modelhost.state.store import Duplicate
 
@@ -42,7 +42,7 @@ def _deployment(ctx: Context, config: Resource) -> Deployment:
             arn = ctx.arns.arn("model", pv["ModelName"])
             raise ValidationException(f'Could not find model "{arn}".')
         models[model.name.lower()] = model
-    return Deployment(config, models)
+    return deployment_for(config, models)
 
 
 def _endpoint(ctx: Context, name: str) -> Endpoint:
