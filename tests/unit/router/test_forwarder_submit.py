@@ -126,3 +126,23 @@ def test_concurrent_submits_each_get_their_own_answer(count: int, run: Run) -> N
             await pool.close()
 
     run(main())
+
+
+def test_closing_while_connecting_still_answers_every_request(run: Run) -> None:
+    """A request waiting for a new connection when the pool closes (an instance lost) gets a
+    connect error, never silence: the caller retries it elsewhere."""
+
+    async def main() -> None:
+        async with Server(echo) as server:
+            pool = UpstreamPool(Address("127.0.0.1", server.port))
+            outcomes: list[UpstreamResponse | UpstreamError] = []
+            for _ in range(4):  # no idle connection: each starts connecting
+                pool.send(pool.head(b"POST", b"/", [], 1), b"x", WAIT, outcomes.append)
+            await pool.close()
+            async with asyncio.timeout(WAIT):
+                while len(outcomes) < 4:
+                    await asyncio.sleep(0.001)
+            assert all(isinstance(o, UpstreamConnectError) for o in outcomes), outcomes
+            assert pool.in_flight == 0
+
+    run(main())
