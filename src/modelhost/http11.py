@@ -25,8 +25,15 @@ _STATUS_LINES = {
 # documents are megabytes, and each copy of them costs more than a whole small request.
 JOIN_MAX = 64 * 1024
 
+# A body as one bytes, or (a large one) as the parts it arrived in, never joined.
+Payload = bytes | list[bytes]
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the answer to Expect: 100-continue
 LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body (no trailers)
+
+
+def payload_size(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
 
 
 def status_line(status: int) -> bytes:

@@ -32,6 +32,7 @@ from modelhost.http11 import (
     JOIN_MAX,
     LAST_CHUNK,
     FlowControl,
+    Payload,
     chunk,
     response_head,
     status_line,
@@ -51,8 +52,6 @@ ASGIApp = Callable[
 ]
 
 
-# A reply's payload: one bytes, or the parts it arrived in (a large answer is never joined).
-Payload = bytes | list[bytes]
 Reply = Callable[[bytes, Payload], None]
 
 
@@ -67,7 +66,7 @@ class FastPath(Protocol):
     def accepts(self, method: bytes, path: bytes) -> bool: ...
 
     def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None: ...
 
 
@@ -159,7 +158,7 @@ class HttpProtocol(FlowControl):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # (ASGI scope, or None for the fast path with its raw path), headers, body, keep-alive
-        self.queue: deque[tuple[Scope | None, bytes, list[tuple[bytes, bytes]], bytes, bool]] = (
+        self.queue: deque[tuple[Scope | None, bytes, list[tuple[bytes, bytes]], Payload, bool]] = (
             deque()
         )
         self.busy = False
@@ -246,7 +245,12 @@ class HttpProtocol(FlowControl):
         # take this request's parts and reset for the next one (no on_message_begin: one
         # parser callback less per request)
         parts, headers, url = self._body, self._headers, self._url
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        # A large body goes to the fast path in its parts (it is written on without a copy).
+        body: Payload = parts
+        if len(parts) == 1:
+            body = parts[0]
+        elif self._size <= JOIN_MAX:
+            body = b"".join(parts)
         self._url, self._headers, self._body = b"", [], []
         self._size = self._head_size = 0
         self._expect = False
@@ -303,13 +307,15 @@ class HttpProtocol(FlowControl):
         if scope is None:
             self._run_fast(path, headers, body, keep_alive)
             return
+        if not isinstance(body, bytes):
+            body = b"".join(body)
         cycle = _Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
         task = asyncio.get_running_loop().create_task(self._run(scope, cycle))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
     def _run_fast(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, keep_alive: bool
     ) -> None:
         fast = self.server.fast
         assert fast is not None

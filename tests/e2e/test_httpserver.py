@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from modelhost.http11 import Payload
 from modelhost.httpserver import Reply, head_bytes
 from modelhost.serving import Server
 
@@ -46,7 +47,7 @@ class Fast:
         return path == b"/fast"
 
     def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None:
         reply(head_bytes(201, [(b"x-app", b"fast")]), body[::-1])
 
@@ -202,7 +203,7 @@ class Awake:
         return True
 
     def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None:
         reply(head_bytes(200, []), b"polling" if self.server.awake.polling else b"asleep")
 
@@ -228,7 +229,7 @@ class Later:
         return True
 
     def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None:
         asyncio.get_running_loop().call_later(0.3, reply, head_bytes(200, []), b"late answer")
 
@@ -260,7 +261,7 @@ class PartsFast(Fast):
     """Answers with a large payload given as parts, and with the body repeated as one."""
 
     def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None:
         if body == b"parts":
             reply(head_bytes(200, []), [b"a" * 70_000, b"b" * 70_000, b"c"])

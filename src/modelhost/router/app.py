@@ -21,7 +21,7 @@ from typing import Any
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
-from modelhost.httpserver import Payload
+from modelhost.http11 import Payload
 from modelhost.metrics import Recorder
 from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamStream
 from modelhost.router.invoke import (

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from modelhost.http11 import Payload
 from modelhost.publish import Address
 from modelhost.router.upstream_conn import Done, UpstreamConnection
 from modelhost.router.upstream_pipe import MAX_DEPTH as PIPE_DEPTH
@@ -120,7 +121,7 @@ class UpstreamPool:
         parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(self, head: bytes, body: bytes, timeout: float, on_done: Done) -> None:
+    def send(self, head: bytes, body: Payload, timeout: float, on_done: Done) -> None:
         """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
         once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
         (the hot path) no task or future is made."""
@@ -129,7 +130,7 @@ class UpstreamPool:
             return
         self.in_flight += 1
         exchange = _Exchange(self, head, body, self._now() + timeout, timeout, on_done)
-        if self.pipelined and len(body) <= PIPE_BODY_MAX:
+        if self.pipelined and type(body) is bytes and len(body) <= PIPE_BODY_MAX:
             pipe = self._pipe
             if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
                 pipe.send(head, body, exchange.deadline, timeout, exchange.on_piped)
@@ -357,7 +358,7 @@ class _Exchange:
         self,
         pool: UpstreamPool,
         head: bytes,
-        body: bytes,
+        body: Payload,
         deadline: float,
         timeout: float,
         on_done: Done,

@@ -30,6 +30,7 @@ from modelhost.errors import (
     ServiceError,
     ValidationError,
 )
+from modelhost.http11 import Payload, payload_size
 from modelhost.httpserver import Reply, head_bytes
 from modelhost.metrics import Recorder
 from modelhost.names import Arns
@@ -96,6 +97,7 @@ class _Call:
         "reply",
         "rid",
         "sent",
+        "size",
         "started",
         "variant",
     )
@@ -106,7 +108,7 @@ class _Call:
         name: str,
         variant: VariantRoute,
         lines: bytes,
-        body: bytes,
+        body: Payload,
         rid: bytes,
         started: float,
         reply: Reply,
@@ -116,6 +118,7 @@ class _Call:
         self.variant = variant
         self.lines = lines  # the forwarded header lines, ready to write
         self.body = body
+        self.size = len(body) if type(body) is bytes else payload_size(body)
         self.rid = rid
         self.started = started
         self.sent = started
@@ -174,7 +177,7 @@ class InvokePath:
         return method == b"POST" and path.startswith(PREFIX) and path.endswith(INVOCATIONS)
 
     def dispatch(
-        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes, reply: Reply
+        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
     ) -> None:
         """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
         pooled connection to the instance at hand, this runs on callbacks alone."""
@@ -188,7 +191,7 @@ class InvokePath:
             elif key == TARGET_VARIANT:
                 wanted = value
         route = self.routes.by_path.get(path)
-        if route is None or len(body) > self.max_body:
+        if route is None or type(body) is not bytes or len(body) > self.max_body:
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
                 return
@@ -208,14 +211,14 @@ class InvokePath:
         self,
         path: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: Payload,
         rid: bytes,
         reply: Reply,
     ) -> EndpointRoute | None:
         """The route for a path not seen before (or None, answered), and the size limit."""
         try:
             name = _endpoint_name(path)
-            size = len(body)
+            size = payload_size(body)
             if size > self.max_body:
                 for key, value in raw_headers:
                     if key == b"content-length" and value.isdigit():
@@ -264,8 +267,7 @@ class InvokePath:
             pool = chosen
         call.variant = variant
         call.sent = perf_counter()
-        body = call.body
-        pool.send(_POST + call.lines + pool.head_end(len(body)), body, self.timeout, call.done)
+        pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)

@@ -14,7 +14,7 @@ from typing import cast
 
 import httptools
 
-from modelhost.http11 import JOIN_MAX
+from modelhost.http11 import JOIN_MAX, Payload
 from modelhost.router.upstream_types import (
     ClosedBeforeResponse,
     UpstreamError,
@@ -26,11 +26,16 @@ from modelhost.router.upstream_types import (
 Done = Callable[[UpstreamResponse | UpstreamError], None]
 
 
-def write_request(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
-    if len(body) <= JOIN_MAX:
-        transport.write(head + body)
+def write_request(transport: asyncio.Transport, head: bytes, body: Payload) -> None:
+    """A request's head and body: joined when small, else as buffers of their own (one
+    vectored write; the body is never copied)."""
+    if type(body) is bytes:
+        if len(body) <= JOIN_MAX:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
     else:
-        transport.writelines((head, body))
+        transport.writelines([head, *body])
 
 
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
@@ -96,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
     def start(
         self,
         head: bytes,
-        body: bytes,
+        body: Payload,
         deadline: float,
         timeout: float,
         at_head: bool,
