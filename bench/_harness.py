@@ -163,6 +163,9 @@ class Server:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        # The benchmarks put model data in the plain local store (and measure the router, not
+        # an idle S3 server beside it).
+        env["MODELHOST_EMBEDDED_S3"] = "false"
         env.update(self.env)
         cmd = [sys.executable, "-m", "modelhost.cli.main", "serve", "--host", HOST]
         cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
