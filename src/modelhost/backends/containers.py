@@ -30,10 +30,10 @@ from modelhost.backends.images import DEFAULT_ENGINES, NoEngine
 from modelhost.backends.local import (
     Instance,
     InstanceSpec,
-    die_with_parent,
-    free_port,
     signal_group,
 )
+from modelhost.children import die_with_parent
+from modelhost.ports import free_port
 from modelhost.publish import Address
 
 log = logging.getLogger(__name__)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +24,9 @@ from pathlib import Path
 
 from modelhost.backends.exits import Cancel, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
+from modelhost.children import die_with_parent
 from modelhost.instance_types import Profile
+from modelhost.ports import free_port
 from modelhost.publish import Address
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,6 @@ class Instance:
 
 # Told, on the event loop, that an instance's process exited while nobody was stopping it.
 ExitCallback = Callable[[Instance], None]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -303,13 +296,6 @@ def _limits(profile: Profile) -> Callable[[], None]:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     return apply
-
-
-def die_with_parent() -> None:
-    """In a child between fork and exec: get SIGTERM when the parent thread dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _batching(env: dict[str, str]) -> bool:

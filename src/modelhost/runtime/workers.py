@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import selectors
 import signal
@@ -26,6 +25,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from modelhost.children import die_with_parent
 
 MAX_RESTARTS = 5
 _MESSAGE_LIMIT = 3000  # pipe writes under PIPE_BUF (4096) are atomic
@@ -138,7 +139,7 @@ class Supervisor:
         try:
             for sig in signals:
                 signal.signal(sig, signal.SIG_DFL)
-            _die_with_parent()
+            die_with_parent()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
             self._selector.close()
             os.close(self._read_fd)
@@ -209,12 +210,6 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop(signum)
-
-
-def _die_with_parent() -> None:
-    """SIGTERM this worker when the supervisor dies, however it dies (Linux prctl)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _report(fd: int, message: str) -> None:

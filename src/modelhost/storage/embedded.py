@@ -17,7 +17,6 @@ child process of ``modelhost serve``, with its data under ``<data-dir>/s3``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import json
 import logging
@@ -32,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelhost.children import die_with_parent
+from modelhost.ports import free_port, free_port_pair
 from modelhost.storage.s3front import S3Front
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def _start_with_retries(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C stops the server, which then stops weed
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         reason = _wait_ready(proc, s3_port)
         if not reason:
@@ -163,14 +164,27 @@ def _start_with_retries(
 
 
 def _arguments(root: Path, scratch: Path) -> tuple[list[str], int]:
-    ports = {flag: _free_port() for flag in _PORT_FLAGS}
-    grpc = {f"{flag}.grpc": _free_port() for flag in _PORT_FLAGS}
+    extra = [f"-s3.config={root / 'identities.json'}", "-volume.preStopSeconds=0"]
+    args, ports = mini_arguments(root / "data", scratch, extra)
+    return args, ports["s3.port"]
+
+
+def mini_arguments(
+    data: Path, sockets: Path, extra: list[str] | None = None
+) -> tuple[list[str], dict[str, int]]:
+    """``weed mini``'s arguments with every listening port a free loopback one (several are
+    fixed by default, so two servers on one host would collide), and those ports by flag."""
+    ports = {flag: free_port() for flag in _PORT_FLAGS}
+    grpc = {f"{flag}.grpc": free_port() for flag in _PORT_FLAGS}
     # weed's embedded worker dials the admin gRPC port at admin port + 10000 whatever
     # -admin.port.grpc says, so both must be free.
-    admin = _free_port_pair(10_000)
+    try:
+        admin = free_port_pair(10_000)
+    except OSError as exc:
+        raise EmbeddedS3Error(str(exc)) from exc
     args = [
         "mini",
-        f"-dir={root / 'data'}",
+        f"-dir={data}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-s3.port.iceberg=0",
@@ -178,15 +192,14 @@ def _arguments(root: Path, scratch: Path) -> tuple[list[str], int]:
         "-admin.ui=false",
         "-webdav=false",
         "-master.telemetry=false",
-        "-volume.preStopSeconds=0",
-        f"-s3.config={root / 'identities.json'}",
+        *(extra or []),
         f"-admin.port={admin}",
         f"-admin.port.grpc={admin + 10_000}",
-        f"-s3.localSocket={scratch / 's3.sock'}",
-        f"-filer.localSocket={scratch / 'filer.sock'}",
+        f"-s3.localSocket={sockets / 's3.sock'}",
+        f"-filer.localSocket={sockets / 'filer.sock'}",
         *(f"-{flag}={port}" for flag, port in {**ports, **grpc}.items()),
     ]
-    return args, ports["s3.port"]
+    return args, ports
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> str:
@@ -298,41 +311,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     return sock
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _free_port_pair(offset: int) -> int:
-    for _ in range(100):
-        port = _free_port()
-        if port + offset < 65536 and _bindable(port + offset):
-            return port
-    raise EmbeddedS3Error(f"no two free loopback ports {offset} apart")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
