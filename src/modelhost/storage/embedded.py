@@ -74,7 +74,7 @@ class EmbeddedS3:
 
     def stop(self) -> None:
         self.front.stop()
-        _stop(self.process)
+        stop_process(self.process)
         for path in (self.root / "endpoint", self.root / "weed.pid"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -159,7 +159,7 @@ def _start_with_retries(
             for bucket in buckets:
                 _create_bucket(s3_port, bucket)
             return proc, s3_port
-        _stop(proc)
+        stop_process(proc)
     raise EmbeddedS3Error(f"SeaweedFS did not start: {reason}\n{_log_tail(root / 'weed.log')}")
 
 
@@ -300,7 +300,8 @@ def _status_line(pid: int) -> str:
     return ""
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; waits for the exit."""
     if proc.poll() is not None:
         return
     proc.terminate()

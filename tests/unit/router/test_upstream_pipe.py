@@ -69,6 +69,11 @@ async def send_all(pipe: Pipeline, bodies: list[bytes], timeout: float = WAIT) -
     outcomes: list[list[Outcome]] = [[] for _ in bodies]
     for i, body in enumerate(bodies):
         pipe.send(*request(body), loop.time() + timeout, timeout, outcomes[i].append)
+    return await collected(outcomes)
+
+
+async def collected(outcomes: list[list[Outcome]]) -> list[Outcome]:
+    """Once every request has its outcome: each one's, checking it got exactly one."""
     async with asyncio.timeout(WAIT):
         while not all(outcomes):
             await asyncio.sleep(0.001)
@@ -238,12 +243,7 @@ async def send_through(
     outcomes: list[list[Outcome]] = [[] for _ in bodies]
     for i, body in enumerate(bodies):
         pool.send(*request(body), timeouts[i] if timeouts else WAIT, outcomes[i].append)
-    async with asyncio.timeout(WAIT):
-        while not all(outcomes):
-            await asyncio.sleep(0.001)
-    await asyncio.sleep(0.01)  # a second outcome would come now
-    assert all(len(got) == 1 for got in outcomes)
-    return [got[0] for got in outcomes]
+    return await collected(outcomes)
 
 
 def test_the_pool_sends_on_its_open_pipeline_and_counts_in_flight(run: Run) -> None:
