@@ -164,6 +164,19 @@ def test_delete_all_removes_endpoint_config_and_model(server: LiveServer) -> Non
     )
 
 
+def test_delete_model_removes_one_model_alone(server: LiveServer) -> None:
+    name = unique("cli-model")
+    sm = server.client("sagemaker")
+    sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": str(FIXTURE_MODELS / "echo")})
+    out = client(server, "delete", name, "--model")
+    assert out.returncode == 0, out.stderr.decode()
+    assert f"Deleted model {name}" in out.stderr.decode()
+    models = json.loads(client(server, "models", "--json").stdout)
+    assert name not in {m["name"] for m in models}
+    both = client(server, "delete", name, "--model", "--all")
+    assert both.returncode == 1 and "do not go together" in both.stderr.decode()
+
+
 def test_client_errors_are_one_line_without_traceback(server: LiveServer) -> None:
     out = client(server, "invoke", unique("missing"), "--body", "{}")
     assert out.returncode == 1

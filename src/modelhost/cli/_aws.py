@@ -42,14 +42,16 @@ err = Console(stderr=True, soft_wrap=True)
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", help="modelhost server [default: http://MODELHOST_HOST:MODELHOST_PORT]."),
+    typer.Option(
+        "--url", help="The modelhost server (default: http://$MODELHOST_HOST:$MODELHOST_PORT)."
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
         help="The server's data directory, for uploads to its local object store "
-        "[env MODELHOST_DATA_DIR].",
+        "(env MODELHOST_DATA_DIR).",
     ),
 ]
 

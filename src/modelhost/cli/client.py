@@ -276,7 +276,7 @@ def _delete_endpoint(
 
 
 def delete(
-    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    name: Annotated[str, typer.Argument(help="Endpoint name (with --model, a model's).")],
     all_: Annotated[
         bool,
         typer.Option(
@@ -285,14 +285,24 @@ def delete(
             "NAME-<timestamp> (what `modelhost deploy` created).",
         ),
     ] = False,
+    one_model: Annotated[
+        bool, typer.Option("--model", help="NAME is a model: delete that model alone.")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the endpoint is gone.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.0,
     url: UrlOpt = None,
 ) -> None:
-    """Delete endpoint NAME (with --all, its configurations and models too)."""
+    """Delete endpoint NAME (with --all, its configurations and models too; with --model,
+    the model NAME alone)."""
+    if one_model and all_:
+        fail("--model and --all do not go together: --model deletes one model.")
     server = Server.from_options(url)
     with reporting(server):
         sm = server.sagemaker()
+        if one_model:
+            sm.delete_model(ModelName=name)
+            err.print(f"Deleted model {name}", highlight=False)
+            return
         if not all_:
             _delete_endpoint(sm, name, wait, timeout, missing_ok=False)
             err.print(f"Deleted endpoint {name}", highlight=False)

@@ -196,10 +196,11 @@ def _report(server: Server, desc: dict[str, Any], config: str) -> None:
         err.print(f"Instance logs: modelhost logs {escape(name)}", highlight=False)
         raise typer.Exit(1)
     err.print(
-        f"[green]Endpoint {escape(name)} is InService.[/green] Invoke it with:\n"
-        f"  modelhost invoke {name} --body '{{\"inputs\": [1, 2, 3]}}'\n"
+        f"[green]Endpoint {escape(name)} is InService.[/green] Invoke it with a request your "
+        "model's input_fn accepts:\n"
+        f"  modelhost invoke {name} --file request.json --content-type application/json\n"
         f"  curl -X POST {server.url}/endpoints/{name}/invocations "
-        "-H 'Content-Type: application/json' -d '{\"inputs\": [1, 2, 3]}'",
+        "-H 'Content-Type: application/json' --data-binary @request.json",
         highlight=False,
     )
 

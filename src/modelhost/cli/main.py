@@ -1,4 +1,4 @@
-"""``modelhost`` command line: serve, deploy, invoke, endpoints, models, logs."""
+"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, logs."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
-HostOpt = Annotated[str | None, typer.Option(help="Bind address [env MODELHOST_HOST].")]
-PortOpt = Annotated[int | None, typer.Option(help=f"Port [env MODELHOST_PORT; {DEFAULT_PORT}].")]
+HostOpt = Annotated[str | None, typer.Option(help="Bind address (env MODELHOST_HOST; 127.0.0.1).")]
+PortOpt = Annotated[int | None, typer.Option(help=f"Port (env MODELHOST_PORT; {DEFAULT_PORT}).")]
 DataOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="State, objects, logs [env MODELHOST_DATA_DIR].")
+    Path | None,
+    typer.Option("--data-dir", help="State, objects, logs (env MODELHOST_DATA_DIR; ./.modelhost)."),
 ]
 
 
