@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
+from modelhost.api.operations.autoscaling import HANDLERS as AUTOSCALING_OPERATIONS
 from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
@@ -28,6 +29,7 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
+from modelhost.controller.scaling_loop import Scaler
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
@@ -47,6 +49,9 @@ class Services:
     controller: Controller
     dispatcher: Dispatcher
     runtime: RuntimeApp
+    # Application Auto Scaling (X-Amz-Target: AnyScaleFrontendService.<Op>) and its scaler
+    autoscaling: Dispatcher | None = None
+    scaler: Scaler | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -77,7 +82,19 @@ def build_services(settings: Settings) -> Services:
         check_model_data=model_data_checker(objects),
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
-    return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
+    runtime = RuntimeApp(routes, store, settings)
+    services = Services(settings, store, controller, dispatcher, runtime)
+    services.autoscaling = Dispatcher(
+        ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS
+    )
+    services.scaler = Scaler(
+        store,
+        runtime.metrics,
+        controller.wake,
+        interval_s=settings.autoscaling_interval_s,
+        window_s=settings.autoscaling_window_s,
+    )
+    return services
 
 
 def scrape_metrics(services: Services) -> bytes:
@@ -120,7 +137,10 @@ def create_app(
         if target is None and request.headers.get("content-type", "").startswith(FORM):
             status, headers, payload = sts.handle(body, request.headers)
             return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
-        status, headers, payload = await asyncio.to_thread(services.dispatcher.handle, target, body)
+        dispatcher = services.dispatcher
+        if target and target.startswith("AnyScaleFrontendService.") and services.autoscaling:
+            dispatcher = services.autoscaling
+        status, headers, payload = await asyncio.to_thread(dispatcher.handle, target, body)
         return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
 
     async def health(_: Request) -> Response:
@@ -133,11 +153,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.controller.start()
+        if services.scaler is not None:
+            await services.scaler.start()
         if on_ready is not None:
             on_ready(services)
         try:
             yield
         finally:
+            if services.scaler is not None:
+                await services.scaler.stop()
             log.info("stopping every instance")
             await services.controller.stop()
             await services.runtime.routes.close()

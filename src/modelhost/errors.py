@@ -58,6 +58,21 @@ class InternalFailure(ServiceError):
     code = "InternalFailure"
 
 
+# --- Application Auto Scaling (awsJson1.1, AnyScaleFrontendService) -----------------------
+
+
+class ObjectNotFoundException(ServiceError):
+    code = "ObjectNotFoundException"
+
+
+class LimitExceededException(ServiceError):
+    code = "LimitExceededException"
+
+
+class ConcurrentUpdateException(ServiceError):
+    code = "ConcurrentUpdateException"
+
+
 # --- runtime API (rest-json) ----------------------------------------------------------------
 
 

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     startup_health_timeout_s: float = 240.0
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5
+    # Autoscaling: how often scaling policies are evaluated, and the window their metrics are
+    # measured over (CloudWatch's one minute; short in tests).
+    autoscaling_interval_s: float = Field(default=5.0, gt=0)
+    autoscaling_window_s: float = Field(default=60.0, gt=0)
     max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
     # Engine for container images: "docker", "podman" or a path; None: docker if `docker info`
     # answers, else podman.

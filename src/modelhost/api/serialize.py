@@ -31,6 +31,10 @@ _STATUS_BY_CODE = {
     "SerializationException": 400,
     "ThrottlingException": 400,
     "InternalFailure": 500,
+    # Application Auto Scaling
+    "ObjectNotFoundException": 400,
+    "LimitExceededException": 400,
+    "ConcurrentUpdateException": 400,
     # runtime API
     "ValidationError": 400,
     "ModelError": 424,

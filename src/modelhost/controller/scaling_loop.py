@@ -1,0 +1,299 @@
+"""The scaler: samples invocation counters, evaluates scaling policies, sets desired counts.
+
+Every ``interval_s`` it reads the counters ``metrics.Recorder`` already keeps for each
+(endpoint, variant) — nothing is added to the request path — and keeps the samples of the last
+``window_s`` seconds. A policy's metric is the rate over that window, per minute (CloudWatch's
+one-minute Sum), divided by the variant's instance count for a per-instance metric (the
+router's ``InvocationsPerInstance`` counter, which divides at request time). With a full
+window the pure decision (controller/autoscaler.py) says what to do; the scaler acts as
+UpdateEndpointWeightsAndCapacities does (desired count in the store, Updating, wake the
+controller, whose capacity step grows or drains-then-stops instances) and records a scaling
+activity, which turns Successful (or Failed) once the endpoint is back InService.
+
+Only InService endpoints are scaled: a change in progress finishes first. A target whose
+endpoint was deleted is deregistered, with its policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelhost.controller.autoscaler import (
+    Bounds,
+    Decision,
+    History,
+    TargetTracking,
+    Why,
+    decide,
+    decide_all,
+)
+from modelhost.metrics import Recorder
+from modelhost.state.records import Endpoint, EndpointStatus, UpdateKind
+from modelhost.state.scaling import ScalableTarget, ScalingActivity, ScalingPolicy, ScalingStore
+from modelhost.state.store import Store
+
+log = logging.getLogger(__name__)
+
+INSTANCES = "sagemaker:variant:DesiredInstanceCount"
+# Samples kept per series: a window of up to this many intervals (bounded memory).
+MAX_SAMPLES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # monotonic seconds
+    invocations: int
+    per_instance: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Per-minute rates over the window of one (endpoint, variant)."""
+
+    invocations: float
+    per_instance: float
+
+
+def rates(samples: deque[Sample] | list[Sample], window_s: float) -> Rates | None:
+    """The rates over the newest ``window_s`` seconds of samples; None until that much is
+    covered (pure)."""
+    if len(samples) < 2:
+        return None
+    new = samples[-1]
+    old = next((s for s in reversed(samples) if new.at - s.at >= window_s), None)
+    if old is None:
+        return None
+    minutes = (new.at - old.at) / 60.0
+    return Rates(
+        (new.invocations - old.invocations) / minutes,
+        (new.per_instance - old.per_instance) / minutes,
+    )
+
+
+class Scaler:
+    def __init__(
+        self,
+        store: Store,
+        recorder: Recorder,
+        wake: Callable[[], None],
+        *,
+        interval_s: float = 5.0,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.scaling = ScalingStore(store)
+        self.recorder = recorder
+        self.wake = wake
+        self.interval_s = interval_s
+        self.window_s = window_s
+        self.clock = clock  # wall time: activities' StartTime, EndTime
+        self.timer = timer  # monotonic: samples, cooldowns
+        self.samples: dict[tuple[str, str], deque[Sample]] = {}
+        self.history: dict[str, History] = {}
+        self._watched: set[tuple[str, str]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="autoscaler")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("autoscaling pass failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> None:
+        """One pass: sample on the loop (the recorder's owner), decide and write off it."""
+        self.sample()
+        current = {key: r for key, s in self.samples.items() if (r := rates(s, self.window_s))}
+        self._watched = await asyncio.to_thread(self.evaluate, current)
+
+    def sample(self) -> None:
+        now = self.timer()
+        slots = {(e.lower(), v): s for (e, v), s in self.recorder.slots.items()}
+        for key in self._watched | set(slots):
+            slot = slots.get(key)
+            series = self.samples.setdefault(key, deque(maxlen=MAX_SAMPLES))
+            if slot is None:
+                series.append(Sample(now, 0, 0.0))
+            else:
+                series.append(Sample(now, slot.invocations, slot.per_instance))
+            while len(series) > 2 and now - series[1].at >= self.window_s:
+                series.popleft()  # keep one sample at least a window old
+        for key in set(self.samples) - self._watched - set(slots):
+            del self.samples[key]
+
+    # --- deciding and acting (in a worker thread) -------------------------------------------
+
+    def evaluate(self, current: dict[tuple[str, str], Rates]) -> set[tuple[str, str]]:
+        """Decide for every scalable target; returns the (endpoint, variant) pairs to sample."""
+        policies: dict[str, list[ScalingPolicy]] = {}
+        for p in self.scaling.policies():
+            policies.setdefault(_key(p.resource_id, p.dimension), []).append(p)
+        watched: set[tuple[str, str]] = set()
+        for target in self.scaling.targets():
+            ep = self.store.endpoint(target.endpoint)
+            if ep is None:
+                log.info("endpoint of %s is gone: deregistering it", target.resource_id)
+                self.scaling.delete_target(target)
+                self.history.pop(target.key, None)
+                continue
+            watched.add((ep.name.lower(), target.variant))
+            self._settle(target, ep)
+            if ep.status is not EndpointStatus.IN_SERVICE or target.dimension != INSTANCES:
+                continue
+            mine = policies.get(_key(target.resource_id, target.dimension), [])
+            self._evaluate(target, ep, mine, current.get((ep.name.lower(), target.variant)))
+        return watched
+
+    def _evaluate(
+        self,
+        target: ScalableTarget,
+        ep: Endpoint,
+        policies: list[ScalingPolicy],
+        rates_now: Rates | None,
+    ) -> None:
+        variant = ep.variant(target.variant)
+        if variant is None:
+            return
+        current = variant.desired_count
+        now = self.timer()
+        history = self.history.get(target.key, History())
+        inputs = [(_tracking(p), _metric(p, rates_now)) for p in policies]
+        decision = decide_all(inputs, current, Bounds(target.min, target.max), history, now)
+        if decision is None or _suspended(target, decision, current):
+            return
+        cause = self._cause(target, policies, inputs, decision, current, history, now)
+        if not self._set_desired(ep.name, target.variant, decision.desired):
+            return
+        out = decision.desired > current
+        self.history[target.key] = (
+            History(now, history.last_scale_in) if out else History(history.last_scale_out, now)
+        )
+        self.scaling.add_activity(
+            ScalingActivity(
+                activity_id=str(uuid.uuid4()),
+                namespace=target.namespace,
+                resource_id=target.resource_id,
+                dimension=target.dimension,
+                description=f"Setting desired instance count to {decision.desired}.",
+                cause=cause,
+                start=self.clock(),
+                status="InProgress",
+                message=f"Setting desired instance count from {current} to {decision.desired}.",
+                desired=decision.desired,
+                scale_out=out,
+            )
+        )
+        log.info("autoscaling %s to %d: %s", target.resource_id, decision.desired, cause)
+        self.wake()
+
+    def _cause(
+        self,
+        target: ScalableTarget,
+        policies: list[ScalingPolicy],
+        inputs: list[tuple[TargetTracking, float | None]],
+        decision: Decision,
+        current: int,
+        history: History,
+        now: float,
+    ) -> str:
+        bounds = Bounds(target.min, target.max)
+        if decision.why is Why.BELOW_MIN:
+            return f"minimum capacity was set to {target.min}"
+        if decision.why is Why.ABOVE_MAX:
+            return f"maximum capacity was set to {target.max}"
+        side = "High" if decision.why is Why.SCALE_OUT else "Low"
+        for p, (policy, metric) in zip(policies, inputs, strict=True):
+            mine = decide(policy, current, metric, bounds, history, now)
+            if mine is not None and mine.desired == decision.desired:
+                alarm = next(
+                    (a["AlarmName"] for a in p.alarms if f"-Alarm{side}-" in a["AlarmName"]),
+                    f"TargetTracking-{target.resource_id}-Alarm{side}",
+                )
+                return (
+                    f"monitor alarm {alarm} in state ALARM triggered policy {p.name} "
+                    f"({p.metric}{'PerInstance' if p.per_instance else ''} "
+                    f"{metric:.2f} per minute, target {p.target:g})"
+                )
+        return f"scaling policies on {target.resource_id}"
+
+    def _set_desired(self, endpoint: str, variant: str, count: int) -> bool:
+        """What UpdateEndpointWeightsAndCapacities does, for one variant's instance count."""
+
+        def change(ep: Endpoint) -> bool:
+            v = ep.variant(variant)
+            if ep.status is not EndpointStatus.IN_SERVICE or v is None:
+                return False
+            v.desired_count = count
+            ep.status = EndpointStatus.UPDATING
+            ep.update = UpdateKind.CAPACITY
+            ep.modified = self.clock()
+            ep.generation += 1
+            return True
+
+        return bool(self.store.update_endpoint(endpoint, change))
+
+    def _settle(self, target: ScalableTarget, ep: Endpoint) -> None:
+        """Activities in progress on this target finish once the endpoint is InService."""
+        if ep.status is not EndpointStatus.IN_SERVICE:
+            return
+        variant = ep.variant(target.variant)
+        for a in self.scaling.activities():
+            if a.status != "InProgress" or a.resource_id != target.resource_id:
+                continue
+            reached = variant is not None and variant.current_count == a.desired
+            a.end = self.clock()
+            if reached or not ep.failure_reason:
+                a.status = "Successful"
+                a.message = (
+                    f"Successfully set desired instance count to {a.desired}. "
+                    "Change successfully fulfilled by sagemaker."
+                )
+            else:
+                a.status = "Failed"
+                a.message = f"Failed to set desired instance count to {a.desired}. " + (
+                    ep.failure_reason or ""
+                )
+            self.scaling.put_activity(a)
+
+
+def _key(resource_id: str, dimension: str) -> str:
+    return f"{resource_id}|{dimension}"
+
+
+def _tracking(p: ScalingPolicy) -> TargetTracking:
+    return TargetTracking(
+        p.target, p.scale_out_cooldown_s, p.scale_in_cooldown_s, p.disable_scale_in
+    )
+
+
+def _metric(p: ScalingPolicy, r: Rates | None) -> float | None:
+    if r is None or p.metric != "Invocations":
+        return None  # the backlog metrics arrive with async inference
+    return r.per_instance if p.per_instance else r.invocations
+
+
+def _suspended(target: ScalableTarget, decision: Decision, current: int) -> bool:
+    if decision.why in (Why.BELOW_MIN, Why.ABOVE_MAX):
+        return False
+    if decision.desired > current:
+        return target.suspended.get("DynamicScalingOutSuspended", False)
+    return target.suspended.get("DynamicScalingInSuspended", False)
