@@ -67,9 +67,7 @@ def test_scale_out_cooldown() -> None:
     h = History(last_scale_out=NOW - 60.0)
     assert decide(P, 2, 200.0, B, h, NOW) == Decision(4, Why.SCALE_OUT)
     # a recent scale-in does not hold back a scale-out
-    assert decide(P, 1, 200.0, B, History(last_scale_in=NOW - 1), NOW) == Decision(
-        3, Why.SCALE_OUT
-    )
+    assert decide(P, 1, 200.0, B, History(last_scale_in=NOW - 1), NOW) == Decision(3, Why.SCALE_OUT)
 
 
 def test_scale_in_cooldown_counts_from_either_activity() -> None:
