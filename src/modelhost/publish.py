@@ -42,6 +42,8 @@ class PublishedVariant:
     name: str
     weight: float
     instances: tuple[PublishedInstance, ...] = ()
+    # A serverless variant's MaxConcurrency (requests beyond it are throttled); 0: no limit.
+    max_concurrency: int = 0
 
 
 class Publisher(Protocol):

@@ -64,7 +64,7 @@ CONFIG = Resource(
 CONTAINER = DeployedContainer("my-image:1", "s3://b/model.tar.gz", None, {"A": "1"}, "box")
 EXPECTED = (
     DeployedVariant("Big", "Iris", (CONTAINER,), "ml.m5.xlarge", None, 3.0, 120.0),
-    DeployedVariant("Small", "Iris", (CONTAINER,), None, 4096, 1.0, None),
+    DeployedVariant("Small", "Iris", (CONTAINER,), None, 4096, 1.0, None, max_concurrency=2),
     DeployedVariant("Gone", "deleted", None, "ml.m5.large", None, 1.0, None),
 )
 

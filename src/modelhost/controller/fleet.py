@@ -52,6 +52,7 @@ class VariantPlan:
     weight: float
     startup_timeout: float
     hostname: str | None = None
+    max_concurrency: int = 0  # a serverless variant's MaxConcurrency; 0: no limit
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -89,6 +90,7 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
                 for i in fleet.instances.get(name, [])
                 if i.exited() is None
             ),
+            plan.max_concurrency,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -141,6 +143,7 @@ class Fleets:
             weight,
             self.settings.startup_health_timeout_s if timeout is None else timeout,
             container.hostname,
+            dv.max_concurrency or 0,
         )
 
     def _container(self, dv: DeployedVariant) -> DeployedContainer:

@@ -28,6 +28,7 @@ from modelhost.errors import (
     ModelError,
     ModelNotReadyException,
     ServiceError,
+    ThrottlingException,
     ValidationError,
 )
 from modelhost.http11 import Payload, payload_size
@@ -252,6 +253,8 @@ class InvokePath:
 
     def send(self, call: _Call, variant: VariantRoute) -> None:
         """Send to the least-loaded instance of ``variant``; the pool answers ``call.done``."""
+        if variant.max_concurrency and self.limited(call, variant):
+            return
         targets = variant.targets
         if len(targets) == 1:
             pool = targets[0]
@@ -268,6 +271,25 @@ class InvokePath:
         call.variant = variant
         call.sent = perf_counter()
         pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
+
+    def limited(self, call: _Call, variant: VariantRoute) -> bool:
+        """A serverless variant's limits (off the path of other variants): the payload size,
+        and MaxConcurrency (ThrottlingException, as SageMaker answers). True: answered."""
+        if call.attempt:  # sent again after its instance went away: admitted already
+            return False
+        err: ServiceError | None = None
+        if call.size > variant.max_payload:
+            err = too_large(call.size, variant.max_payload)
+        elif sum(t.in_flight for t in variant.targets) >= variant.max_concurrency:
+            err = ThrottlingException(
+                f"Endpoint {call.name} is at its MaxConcurrency of {variant.max_concurrency} "
+                "concurrent invocations; retry later."
+            )
+        if err is None:
+            return False
+        self._record(call, variant, http_status(err), perf_counter(), False)
+        call.error(err)
+        return True
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)

@@ -21,6 +21,8 @@ from modelhost.router.forwarder import UpstreamPool
 log = logging.getLogger(__name__)
 
 MAX_CACHED_PATHS = 4096
+# Serverless endpoints take payloads up to 4 MB (real-time ones 6 MB).
+SERVERLESS_MAX_PAYLOAD = 4 * 1024 * 1024
 # An instance that leaves the routes without an explicit drain (a republished fleet) gets
 # this long to answer the requests in flight on it before its connections are closed.
 RETIRE_TIMEOUT_S = 3600.0
@@ -44,6 +46,10 @@ class VariantRoute:
     name: str
     weight: float
     targets: list[UpstreamPool] = field(default_factory=list)
+    # A serverless variant's limits (router/invoke.py checks them only when set): requests
+    # in flight at once (MaxConcurrency) and the payload size. 0: none.
+    max_concurrency: int = 0
+    max_payload: int = 0
     # The response header that names the variant, ready to write (the hot path's bytes).
     header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -132,7 +138,14 @@ class RouteTable:
 
     def publish(self, endpoint: str, variants: Sequence[PublishedVariant]) -> None:
         routes = [
-            VariantRoute(v.name, v.weight, [self._pool(i) for i in v.instances]) for v in variants
+            VariantRoute(
+                v.name,
+                v.weight,
+                [self._pool(i) for i in v.instances],
+                v.max_concurrency,
+                SERVERLESS_MAX_PAYLOAD if v.max_concurrency else 0,
+            )
+            for v in variants
         ]
         self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
         self.by_path.clear()

@@ -83,6 +83,7 @@ class DeployedVariant:
     serverless_memory_mb: int | None = None  # a serverless variant's memory size
     initial_weight: float = 1.0
     startup_timeout_s: float | None = None  # None: the server's default
+    max_concurrency: int | None = None  # a serverless variant's MaxConcurrency
 
     def to_doc(self) -> dict[str, Any]:
         containers = self.containers
@@ -94,6 +95,7 @@ class DeployedVariant:
             "serverless_memory_mb": self.serverless_memory_mb,
             "initial_weight": self.initial_weight,
             "startup_timeout_s": self.startup_timeout_s,
+            "max_concurrency": self.max_concurrency,
         }
 
     @classmethod
@@ -107,6 +109,7 @@ class DeployedVariant:
             doc.get("serverless_memory_mb"),
             float(doc.get("initial_weight", 1.0)),
             doc.get("startup_timeout_s"),
+            doc.get("max_concurrency"),
         )
 
 

@@ -21,6 +21,10 @@ EXPECTED = {
     errors.SerializationException: 400,
     errors.ThrottlingException: 400,
     errors.InternalFailure: 500,
+    # Application Auto Scaling (awsJson1.1 too)
+    errors.ObjectNotFoundException: 400,
+    errors.LimitExceededException: 400,
+    errors.ConcurrentUpdateException: 400,
     errors.ValidationError: 400,
     errors.ModelError: 424,
     errors.ModelNotReadyException: 429,

@@ -68,6 +68,11 @@ def _resource(ctx: Context, req: Request) -> tuple[Endpoint, str]:
     if ep is None or variant is None:
         raise ValidationException(f"The target resource {rid} does not exist.")
     serverless = _serverless(ep, variant.name)
+    if dim == INSTANCES and serverless:
+        raise ValidationException(
+            f"Variant {variant.name} of endpoint {ep.name} is serverless: scale its "
+            f"{PROVISIONED} instead of {dim}."
+        )
     if dim == PROVISIONED and not serverless:
         raise ValidationException(
             f"The scalable dimension {dim} applies to serverless variants only; "

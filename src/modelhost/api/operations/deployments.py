@@ -75,6 +75,7 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
         serverless_memory_mb=None if serverless is None else serverless.get("MemorySizeInMB"),
         initial_weight=float(pv.get("InitialVariantWeight", 1.0)),
         startup_timeout_s=None if timeout is None else float(timeout),
+        max_concurrency=None if serverless is None else serverless.get("MaxConcurrency"),
     )
 
 

@@ -71,6 +71,12 @@ def _check_capacity(pv: dict[str, Any]) -> None:
             f"InitialInstanceCount is required for production variant {vname}."
         )
     if serverless is not None:
+        memory = serverless["MemorySizeInMB"]
+        if memory % 1024:
+            raise ValidationException(
+                f"MemorySizeInMB {memory} of production variant {vname} is not one of 1024, "
+                "2048, 3072, 4096, 5120 or 6144 (1 GB steps)."
+            )
         provisioned = serverless.get("ProvisionedConcurrency")
         if provisioned is not None and provisioned > serverless["MaxConcurrency"]:
             raise ValidationException(

@@ -123,6 +123,10 @@ def _describe_variants(ep: Endpoint) -> list[dict[str, Any]]:
             if images := _images(model, deployment.config.created):
                 item["DeployedImages"] = images
         if "ServerlessConfig" in spec:
+            # Serverless variants have no instances to count: SageMaker shows their
+            # configuration instead of Current/DesiredInstanceCount.
+            item.pop("DesiredInstanceCount", None)
+            item.pop("CurrentInstanceCount", None)
             item["CurrentServerlessConfig"] = item["DesiredServerlessConfig"] = spec[
                 "ServerlessConfig"
             ]
