@@ -402,3 +402,39 @@ def test_load_scales_out_and_back_in_with_no_failed_request(
         10,
         "the target of the deleted endpoint to be deregistered",
     )
+
+
+def test_modelhost_scale_sets_a_target_tracking_policy(
+    fast: LiveServer, aas: Any, endpoint: str, tmp_path: Path
+) -> None:
+    env = aws_env(tmp_path)
+
+    def modelhost(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "modelhost.cli.main", "scale", endpoint, *args],
+            env=env | {"PYTHONPATH": ":".join(sys.path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr + out.stdout
+        return out.stdout
+
+    r = rid(endpoint)
+    said = modelhost("--min", "1", "--max", "2", "--target", "1e9", "--url", fast.url)
+    assert "between 1 and 2 instances" in said
+    (target,) = aas.describe_scalable_targets(ServiceNamespace=NS, ResourceIds=[r])[
+        "ScalableTargets"
+    ]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace=NS, ResourceId=r)["ScalingPolicies"]
+    config = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == 1e9
+    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+    assert "is off" in modelhost("--off", "--url", fast.url)
+    assert (
+        aas.describe_scalable_targets(ServiceNamespace=NS, ResourceIds=[r])["ScalableTargets"] == []
+    )

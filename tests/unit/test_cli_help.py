@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from modelhost.cli.main import app
 
-COMMANDS = ("serve", "deploy", "invoke", "endpoints", "models", "delete", "logs")
+COMMANDS = ("serve", "deploy", "invoke", "endpoints", "models", "delete", "scale", "logs")
 
 
 def help_text(*args: str) -> str:

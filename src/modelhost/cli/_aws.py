@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import boto3
 import botocore.session
@@ -85,6 +85,19 @@ class Server:
         session, key, secret = _session()
         return session.client(
             "sagemaker",
+            endpoint_url=self.url,
+            region_name=self.region,
+            config=_CONFIG,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+
+    def autoscaling(self) -> object:
+        """The application-autoscaling client (untyped: its stubs are not installed)."""
+        session, key, secret = _session()
+        make: Any = session.client
+        return make(
+            "application-autoscaling",
             endpoint_url=self.url,
             region_name=self.region,
             config=_CONFIG,

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from modelhost.cli._aws import Server, UrlOpt, console, err, fail, is_missing, reporting
 from modelhost.cli.deploy import POLL_S, deploy, is_deploy_name
+from modelhost.cli.scale import scale
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command()(endpoints)
     app.command()(models)
     app.command()(delete)
+    app.command()(scale)
 
 
 # --- invoke ------------------------------------------------------------------------------------

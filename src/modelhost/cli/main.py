@@ -1,4 +1,4 @@
-"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, logs."""
+"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, scale, logs."""
 
 from __future__ import annotations
 
