@@ -368,9 +368,11 @@ def test_load_scales_out_and_back_in_with_no_failed_request(
         assert len(heavy.statuses) > 100
 
         # scale-in while light load goes on: the instances leaving drain first
-        with Load(fast, name, clients=1, pause_s=0.5) as light:
+        # 4 clients, each pausing 0.5 s: at most 480 a minute, 160 per instance of 3
+        with Load(fast, name, clients=4, pause_s=0.5) as light:
             wait_for(lambda: counts() == (1, 1, "InService"), 60, "a scale-in to 1 instance")
-            wait_for(lambda: len(light.statuses) > 3, 10, "a few requests after the scale-in")
+            after = len(light.statuses)
+            wait_for(lambda: len(light.statuses) > after + 8, 10, "requests after the scale-in")
         assert light.failures == [], light.failures[:5]
 
         def settled() -> list[dict[str, Any]]:
@@ -438,3 +440,26 @@ def test_modelhost_scale_sets_a_target_tracking_policy(
     assert (
         aas.describe_scalable_targets(ServiceNamespace=NS, ResourceIds=[r])["ScalableTargets"] == []
     )
+
+
+def test_update_endpoint_keeps_autoscaled_variants(sm: Any, aas: Any, endpoint: str) -> None:
+    common = {"ServiceNamespace": NS, "ResourceId": rid(endpoint), "ScalableDimension": DIM}
+    aas.register_scalable_target(**common, MinCapacity=1, MaxCapacity=2)
+    try:
+        for variant in (
+            {"VariantName": "AllTraffic", "InstanceType": "ml.m5.xlarge"},  # another type
+            {"VariantName": "Other", "InstanceType": "ml.m5.large"},  # AllTraffic removed
+        ):
+            config = unique("cfg-upd")
+            sm.create_endpoint_config(
+                EndpointConfigName=config,
+                ProductionVariants=[{**variant, "ModelName": endpoint, "InitialInstanceCount": 1}],
+            )
+            code, message = error(
+                sm.update_endpoint, EndpointName=endpoint, EndpointConfigName=config
+            )
+            assert code == "ValidationException" and "[AllTraffic]" in message, message
+            assert "deregister" in message
+    finally:
+        aas.deregister_scalable_target(**common)
+    assert sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService"

@@ -89,6 +89,32 @@ def _serverless(ep: Endpoint, variant: str) -> bool:
     )
 
 
+def check_update(ctx: Context, ep: Endpoint, new_variants: list[dict[str, Any]]) -> None:
+    """UpdateEndpoint may not remove an autoscaled variant or change its instance type (or
+    make it serverless) while its scalable target is registered, as on SageMaker."""
+    old = {
+        pv["VariantName"]: pv
+        for pv in (ep.deployment.config.spec["ProductionVariants"] if ep.deployment else [])
+    }
+    new = {pv["VariantName"]: pv for pv in new_variants}
+    blocked = sorted(
+        t.variant
+        for t in _scaling(ctx).targets()
+        if t.endpoint.lower() == ep.name.lower()
+        and t.variant in old
+        and (
+            t.variant not in new
+            or new[t.variant].get("InstanceType") != old[t.variant].get("InstanceType")
+        )
+    )
+    if blocked:
+        raise ValidationException(
+            f"The variant(s) [{', '.join(blocked)}] of endpoint {ep.name} are registered with "
+            "Application Auto Scaling: deregister their scalable targets before removing "
+            "them or changing their instance type."
+        )
+
+
 def _is_async(ep: Endpoint) -> bool:
     return bool(ep.deployment and "AsyncInferenceConfig" in ep.deployment.config.spec)
 
