@@ -28,6 +28,8 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
+from modelhost.jobs.manager import JobManager
+from modelhost.jobs.transform import JobDeps
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
@@ -35,6 +37,7 @@ from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
 from modelhost.state.store import Store
+from modelhost.storage import ObjectStore
 from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ class Services:
     controller: Controller
     dispatcher: Dispatcher
     runtime: RuntimeApp
+    jobs: JobManager | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,19 +69,38 @@ def build_services(settings: Settings) -> Services:
         gpu_count=settings.gpu_count,
         platform_env=instance_env(settings),
     )
-    controller = Controller(
-        Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
-    )
+    fleets = Fleets(settings, store, backend, artifacts)
+    controller = Controller(fleets, routes, settings.reconcile_interval_s)
     backend.on_exit = controller.instance_exited
+    jobs = JobManager(store, job_deps(settings, fleets, objects), settings.reconcile_interval_s)
+
+    def wake() -> None:
+        controller.wake()
+        jobs.wake()
+
     ctx = Context(
         settings=settings,
         store=store,
         arns=Arns(settings.region, settings.account_id),
-        wake=controller.wake,
+        wake=wake,
         check_model_data=model_data_checker(objects),
+        objects=objects,
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
-    return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
+    runtime = RuntimeApp(routes, store, settings)
+    return Services(settings, store, controller, dispatcher, runtime, jobs)
+
+
+def job_deps(settings: Settings, fleets: Fleets, objects: ObjectStore) -> JobDeps:
+    """Transform jobs: instance logs beside the endpoints' (``logs/_transform-jobs/<job>``:
+    ``_`` is no name character, so no endpoint's directory is one of them)."""
+    return JobDeps(
+        fleets,
+        objects,
+        settings.logs_dir / "_transform-jobs",
+        settings.data_dir / "jobs",
+        settings.stop_grace_s,
+    )
 
 
 def scrape_metrics(services: Services) -> bytes:
@@ -133,12 +156,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.controller.start()
+        if services.jobs is not None:
+            await services.jobs.start()
         if on_ready is not None:
             on_ready(services)
         try:
             yield
         finally:
             log.info("stopping every instance")
+            if services.jobs is not None:
+                await services.jobs.stop()
             await services.controller.stop()
             await services.runtime.routes.close()
             services.store.close()

@@ -1,0 +1,149 @@
+"""The jobs loop: the only owner of transform jobs' instances.
+
+Operations write a job (InProgress) or ask it to stop (Stopping) and nudge; every pass starts
+a task for each InProgress job that has none (also after a server restart: the job resumes,
+skipping the files whose output was published) and cancels the task of a Stopping one. A
+stopped job keeps no output (SageMaker stores nothing for it). At shutdown the tasks are
+cancelled and their instances stopped, and the jobs stay InProgress for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from modelhost.jobs.files import Outputs
+from modelhost.jobs.transform import JobDeps, Outcome, TransformRun
+from modelhost.state.store import Store
+from modelhost.state.transform_jobs import (
+    FINAL,
+    TransformJob,
+    TransformStatus,
+    all_jobs,
+    get_job,
+    update_job,
+)
+
+log = logging.getLogger(__name__)
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: Store,
+        deps: JobDeps,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.deps = deps
+        self.interval = interval
+        self.clock = clock
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._runner = asyncio.create_task(self._run(), name="jobs")
+
+    def wake(self) -> None:
+        """Thread-safe nudge (operations run in worker threads)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def stop(self) -> None:
+        """Shutdown: cancel every job's task (each stops its instances); jobs stay InProgress."""
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        tasks = list(self.tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("jobs pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    async def reconcile_once(self) -> None:
+        jobs = await asyncio.to_thread(all_jobs, self.store)
+        for job in jobs:
+            if job.status in FINAL:
+                continue
+            task = self.tasks.get(job.name)
+            if task is None and job.status is TransformStatus.IN_PROGRESS:
+                self.tasks[job.name] = asyncio.create_task(self._drive(job), name=job.name)
+            elif task is None and job.status is TransformStatus.STOPPING:
+                # Asked to stop while no task ran it (a restart in between).
+                await self._stopped(job)
+            elif task is not None and job.status is TransformStatus.STOPPING:
+                task.cancel()
+
+    async def _drive(self, job: TransformJob) -> None:
+        try:
+            if job.started is None:
+                now = self.clock()
+                await asyncio.to_thread(update_job, self.store, job.name, _started(now))
+            outcome = await TransformRun(job, self.deps).run()
+            await asyncio.to_thread(update_job, self.store, job.name, self._final(outcome))
+            log.info("transform job %s: %s", job.name, outcome.status.value)
+        except asyncio.CancelledError:
+            if not self._closing:
+                await self._stopped(job)
+            raise
+        except Exception as exc:
+            log.exception("transform job %s failed", job.name)
+            outcome = Outcome(TransformStatus.FAILED, f"Internal error running the job: {exc}")
+            await asyncio.to_thread(update_job, self.store, job.name, self._final(outcome))
+        finally:
+            self.tasks.pop(job.name, None)
+
+    async def _stopped(self, job: TransformJob) -> None:
+        """A stopped job keeps no output: remove what it published."""
+        current = await asyncio.to_thread(get_job, self.store, job.name) or job
+        outputs = Outputs(self.deps.objects, job.plan.output_path, self.deps.work_dir / job.name)
+        for rel in current.done:
+            try:
+                await asyncio.to_thread(outputs.delete, rel)
+            except Exception as exc:
+                log.warning("transform job %s: could not remove %s: %s", job.name, rel, exc)
+        await asyncio.to_thread(
+            update_job, self.store, job.name, self._final(Outcome(TransformStatus.STOPPED))
+        )
+
+    def _final(self, outcome: Outcome) -> Callable[[TransformJob], None]:
+        now = self.clock()
+
+        def change(job: TransformJob) -> None:
+            if job.status is TransformStatus.STOPPING and outcome.status is not (
+                TransformStatus.STOPPED
+            ):
+                return  # a stop came in meanwhile: its pass finishes the job
+            job.status = outcome.status
+            job.failure_reason = outcome.reason
+            job.ended = job.modified = now
+            if outcome.status is TransformStatus.STOPPED:
+                job.done = []
+
+        return change
+
+
+def _started(now: float) -> Callable[[TransformJob], None]:
+    def change(job: TransformJob) -> None:
+        job.started = now
+
+    return change

@@ -1,0 +1,337 @@
+"""Running one transform job: start its instances, send every input file's records to them,
+publish each file's output whole, stop the instances whatever happens.
+
+Files are spread across the instances (params.assign); each instance has at most
+MaxConcurrentTransforms requests in flight (a semaphore), shared by up to that many files
+at once; a file keeps a window of requests in flight and writes the answers in input order.
+A request that fails (a non-2xx answer, a timeout, a dropped connection) is sent again up to
+InvocationsMaxRetries times; then its file fails: no output for it, the others go on, and the
+job ends Failed naming the file and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from modelhost.backends.local import Instance, InstanceFailed
+from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
+from modelhost.jobs.files import InputFile, NoInputs, Outputs, list_inputs
+from modelhost.jobs.params import (
+    BatchParams,
+    assign,
+    batch_environment,
+    effective,
+    parse_execution_parameters,
+)
+from modelhost.jobs.records_io import BadRecord, Batch, RecordTooLarge, batches
+from modelhost.router.forwarder import UpstreamPool
+from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
+from modelhost.state.records import DeployedVariant
+from modelhost.state.transform_jobs import TransformJob, TransformPlan, TransformStatus, update_job
+from modelhost.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+VARIANT = "transform"
+EXEC_PARAMS_TIMEOUT_S = 5.0
+STARTING_GRACE_S = 2.0
+_ERROR_TEXT_MAX = 300
+
+
+class FileFailed(Exception):
+    """One input file could not be transformed; the message is its part of FailureReason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: TransformStatus
+    reason: str | None = None
+
+
+@dataclass
+class JobDeps:
+    """What a job runner uses: the fleets' planning and starting, the object store, where
+    its logs and temporary files go, and the store it records progress in."""
+
+    fleets: Fleets
+    objects: ObjectStore
+    logs_dir: Path
+    work_dir: Path
+    stop_grace_s: float = 30.0
+    startup_timeout_s: float | None = None
+
+
+@dataclass
+class _Worker:
+    """One instance and its pool, with the semaphore bounding its requests in flight."""
+
+    instance: Instance
+    pool: UpstreamPool
+    slots: asyncio.Semaphore
+    files: list[InputFile] = field(default_factory=list)
+
+
+class TransformRun:
+    def __init__(self, job: TransformJob, deps: JobDeps) -> None:
+        self.job = job
+        self.plan: TransformPlan = job.plan
+        self.deps = deps
+        self.outputs = Outputs(deps.objects, job.plan.output_path, deps.work_dir / job.name)
+        self.instances: list[Instance] = []
+        self.failures: list[str] = []
+
+    async def run(self) -> Outcome:
+        try:
+            files = await asyncio.to_thread(
+                list_inputs, self.deps.objects, self.plan.input_uri, self.plan.manifest
+            )
+        except NoInputs as exc:
+            return Outcome(TransformStatus.FAILED, str(exc))
+        done = set(self.job.done)
+        todo = [f for f in files if f.rel not in done]
+        await self._record(lambda j: setattr(j, "files_total", len(files)))
+        if not todo:
+            return Outcome(TransformStatus.COMPLETED)
+        try:
+            await self._start_instances(min(self.plan.instance_count, len(todo)))
+            params = await self._params()
+            await self._transform(todo, params)
+        except (FleetFailed, InstanceFailed) as exc:
+            return Outcome(TransformStatus.FAILED, f"Could not start the model's instances: {exc}")
+        finally:
+            await self._stop_instances()
+            await asyncio.to_thread(shutil.rmtree, self.outputs.work_dir, True)
+        if self.failures:
+            more = len(self.failures) - 1
+            reason = self.failures[0] + (f" ({more} more input file(s) failed.)" if more else "")
+            return Outcome(TransformStatus.FAILED, reason)
+        return Outcome(TransformStatus.COMPLETED)
+
+    # --- instances ------------------------------------------------------------------------
+
+    async def _start_instances(self, count: int) -> None:
+        plan = self.plan
+        dv = DeployedVariant(VARIANT, plan.model_name, (plan.container,), plan.instance_type)
+        vplan: VariantPlan = await self.deps.fleets.plan_variant(dv)
+        vplan.environment.update(plan.environment)
+        vplan.environment.update(batch_environment(plan))
+        if self.deps.startup_timeout_s is not None:
+            vplan.startup_timeout = self.deps.startup_timeout_s
+        starts = [
+            asyncio.ensure_future(
+                self.deps.fleets.start_ready(self.job.name, vplan, self.deps.logs_dir)
+            )
+            for _ in range(count)
+        ]
+        try:
+            results = await asyncio.gather(*starts, return_exceptions=True)
+        except BaseException:
+            for t in starts:
+                t.cancel()
+            results = await asyncio.gather(*starts, return_exceptions=True)
+            self.instances += [r for r in results if isinstance(r, Instance)]
+            raise
+        self.instances += [r for r in results if isinstance(r, Instance)]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _stop_instances(self) -> None:
+        if self.instances:
+            grace = self.deps.stop_grace_s
+            await asyncio.shield(self.deps.fleets.stop(self.instances, grace))
+            self.instances = []
+
+    async def _params(self) -> BatchParams:
+        pool = UpstreamPool(self.instances[0].address, name=self.instances[0].instance_id)
+        try:
+            answer = await _call(
+                pool, pool.head(b"GET", b"/execution-parameters", [], 0), b"", EXEC_PARAMS_TIMEOUT_S
+            )
+            container = parse_execution_parameters(answer.status, answer.body)
+        except UpstreamError:
+            container = {}
+        finally:
+            await pool.close()
+        params = effective(self.plan, container)
+        log.info("transform job %s: %s", self.job.name, params)
+        return params
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def _transform(self, files: list[InputFile], params: BatchParams) -> None:
+        workers = [
+            _Worker(i, UpstreamPool(i.address, name=i.instance_id), asyncio.Semaphore(n))
+            for i, n in ((i, params.max_concurrent) for i in self.instances)
+        ]
+        for worker, indexes in zip(workers, assign(len(files), len(workers)), strict=True):
+            worker.files = [files[i] for i in indexes]
+        try:
+            await asyncio.gather(
+                *(
+                    self._file_loop(w, queue, params)
+                    for w in workers
+                    for queue in [deque(w.files)]
+                    for _ in range(params.max_concurrent)
+                )
+            )
+        finally:
+            await asyncio.gather(*(w.pool.close() for w in workers))
+
+    async def _file_loop(
+        self, worker: _Worker, queue: deque[InputFile], params: BatchParams
+    ) -> None:
+        while queue:
+            item = queue.popleft()
+            try:
+                records = await self._file(worker, item, params)
+            except FileFailed as exc:
+                self.failures.append(f'Input file "{item.uri}" failed: {exc}')
+                log.warning("transform job %s: %s failed: %s", self.job.name, item.uri, exc)
+                continue
+            rel = item.rel
+
+            def mark(job: TransformJob, rel: str = rel, records: int = records) -> None:
+                if rel not in job.done:
+                    job.done.append(rel)
+                job.records_done += records
+
+            await self._record(mark)
+
+    async def _file(self, worker: _Worker, item: InputFile, params: BatchParams) -> int:
+        temp = await asyncio.to_thread(self.outputs.temp, item.rel)
+        try:
+            records = await self._write(worker, item, params, temp)
+            await asyncio.to_thread(self.outputs.publish, item.rel, temp)
+            return records
+        finally:
+            await asyncio.to_thread(temp.unlink, True)
+
+    async def _write(
+        self, worker: _Worker, item: InputFile, params: BatchParams, temp: Path
+    ) -> int:
+        plan = self.plan
+        reader = _Reader(item, plan, params)
+        pending: deque[asyncio.Task[bytes]] = deque()
+        records = 0
+        line_end = plan.assemble_lines
+        try:
+            with temp.open("wb") as out:
+                while True:
+                    batch = await asyncio.to_thread(reader.next)
+                    if batch is None:
+                        break
+                    records += batch.records
+                    await worker.slots.acquire()  # released when the request is done
+                    task = asyncio.ensure_future(self._send(worker, batch.body))
+                    task.add_done_callback(_releaser(worker.slots))
+                    pending.append(task)
+                    while len(pending) >= params.max_concurrent or (pending and pending[0].done()):
+                        _emit(out, await pending.popleft(), line_end)
+                while pending:
+                    _emit(out, await pending.popleft(), line_end)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.to_thread(reader.close)
+        return records
+
+    async def _send(self, worker: _Worker, body: bytes) -> bytes:
+        """One request, retried."""
+        plan = self.plan
+        headers = []
+        if plan.content_type:
+            headers.append((b"Content-Type", plan.content_type.encode("latin-1")))
+        if plan.accept:
+            headers.append((b"Accept", plan.accept.encode("latin-1")))
+        reason = ""
+        for _ in range(plan.retries + 1):
+            pool = worker.pool
+            head = pool.head(b"POST", b"/invocations", headers, len(body))
+            try:
+                answer = await _call(pool, head, body, plan.timeout_s)
+            except UpstreamError as exc:
+                reason = f"the request to the model failed: {exc.reason}"
+                continue
+            if 200 <= answer.status < 300:
+                return answer.body
+            text = answer.body[:_ERROR_TEXT_MAX].decode("utf-8", "replace").strip()
+            reason = f"the model answered {answer.status}: {text}"
+        attempts = plan.retries + 1
+        raise FileFailed(f"{reason} (after {attempts} attempt{'s' * (attempts > 1)})")
+
+    async def _record(self, change: Callable[[TransformJob], None]) -> None:
+        await asyncio.to_thread(update_job, self.deps.fleets.store, self.job.name, change)
+
+
+def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[bytes]], None]:
+    """Gives a request's slot back when its task ends, also if it was cancelled unstarted."""
+
+    def release(_task: asyncio.Task[bytes]) -> None:
+        slots.release()
+
+    return release
+
+
+def _emit(out: BinaryIO, body: bytes, line_end: bool) -> None:
+    out.write(body)
+    if line_end and not body.endswith(b"\n"):
+        out.write(b"\n")
+
+
+async def _call(pool: UpstreamPool, head: bytes, body: bytes, timeout: float) -> UpstreamResponse:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[UpstreamResponse] = loop.create_future()
+
+    def done(result: UpstreamResponse | UpstreamError) -> None:
+        if future.done():
+            return
+        if isinstance(result, UpstreamError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    pool.send(head, body, timeout, done)
+    return await future
+
+
+class _Reader:
+    """An input file's batches, read in a worker thread one at a time."""
+
+    def __init__(self, item: InputFile, plan: TransformPlan, params: BatchParams) -> None:
+        self.item = item
+        self.plan = plan
+        self.params = params
+        self._file: BinaryIO | None = None
+        self._batches: Iterator[Batch] | None = None
+
+    def next(self) -> Batch | None:
+        try:
+            if self._batches is None:
+                self._file = self.item.open(self.plan.gzip)
+                self._batches = batches(
+                    self._file, self.plan.split, self.params.multi_record, self.params.limit
+                )
+            return next(self._batches, None)
+        except RecordTooLarge as exc:
+            raise FileFailed(f"{exc}; raise MaxPayloadInMB or split the input") from exc
+        except BadRecord as exc:
+            raise FileFailed(str(exc)) from exc
+        except (OSError, EOFError) as exc:
+            raise FileFailed(f"could not read it: {exc}") from exc
+        except Exception as exc:  # a storage error, a corrupt gzip stream
+            raise FileFailed(f"could not read it: {exc}") from exc
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
