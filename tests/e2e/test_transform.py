@@ -1,0 +1,211 @@
+"""Batch transform: real jobs over real files, on real instances of the fixture models."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelhost.jobs.records_io import recordio_record, tfrecord_record
+from modelhost.storage.local import LocalObjectStore
+from tests.fixtures.server import LiveServer, unique
+from tests.fixtures.transform import (
+    FINAL,
+    job_request,
+    make_model,
+    outputs,
+    run_job,
+    source_of,
+    wait_job,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_line_multi_record_keeps_order_across_files_and_instances(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "d1").mkdir(parents=True)
+    big = b"".join(b"%d,%d\n" % (i, i * i) for i in range(60_000))  # ~1 MB: several batches
+    (src / "d1" / "big.csv").write_bytes(big)
+    (src / "small.csv").write_bytes(b"1,2\n3,4\n")
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        f"file://{src}/",
+        f"file://{out}",
+        TransformInput={"ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"AssembleWith": "Line", "Accept": "text/csv"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+        MaxConcurrentTransforms=3,
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {"d1/big.csv.out": big, "small.csv.out": b"1,2\n3,4\n"}
+    assert desc["TransformStartTime"] <= desc["TransformEndTime"]
+    assert desc["BatchStrategy"] == "MultiRecord"
+    assert desc["TransformInput"]["SplitType"] == "Line"
+
+
+def test_single_record_gzip_with_line_assembly(server: LiveServer, sm: Any, tmp_path: Path) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "requests.log"
+    src.mkdir()
+    (src / "a.jsonl.gz").write_bytes(gzip.compress(b'{"a": 1}\n{"a": 2}\n\n{"a": 3}\n'))
+    model = make_model(sm, "batchlog", {"BATCHLOG_FILE": str(log)})
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={
+            "ContentType": "application/json",
+            "SplitType": "Line",
+            "CompressionType": "Gzip",
+        },
+        TransformOutput={"AssembleWith": "Line", "Accept": "application/json"},
+        BatchStrategy="SingleRecord",
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {"a.jsonl.gz.out": b'{"a": 1}\n{"a": 2}\n{"a": 3}\n'}
+    lines = log.read_text().splitlines()
+    assert sorted(lines) == [
+        f'{{"a": {i}}}|application/json|application/json|true' for i in (1, 2, 3)
+    ]
+
+
+@pytest.mark.parametrize("split", ["RecordIO", "TFRecord", "None"])
+def test_binary_splits_and_whole_objects(
+    server: LiveServer, sm: Any, tmp_path: Path, split: str
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    frame = {"RecordIO": recordio_record, "TFRecord": tfrecord_record}.get(split, lambda b: b)
+    data = b"".join(frame(b"record %d" % i) for i in range(50))
+    (src / "data.bin").write_bytes(data)
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"ContentType": "application/octet-stream", "SplitType": split},
+        BatchStrategy="MultiRecord" if split == "TFRecord" else "SingleRecord",
+        MaxPayloadInMB=1,
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {"data.bin.out": data}
+
+
+def test_manifest_over_the_platform_store(server: LiveServer, sm: Any, tmp_path: Path) -> None:
+    store = LocalObjectStore(server.data_dir / "objects")
+    bucket = "transform-in"
+    store.ensure_bucket(bucket)
+    store.put_bytes(bucket, "data/one.csv", b"1\n2\n")
+    store.put_bytes(bucket, "data/two.csv", b"3\n")
+    store.put_bytes(bucket, "data/skipped.csv", b"9\n")
+    manifest = [{"prefix": f"s3://{bucket}/data/"}, "one.csv", "two.csv"]
+    store.put_bytes(bucket, "m.json", json.dumps(manifest).encode())
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        f"s3://{bucket}/m.json",
+        f"s3://{bucket}/results/",
+        TransformInput={
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/m.json"}
+            },
+            "SplitType": "Line",
+            "ContentType": "text/csv",
+        },
+        TransformOutput={"AssembleWith": "Line"},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    keys = sorted(o.key for o in store.list(bucket, "results/"))
+    assert keys == ["results/one.csv.out", "results/two.csv.out"]
+    assert store.open_read(bucket, "results/one.csv.out").read() == b"1\n2\n"
+
+
+def test_a_failing_file_fails_the_job_and_only_itself(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "requests.log"
+    src.mkdir()
+    (src / "good.csv").write_bytes(b"1\n2\n")
+    (src / "bad.csv").write_bytes(b"1\nplease fail\n2\n")
+    (src / "huge.csv").write_bytes(b"x" * (1024 * 1024 + 10) + b"\n")
+    model = make_model(sm, "batchlog", {"BATCHLOG_FILE": str(log)})
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line", "ContentType": "text/csv"},
+        TransformOutput={"AssembleWith": "Line"},
+        BatchStrategy="SingleRecord",
+        MaxPayloadInMB=1,
+        ModelClientConfig={"InvocationsMaxRetries": 2, "InvocationsTimeoutInSeconds": 30},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Failed"
+    reason = desc["FailureReason"]
+    assert str(src / "bad.csv") in reason
+    assert "the model answered 500" in reason
+    assert "after 3 attempts" in reason
+    assert "1 more input file(s) failed" in reason
+    assert outputs(out) == {"good.csv.out": b"1\n2\n"}
+    # the failing record was sent once and retried twice
+    assert log.read_text().count("please fail|") == 3
+
+
+def test_validation_errors(server: LiveServer, sm: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n")
+    model = make_model(sm, "echo")
+
+    def error(**changes: Any) -> str:
+        req = job_request(unique("tj"), model, str(src), str(tmp_path / "out"))
+        req.update(changes)
+        with pytest.raises(sm.exceptions.ClientError) as info:
+            sm.create_transform_job(**req)
+        err = info.value.response["Error"]
+        return f"{err['Code']}: {err['Message']}"
+
+    assert error(ModelName="no-such-model") == (
+        "ValidationException: Could not find model "
+        '"arn:aws:sagemaker:us-east-1:123456789012:model/no-such-model".'
+    )
+    missing = f"file://{tmp_path}/nothing/"
+    msg = error(TransformInput={"DataSource": source_of(missing)})
+    assert msg.startswith(f'ValidationException: No S3 objects found under S3 URL "{missing}"')
+    assert "MaxConcurrentTransforms * MaxPayloadInMB must not exceed 100" in error(
+        MaxConcurrentTransforms=20, MaxPayloadInMB=6
+    )
+    assert "less than or equal to 100" in error(MaxPayloadInMB=101)
+    assert "failed to satisfy constraint: Member must satisfy enum value set" in error(
+        BatchStrategy="Everything"
+    )
+    assert "must be an s3:// URL" in error(
+        TransformOutput={"S3OutputPath": "https://example.com/out"}
+    )
+    name = unique("tj")
+    sm.create_transform_job(**job_request(name, model, str(src), str(tmp_path / "out2")))
+    wait_job(sm, name, FINAL)
+    dup = job_request(name, model, str(src), str(tmp_path / "out3"))
+    with pytest.raises(sm.exceptions.ResourceInUse, match="must be unique"):
+        sm.create_transform_job(**dup)
+    with pytest.raises(sm.exceptions.ClientError, match="Could not find transform job"):
+        sm.describe_transform_job(TransformJobName=unique("none"))
+    with pytest.raises(sm.exceptions.ClientError, match="cannot be stopped"):
+        sm.stop_transform_job(TransformJobName=name)
