@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,68 @@ def test_validation_errors(server: LiveServer, sm: Any, tmp_path: Path) -> None:
         sm.describe_transform_job(TransformJobName=unique("none"))
     with pytest.raises(sm.exceptions.ClientError, match="cannot be stopped"):
         sm.stop_transform_job(TransformJobName=name)
+
+
+BYO_SERVER = """
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PARAMS = {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _reply(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/execution-parameters":
+            self._reply(json.dumps(PARAMS).encode())
+        else:
+            self._reply(b"")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        env = ",".join(f"{k}={os.environ.get(k)}" for k in sorted(os.environ)
+                       if k.startswith("SAGEMAKER_") and k != "SAGEMAKER_BIND_TO_PORT")
+        self._reply(b"%d records; %s" % (body.count(b"\\n"), env.encode()))
+
+    def log_message(self, *args):
+        print(*args, file=sys.stderr, flush=True)
+
+
+port = int(os.environ["SAGEMAKER_BIND_TO_PORT"])
+host = os.environ.get("MODELHOST_BIND_HOST", "127.0.0.1")
+ThreadingHTTPServer((host, port), Handler).serve_forever()
+"""
+
+
+def test_execution_parameters_and_batch_environment_of_a_byo_server(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    exe = tmp_path / "byo-batch"
+    exe.write_text(f"#!{sys.executable}\n{BYO_SERVER}")
+    exe.chmod(0o755)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n2\n3\n")
+    name = unique("byo-batch")
+    sm.create_model(ModelName=name, PrimaryContainer={"Image": str(exe)})
+    job = unique("tj")
+    req = job_request(
+        job,
+        name,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line"},
+        Environment={"SAGEMAKER_EXTRA": "yes"},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    # No BatchStrategy in the request: the container's MULTI_RECORD applies (one request).
+    assert outputs(out) == {"a.csv.out": b"3 records; SAGEMAKER_BATCH=true,SAGEMAKER_EXTRA=yes"}
+    # the instance's log is where endpoint logs go, one per job instance
+    (log,) = (server.data_dir / "logs" / "_transform-jobs" / job).glob("*/*.log")
+    assert "POST /invocations" in log.read_text()
