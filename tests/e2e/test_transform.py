@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,80 @@ def test_execution_parameters_and_batch_environment_of_a_byo_server(
     # the instance's log is where endpoint logs go, one per job instance
     (log,) = (server.data_dir / "logs" / "_transform-jobs" / job).glob("*/*.log")
     assert "POST /invocations" in log.read_text()
+
+
+def test_csv_input_filter_join_and_output_filter(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "rows.csv").write_bytes(b"a,1,2\nb,3,4\nc,5,6\n")
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line", "ContentType": "text/csv"},
+        TransformOutput={"AssembleWith": "Line", "Accept": "text/csv"},
+        BatchStrategy="MultiRecord",
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {"rows.csv.out": b"a,2\nb,4\nc,6\n"}
+    assert desc["DataProcessing"]["JoinSource"] == "Input"
+
+
+def test_json_input_filter_join_and_output_filter(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "x.jsonl").write_bytes(
+        b'{"id": "a", "features": [1, 2]}\n{"id": "b", "features": [3]}\n'
+    )
+    model = make_model(sm, "sum")
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line", "ContentType": "application/json"},
+        TransformOutput={"AssembleWith": "Line", "Accept": "application/json"},
+        BatchStrategy="SingleRecord",
+        DataProcessing={
+            "InputFilter": "$.features",
+            "JoinSource": "Input",
+            "OutputFilter": "$['id','SageMakerOutput']",
+        },
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {
+        "x.jsonl.out": b'{"id":"a","SageMakerOutput":{"sum":3.0}}\n'
+        b'{"id":"b","SageMakerOutput":{"sum":3.0}}\n'
+    }
+
+
+def test_data_processing_needs_line_records_and_valid_filters(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n")
+    model = make_model(sm, "echo")
+    for tin, processing, message in [
+        ({}, {"JoinSource": "Input"}, "needs SplitType Line"),
+        ({"SplitType": "Line"}, {"InputFilter": "$[["}, "InputFilter: '$[[' is not a JSONPath"),
+    ]:
+        req = job_request(
+            unique("tj"),
+            model,
+            str(src),
+            str(tmp_path / "out"),
+            TransformInput=tin,
+            DataProcessing=processing,
+        )
+        with pytest.raises(sm.exceptions.ClientError, match=re.escape(message)):
+            sm.create_transform_job(**req)

@@ -11,7 +11,7 @@ larger than the limit raises ``RecordTooLarge``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,6 +31,9 @@ class BadRecord(Exception):
 class Batch:
     body: bytes
     records: int
+    # The records as read, when each is transformed before sending (DataProcessing): the
+    # answer is joined with them record by record.
+    inputs: tuple[bytes, ...] | None = None
 
 
 def read_full(f: BinaryIO, n: int) -> bytes:
@@ -163,6 +166,31 @@ def group(records: Iterator[bytes], multi: bool, limit: int | None, what: str) -
         size += len(record)
     if parts:
         yield Batch(b"".join(parts), len(parts))
+
+
+def line_groups(
+    f: BinaryIO, multi: bool, limit: int | None, transform: Callable[[bytes], bytes]
+) -> Iterator[Batch]:
+    """Line records, each transformed (an InputFilter) before it is sent; a MultiRecord body
+    is the transformed records one per line. Each batch keeps the records as read."""
+    inputs: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for record in _lines(f, limit, keep_newline=False):
+        part = transform(record) + (b"\n" if multi else b"")
+        if limit is not None and len(part) > limit:
+            raise RecordTooLarge(f"a filtered line is longer than MaxPayloadInMB ({limit} bytes)")
+        if not multi:
+            yield Batch(part, 1, (record,))
+            continue
+        if parts and limit is not None and size + len(part) > limit:
+            yield Batch(b"".join(parts), len(parts), tuple(inputs))
+            inputs, parts, size = [], [], 0
+        inputs.append(record)
+        parts.append(part)
+        size += len(part)
+    if parts:
+        yield Batch(b"".join(parts), len(parts), tuple(inputs))
 
 
 def recordio_record(data: bytes) -> bytes:

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from modelhost.backends.local import Instance, InstanceFailed
 from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
+from modelhost.jobs.dataprocessing import FilterError, Processor
 from modelhost.jobs.files import InputFile, NoInputs, Outputs, list_inputs
 from modelhost.jobs.params import (
     BatchParams,
@@ -31,7 +32,7 @@ from modelhost.jobs.params import (
     effective,
     parse_execution_parameters,
 )
-from modelhost.jobs.records_io import BadRecord, Batch, RecordTooLarge, batches
+from modelhost.jobs.records_io import BadRecord, Batch, RecordTooLarge, batches, line_groups
 from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
 from modelhost.state.records import DeployedVariant
@@ -220,9 +221,9 @@ class TransformRun:
     ) -> int:
         plan = self.plan
         reader = _Reader(item, plan, params)
-        pending: deque[asyncio.Task[bytes]] = deque()
+        pending: deque[tuple[asyncio.Task[bytes], Batch]] = deque()
         records = 0
-        line_end = plan.assemble_lines
+        emit = _Emitter(plan)
         try:
             with temp.open("wb") as out:
                 while True:
@@ -233,15 +234,19 @@ class TransformRun:
                     await worker.slots.acquire()  # released when the request is done
                     task = asyncio.ensure_future(self._send(worker, batch.body))
                     task.add_done_callback(_releaser(worker.slots))
-                    pending.append(task)
-                    while len(pending) >= params.max_concurrent or (pending and pending[0].done()):
-                        _emit(out, await pending.popleft(), line_end)
+                    pending.append((task, batch))
+                    while len(pending) >= params.max_concurrent or pending[0][0].done():
+                        head, sent = pending.popleft()
+                        emit(out, await head, sent)
+                        if not pending:
+                            break
                 while pending:
-                    _emit(out, await pending.popleft(), line_end)
+                    head, sent = pending.popleft()
+                    emit(out, await head, sent)
         finally:
-            for task in pending:
+            for task, _ in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
             await asyncio.to_thread(reader.close)
         return records
 
@@ -282,10 +287,32 @@ def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[bytes]], None]
     return release
 
 
-def _emit(out: BinaryIO, body: bytes, line_end: bool) -> None:
-    out.write(body)
-    if line_end and not body.endswith(b"\n"):
-        out.write(b"\n")
+class _Emitter:
+    """Writes each answer: as it is (AssembleWith None), with a line end (Line), or joined
+    and filtered record by record (DataProcessing)."""
+
+    def __init__(self, plan: TransformPlan) -> None:
+        self.line_end = plan.assemble_lines
+        self.processor = _processor(plan)
+
+    def __call__(self, out: BinaryIO, body: bytes, batch: Batch) -> None:
+        if self.processor is not None and batch.inputs is not None:
+            try:
+                out.write(self.processor.output(list(batch.inputs), body))
+            except (FilterError, UnicodeDecodeError) as exc:
+                raise FileFailed(f"DataProcessing: {exc}") from exc
+            return
+        out.write(body)
+        if self.line_end and not body.endswith(b"\n"):
+            out.write(b"\n")
+
+
+def _processor(plan: TransformPlan) -> Processor | None:
+    if not (plan.input_filter or plan.output_filter or plan.join_input):
+        return None
+    return Processor.build(
+        plan.input_filter, plan.output_filter, plan.join_input, plan.content_type, plan.accept
+    )
 
 
 async def _call(pool: UpstreamPool, head: bytes, body: bytes, timeout: float) -> UpstreamResponse:
@@ -313,19 +340,26 @@ class _Reader:
         self.params = params
         self._file: BinaryIO | None = None
         self._batches: Iterator[Batch] | None = None
+        self._processor = _processor(plan)
 
     def next(self) -> Batch | None:
         try:
             if self._batches is None:
                 self._file = self.item.open(self.plan.gzip)
-                self._batches = batches(
-                    self._file, self.plan.split, self.params.multi_record, self.params.limit
-                )
+                multi, limit = self.params.multi_record, self.params.limit
+                if self._processor is not None:
+                    self._batches = line_groups(
+                        self._file, multi, limit, self._processor.filter_input
+                    )
+                else:
+                    self._batches = batches(self._file, self.plan.split, multi, limit)
             return next(self._batches, None)
         except RecordTooLarge as exc:
             raise FileFailed(f"{exc}; raise MaxPayloadInMB or split the input") from exc
         except BadRecord as exc:
             raise FileFailed(str(exc)) from exc
+        except (FilterError, UnicodeDecodeError) as exc:
+            raise FileFailed(f"DataProcessing InputFilter: {exc}") from exc
         except (OSError, EOFError) as exc:
             raise FileFailed(f"could not read it: {exc}") from exc
         except Exception as exc:  # a storage error, a corrupt gzip stream

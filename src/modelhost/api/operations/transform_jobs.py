@@ -13,6 +13,8 @@ from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.deployments import deployed_containers
 from modelhost.api.operations.listing import page
 from modelhost.errors import ResourceInUse, ValidationException, not_found
+from modelhost.jobs.dataprocessing import FilterError
+from modelhost.jobs.dataprocessing import check as check_filter
 from modelhost.jobs.files import NoInputs, list_inputs
 from modelhost.state.store import Duplicate
 from modelhost.state.transform_jobs import (
@@ -132,16 +134,24 @@ def _check_limits(req: Request) -> None:
             "MaxConcurrentTransforms * MaxPayloadInMB must not exceed 100 MB: "
             f"{concurrent or 1} * {6 if payload is None else payload} is more."
         )
+    _check_processing(req)
+
+
+def _check_processing(req: Request) -> None:
     processing = req.get("DataProcessing", {})
-    if (
-        processing.get("InputFilter")
-        or processing.get("OutputFilter")
-        or (processing.get("JoinSource") == "Input")
-    ):
+    wanted = processing.get("InputFilter") or processing.get("OutputFilter")
+    if not wanted and processing.get("JoinSource") != "Input":
+        return
+    if req["TransformInput"].get("SplitType") != "Line":
         raise ValidationException(
-            "DataProcessing (InputFilter, OutputFilter, JoinSource) is not supported by "
-            "modelhost yet."
+            "DataProcessing (InputFilter, OutputFilter, JoinSource) needs SplitType Line "
+            "in modelhost: filters and joins work record by record."
         )
+    for key in ("InputFilter", "OutputFilter"):
+        try:
+            check_filter(processing.get(key))
+        except FilterError as exc:
+            raise ValidationException(f"{key}: {exc}") from None
 
 
 def _job(ctx: Context, name: str) -> TransformJob:
