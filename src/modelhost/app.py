@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
@@ -131,6 +131,20 @@ def instance_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def progress_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """modelhost's own GET: a transform job's progress (``modelhost transform``'s bar)."""
+
+    async def job_progress(request: Request) -> Response:
+        jobs = services.jobs
+        name = request.path_params["name"]
+        found = None if jobs is None else await asyncio.to_thread(jobs.progress, name)
+        if found is None:
+            return JSONResponse({"message": f"No transform job {name}."}, 404)
+        return JSONResponse(found)
+
+    return job_progress
+
+
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -176,6 +190,7 @@ def create_app(
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
         ],
         lifespan=lifespan,
     )

@@ -1,4 +1,4 @@
-"""``modelhost`` command line: serve, deploy, invoke, endpoints, models, logs."""
+"""``modelhost`` command line: serve, deploy, invoke, endpoints, models, logs, transform, jobs."""
 
 from __future__ import annotations
 
@@ -183,9 +183,10 @@ def logs(
 
 
 def _register_client_commands() -> None:
-    from modelhost.cli import client
+    from modelhost.cli import client, jobs
 
     client.register(app)
+    jobs.register(app)
 
 
 _register_client_commands()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from modelhost.jobs.files import Outputs
 from modelhost.jobs.transform import JobDeps, Outcome, TransformRun
@@ -43,6 +44,7 @@ class JobManager:
         self.interval = interval
         self.clock = clock
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.runs: dict[str, TransformRun] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -98,7 +100,8 @@ class JobManager:
             if job.started is None:
                 now = self.clock()
                 await asyncio.to_thread(update_job, self.store, job.name, _started(now))
-            outcome = await TransformRun(job, self.deps).run()
+            run = self.runs[job.name] = TransformRun(job, self.deps)
+            outcome = await run.run()
             await asyncio.to_thread(update_job, self.store, job.name, self._final(outcome))
             log.info("transform job %s: %s", job.name, outcome.status.value)
         except asyncio.CancelledError:
@@ -111,6 +114,28 @@ class JobManager:
             await asyncio.to_thread(update_job, self.store, job.name, self._final(outcome))
         finally:
             self.tasks.pop(job.name, None)
+            self.runs.pop(job.name, None)
+
+    def progress(self, name: str) -> dict[str, Any] | None:
+        """A job's progress: files (in all, done) and records answered; live while it runs,
+        else as recorded. None for no such job."""
+        job = get_job(self.store, name)
+        if job is None:
+            return None
+        out = {
+            "TransformJobStatus": job.status.value,
+            "FilesTotal": job.files_total,
+            "FilesDone": len(job.done),
+            "RecordsDone": job.records_done,
+        }
+        run = self.runs.get(job.name)
+        if run is not None:
+            out |= {
+                "FilesTotal": run.files_total,
+                "FilesDone": run.files_done,
+                "RecordsDone": run.records_done,
+            }
+        return out
 
     async def _stopped(self, job: TransformJob) -> None:
         """A stopped job keeps no output: remove what it published."""

@@ -88,6 +88,11 @@ class TransformRun:
         self.outputs = Outputs(deps.objects, job.plan.output_path, deps.work_dir / job.name)
         self.instances: list[Instance] = []
         self.failures: list[str] = []
+        # Live progress (modelhost transform's progress bar): files in the job, files done
+        # (also before a restart), records answered.
+        self.files_total: int | None = job.files_total
+        self.files_done = len(job.done)
+        self.records_done = job.records_done
 
     async def run(self) -> Outcome:
         try:
@@ -98,6 +103,7 @@ class TransformRun:
             return Outcome(TransformStatus.FAILED, str(exc))
         done = set(self.job.done)
         todo = [f for f in files if f.rel not in done]
+        self.files_total = len(files)
         await self._record(lambda j: setattr(j, "files_total", len(files)))
         if not todo:
             return Outcome(TransformStatus.COMPLETED)
@@ -199,6 +205,7 @@ class TransformRun:
                 log.warning("transform job %s: %s failed: %s", self.job.name, item.uri, exc)
                 continue
             rel = item.rel
+            self.files_done += 1
 
             def mark(job: TransformJob, rel: str = rel, records: int = records) -> None:
                 if rel not in job.done:
@@ -238,11 +245,13 @@ class TransformRun:
                     while len(pending) >= params.max_concurrent or pending[0][0].done():
                         head, sent = pending.popleft()
                         emit(out, await head, sent)
+                        self.records_done += sent.records
                         if not pending:
                             break
                 while pending:
                     head, sent = pending.popleft()
                     emit(out, await head, sent)
+                    self.records_done += sent.records
         finally:
             for task, _ in pending:
                 task.cancel()
