@@ -353,3 +353,41 @@ def test_data_processing_needs_line_records_and_valid_filters(
         )
         with pytest.raises(sm.exceptions.ClientError, match=re.escape(message)):
             sm.create_transform_job(**req)
+
+
+def test_max_payload_zero_streams_whole_objects(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    big = b"".join(b"row %d\n" % i for i in range(400_000))  # ~4.5 MB, no newline at the end
+    (src / "big.txt").write_bytes(big[:-1])
+    (src / "small.txt").write_bytes(b"a\nb\n")
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line", "ContentType": "text/plain"},
+        TransformOutput={"AssembleWith": "Line"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=0,
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {"big.txt.out": big, "small.txt.out": b"a\nb\n"}
+    failing = make_model(sm, "error")
+    req = job_request(
+        unique("tj"),
+        failing,
+        str(src),
+        str(tmp_path / "out2"),
+        TransformInput={"ContentType": "text/csv"},
+        MaxPayloadInMB=0,
+        ModelClientConfig={"InvocationsMaxRetries": 1},
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "the model answered 500" in desc["FailureReason"]
+    assert "after 2 attempts" in desc["FailureReason"]

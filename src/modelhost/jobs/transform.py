@@ -12,19 +12,17 @@ job ends Failed naming the file and the cause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from modelhost.backends.local import Instance, InstanceFailed
 from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
-from modelhost.jobs.dataprocessing import FilterError, Processor
 from modelhost.jobs.files import InputFile, NoInputs, Outputs, list_inputs
+from modelhost.jobs.filework import Emitter, FileFailed, Reader, Stream, processor_for
 from modelhost.jobs.params import (
     BatchParams,
     assign,
@@ -32,7 +30,8 @@ from modelhost.jobs.params import (
     effective,
     parse_execution_parameters,
 )
-from modelhost.jobs.records_io import BadRecord, Batch, RecordTooLarge, batches, line_groups
+from modelhost.jobs.records_io import Batch
+from modelhost.jobs.streaming import StreamFailed, stream_call
 from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
 from modelhost.state.records import DeployedVariant
@@ -45,10 +44,6 @@ VARIANT = "transform"
 EXEC_PARAMS_TIMEOUT_S = 5.0
 STARTING_GRACE_S = 2.0
 _ERROR_TEXT_MAX = 300
-
-
-class FileFailed(Exception):
-    """One input file could not be transformed; the message is its part of FailureReason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +212,10 @@ class TransformRun:
     async def _file(self, worker: _Worker, item: InputFile, params: BatchParams) -> int:
         temp = await asyncio.to_thread(self.outputs.temp, item.rel)
         try:
-            records = await self._write(worker, item, params, temp)
+            if params.limit is None and self._streams(params):
+                records = await self._stream_file(worker, item, temp)
+            else:
+                records = await self._write(worker, item, params, temp)
             await asyncio.to_thread(self.outputs.publish, item.rel, temp)
             return records
         finally:
@@ -227,10 +225,10 @@ class TransformRun:
         self, worker: _Worker, item: InputFile, params: BatchParams, temp: Path
     ) -> int:
         plan = self.plan
-        reader = _Reader(item, plan, params)
+        reader = Reader(item, plan, params)
         pending: deque[tuple[asyncio.Task[bytes], Batch]] = deque()
         records = 0
-        emit = _Emitter(plan)
+        emit = Emitter(plan)
         try:
             with temp.open("wb") as out:
                 while True:
@@ -259,14 +257,54 @@ class TransformRun:
             await asyncio.to_thread(reader.close)
         return records
 
-    async def _send(self, worker: _Worker, body: bytes) -> bytes:
-        """One request, retried."""
+    def _headers(self) -> list[tuple[bytes, bytes]]:
         plan = self.plan
         headers = []
         if plan.content_type:
             headers.append((b"Content-Type", plan.content_type.encode("latin-1")))
         if plan.accept:
             headers.append((b"Accept", plan.accept.encode("latin-1")))
+        return headers
+
+    def _streams(self, params: BatchParams) -> bool:
+        """With no payload limit, whether a file goes as one streamed request: the whole
+        object (SplitType None) or all its records (MultiRecord), with no DataProcessing."""
+        return processor_for(self.plan) is None and (
+            self.plan.split == "None" or params.multi_record
+        )
+
+    async def _stream_file(self, worker: _Worker, item: InputFile, temp: Path) -> int:
+        """The whole file as one chunked request, its answer streamed into ``temp``;
+        retried as a whole."""
+        plan = self.plan
+        reason = ""
+        for _ in range(plan.retries + 1):
+            source = Stream(item, plan)
+            try:
+                async with worker.slots:
+                    with temp.open("wb") as out:
+                        address, headers = worker.instance.address, self._headers()
+                        status, error, last = await stream_call(
+                            address, headers, source.read, out, plan.timeout_s
+                        )
+                        if 200 <= status < 300:
+                            if plan.assemble_lines and last not in (b"", b"\n"):
+                                out.write(b"\n")
+                            self.records_done += source.records
+                            return source.records
+                text = error.decode("utf-8", "replace").strip()
+                reason = f"the model answered {status}: {text}"
+            except StreamFailed as exc:
+                reason = f"the request to the model failed: {exc}"
+            finally:
+                await asyncio.to_thread(source.close)
+        attempts = plan.retries + 1
+        raise FileFailed(f"{reason} (after {attempts} attempt{'s' * (attempts > 1)})")
+
+    async def _send(self, worker: _Worker, body: bytes) -> bytes:
+        """One request, retried."""
+        plan = self.plan
+        headers = self._headers()
         reason = ""
         for _ in range(plan.retries + 1):
             pool = worker.pool
@@ -296,34 +334,6 @@ def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[bytes]], None]
     return release
 
 
-class _Emitter:
-    """Writes each answer: as it is (AssembleWith None), with a line end (Line), or joined
-    and filtered record by record (DataProcessing)."""
-
-    def __init__(self, plan: TransformPlan) -> None:
-        self.line_end = plan.assemble_lines
-        self.processor = _processor(plan)
-
-    def __call__(self, out: BinaryIO, body: bytes, batch: Batch) -> None:
-        if self.processor is not None and batch.inputs is not None:
-            try:
-                out.write(self.processor.output(list(batch.inputs), body))
-            except (FilterError, UnicodeDecodeError) as exc:
-                raise FileFailed(f"DataProcessing: {exc}") from exc
-            return
-        out.write(body)
-        if self.line_end and not body.endswith(b"\n"):
-            out.write(b"\n")
-
-
-def _processor(plan: TransformPlan) -> Processor | None:
-    if not (plan.input_filter or plan.output_filter or plan.join_input):
-        return None
-    return Processor.build(
-        plan.input_filter, plan.output_filter, plan.join_input, plan.content_type, plan.accept
-    )
-
-
 async def _call(pool: UpstreamPool, head: bytes, body: bytes, timeout: float) -> UpstreamResponse:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[UpstreamResponse] = loop.create_future()
@@ -338,43 +348,3 @@ async def _call(pool: UpstreamPool, head: bytes, body: bytes, timeout: float) ->
 
     pool.send(head, body, timeout, done)
     return await future
-
-
-class _Reader:
-    """An input file's batches, read in a worker thread one at a time."""
-
-    def __init__(self, item: InputFile, plan: TransformPlan, params: BatchParams) -> None:
-        self.item = item
-        self.plan = plan
-        self.params = params
-        self._file: BinaryIO | None = None
-        self._batches: Iterator[Batch] | None = None
-        self._processor = _processor(plan)
-
-    def next(self) -> Batch | None:
-        try:
-            if self._batches is None:
-                self._file = self.item.open(self.plan.gzip)
-                multi, limit = self.params.multi_record, self.params.limit
-                if self._processor is not None:
-                    self._batches = line_groups(
-                        self._file, multi, limit, self._processor.filter_input
-                    )
-                else:
-                    self._batches = batches(self._file, self.plan.split, multi, limit)
-            return next(self._batches, None)
-        except RecordTooLarge as exc:
-            raise FileFailed(f"{exc}; raise MaxPayloadInMB or split the input") from exc
-        except BadRecord as exc:
-            raise FileFailed(str(exc)) from exc
-        except (FilterError, UnicodeDecodeError) as exc:
-            raise FileFailed(f"DataProcessing InputFilter: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            raise FileFailed(f"could not read it: {exc}") from exc
-        except Exception as exc:  # a storage error, a corrupt gzip stream
-            raise FileFailed(f"could not read it: {exc}") from exc
-
-    def close(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
