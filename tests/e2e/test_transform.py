@@ -391,3 +391,19 @@ def test_max_payload_zero_streams_whole_objects(
     assert desc["TransformJobStatus"] == "Failed"
     assert "the model answered 500" in desc["FailureReason"]
     assert "after 2 attempts" in desc["FailureReason"]
+
+
+def test_instances_that_cannot_start_fail_the_job(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n")
+    model = make_model(sm, "badimport")
+    name = unique("tj")
+    desc = run_job(sm, job_request(name, model, str(src), str(tmp_path / "out")))
+    assert desc["TransformJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith("Could not start the model's instances:")
+    assert not (tmp_path / "out").exists()
+    logs = list((server.data_dir / "logs" / "_transform-jobs" / name).glob("*/*.log"))
+    assert logs  # the instance's log, with its traceback, is kept
