@@ -407,3 +407,30 @@ def test_instances_that_cannot_start_fail_the_job(
     assert not (tmp_path / "out").exists()
     logs = list((server.data_dir / "logs" / "_transform-jobs" / name).glob("*/*.log"))
     assert logs  # the instance's log, with its traceback, is kept
+
+
+def test_many_multi_batch_files_share_one_instance(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    files = {
+        f"f{n}.csv": b"".join(b"%d,%d\n" % (n, i) for i in range(120_000 + n * 999))
+        for n in range(5)
+    }  # about 1.1 MB each: two batches or more
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    model = make_model(sm, "echo")
+    req = job_request(
+        unique("tj"),
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line", "ContentType": "text/csv"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+        MaxConcurrentTransforms=2,
+    )
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert outputs(out) == {f"{name}.out": data for name, data in files.items()}

@@ -67,11 +67,15 @@ class JobDeps:
 
 @dataclass
 class _Worker:
-    """One instance and its pool, with the semaphore bounding its requests in flight."""
+    """One instance and its pool; ``slots`` bounds its requests in flight
+    (MaxConcurrentTransforms), ``budget`` the batches read and not yet written out (twice
+    that), so memory stays near 4 x MaxPayloadInMB x MaxConcurrentTransforms per instance
+    (requests and answers) however many of its files are under way."""
 
     instance: Instance
     pool: UpstreamPool
     slots: asyncio.Semaphore
+    budget: asyncio.Semaphore
     files: list[InputFile] = field(default_factory=list)
 
 
@@ -171,8 +175,13 @@ class TransformRun:
 
     async def _transform(self, files: list[InputFile], params: BatchParams) -> None:
         workers = [
-            _Worker(i, UpstreamPool(i.address, name=i.instance_id), asyncio.Semaphore(n))
-            for i, n in ((i, params.max_concurrent) for i in self.instances)
+            _Worker(
+                i,
+                UpstreamPool(i.address, name=i.instance_id),
+                asyncio.Semaphore(params.max_concurrent),
+                asyncio.Semaphore(2 * params.max_concurrent),
+            )
+            for i in self.instances
         ]
         for worker, indexes in zip(workers, assign(len(files), len(workers)), strict=True):
             worker.files = [files[i] for i in indexes]
@@ -229,30 +238,43 @@ class TransformRun:
         pending: deque[tuple[asyncio.Task[bytes], Batch]] = deque()
         records = 0
         emit = Emitter(plan)
+
+        async def write_head() -> None:
+            head, sent = pending.popleft()
+            try:
+                emit(out, await head, sent)
+            finally:
+                worker.budget.release()
+            self.records_done += sent.records
+
         try:
             with temp.open("wb") as out:
                 while True:
-                    batch = await asyncio.to_thread(reader.next)
+                    while pending and (
+                        len(pending) >= params.max_concurrent or pending[0][0].done()
+                    ):
+                        await write_head()
+                    if not await _take(worker.budget, pending[0][0] if pending else None):
+                        continue  # the head answered first: write it, then try again
+                    try:
+                        batch = await asyncio.to_thread(reader.next)
+                    except BaseException:
+                        worker.budget.release()
+                        raise
                     if batch is None:
+                        worker.budget.release()
                         break
                     records += batch.records
                     await worker.slots.acquire()  # released when the request is done
                     task = asyncio.ensure_future(self._send(worker, batch.body))
                     task.add_done_callback(_releaser(worker.slots))
                     pending.append((task, batch))
-                    while len(pending) >= params.max_concurrent or pending[0][0].done():
-                        head, sent = pending.popleft()
-                        emit(out, await head, sent)
-                        self.records_done += sent.records
-                        if not pending:
-                            break
                 while pending:
-                    head, sent = pending.popleft()
-                    emit(out, await head, sent)
-                    self.records_done += sent.records
+                    await write_head()
         finally:
             for task, _ in pending:
                 task.cancel()
+                worker.budget.release()
             await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
             await asyncio.to_thread(reader.close)
         return records
@@ -323,6 +345,29 @@ class TransformRun:
 
     async def _record(self, change: Callable[[TransformJob], None]) -> None:
         await asyncio.to_thread(update_job, self.deps.fleets.store, self.job.name, change)
+
+
+async def _take(budget: asyncio.Semaphore, head: asyncio.Task[bytes] | None) -> bool:
+    """A token of ``budget``: True once taken; False when ``head`` (this file's oldest request)
+    answered first, so that its caller writes it out (and frees a token) instead of waiting
+    on tokens that its own answers hold."""
+    if head is None or not budget.locked():
+        await budget.acquire()
+        return True
+    acquire = asyncio.ensure_future(budget.acquire())
+    try:
+        await asyncio.wait({acquire, head}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not acquire.done():
+            acquire.cancel()
+    me = asyncio.current_task()
+    try:
+        await acquire
+    except asyncio.CancelledError:
+        if me is not None and me.cancelling():
+            raise  # this job was stopped
+        return False
+    return True
 
 
 def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[bytes]], None]:
