@@ -434,3 +434,21 @@ def test_many_multi_batch_files_share_one_instance(
     desc = run_job(sm, req)
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     assert outputs(out) == {f"{name}.out": data for name, data in files.items()}
+
+
+def test_an_output_that_cannot_be_written_fails_its_file(
+    server: LiveServer, sm: Any, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n")
+    (src / "b.csv").write_bytes(b"2\n")
+    (out / "a.csv.out").mkdir(parents=True)  # in the way of a's output
+    model = make_model(sm, "echo")
+    req = job_request(unique("tj"), model, str(src), str(out), TransformInput={"SplitType": "Line"})
+    desc = run_job(sm, req)
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "could not write its output" in desc["FailureReason"]
+    assert str(src / "a.csv") in desc["FailureReason"]
+    assert (out / "b.csv.out").read_bytes() == b"2"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".mh-tmp-")] == []

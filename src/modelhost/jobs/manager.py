@@ -91,7 +91,7 @@ class JobManager:
                 self.tasks[job.name] = asyncio.create_task(self._drive(job), name=job.name)
             elif task is None and job.status is TransformStatus.STOPPING:
                 # Asked to stop while no task ran it (a restart in between).
-                await self._stopped(job)
+                await self._stopped(job, set())
             elif task is not None and job.status is TransformStatus.STOPPING:
                 task.cancel()
 
@@ -106,7 +106,8 @@ class JobManager:
             log.info("transform job %s: %s", job.name, outcome.status.value)
         except asyncio.CancelledError:
             if not self._closing:
-                await self._stopped(job)
+                stopped = self.runs.get(job.name)
+                await self._stopped(job, stopped.published if stopped is not None else set())
             raise
         except Exception as exc:
             log.exception("transform job %s failed", job.name)
@@ -137,11 +138,12 @@ class JobManager:
             }
         return out
 
-    async def _stopped(self, job: TransformJob) -> None:
-        """A stopped job keeps no output: remove what it published."""
+    async def _stopped(self, job: TransformJob, published: set[str]) -> None:
+        """A stopped job keeps no output: remove what it published (recorded, or published
+        by the run just stopped before it could be recorded)."""
         current = await asyncio.to_thread(get_job, self.store, job.name) or job
         outputs = Outputs(self.deps.objects, job.plan.output_path, self.deps.work_dir / job.name)
-        for rel in current.done:
+        for rel in sorted(set(current.done) | published):
             try:
                 await asyncio.to_thread(outputs.delete, rel)
             except Exception as exc:

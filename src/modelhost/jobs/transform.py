@@ -36,7 +36,7 @@ from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
 from modelhost.state.records import DeployedVariant
 from modelhost.state.transform_jobs import TransformJob, TransformPlan, TransformStatus, update_job
-from modelhost.storage import ObjectStore
+from modelhost.storage import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class TransformRun:
         self.outputs = Outputs(deps.objects, job.plan.output_path, deps.work_dir / job.name)
         self.instances: list[Instance] = []
         self.failures: list[str] = []
+        self.published: set[str] = set()  # outputs published by this run (a stop removes them)
+        self._publishing: set[asyncio.Future[None]] = set()
         # Live progress (modelhost transform's progress bar): files in the job, files done
         # (also before a restart), records answered.
         self.files_total: int | None = job.files_total
@@ -113,6 +115,7 @@ class TransformRun:
         except (FleetFailed, InstanceFailed) as exc:
             return Outcome(TransformStatus.FAILED, f"Could not start the model's instances: {exc}")
         finally:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
             await self._stop_instances()
             await asyncio.to_thread(shutil.rmtree, self.outputs.work_dir, True)
         if self.failures:
@@ -186,14 +189,13 @@ class TransformRun:
         for worker, indexes in zip(workers, assign(len(files), len(workers)), strict=True):
             worker.files = [files[i] for i in indexes]
         try:
-            await asyncio.gather(
-                *(
-                    self._file_loop(w, queue, params)
-                    for w in workers
-                    for queue in [deque(w.files)]
-                    for _ in range(params.max_concurrent)
-                )
-            )
+            async with asyncio.TaskGroup() as group:  # a bug in one cancels the others
+                for w in workers:
+                    queue = deque(w.files)
+                    for _ in range(params.max_concurrent):
+                        group.create_task(self._file_loop(w, queue, params))
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
         finally:
             await asyncio.gather(*(w.pool.close() for w in workers))
 
@@ -219,16 +221,37 @@ class TransformRun:
             await self._record(mark)
 
     async def _file(self, worker: _Worker, item: InputFile, params: BatchParams) -> int:
-        temp = await asyncio.to_thread(self.outputs.temp, item.rel)
+        try:
+            temp = await asyncio.to_thread(self.outputs.temp, item.rel)
+        except OSError as exc:
+            raise FileFailed(f"could not write its output: {exc}") from exc
         try:
             if params.limit is None and self._streams(params):
                 records = await self._stream_file(worker, item, temp)
             else:
                 records = await self._write(worker, item, params, temp)
-            await asyncio.to_thread(self.outputs.publish, item.rel, temp)
+            await self._publish(item.rel, temp)
             return records
         finally:
             await asyncio.to_thread(temp.unlink, True)
+
+    async def _publish(self, rel: str, temp: Path) -> None:
+        """Publish one output. A publication under way when the job is stopped finishes (a
+        thread cannot be interrupted) and is remembered in ``published``, so that the stop
+        removes it too; ``run`` waits for every one before it returns."""
+        future = asyncio.ensure_future(asyncio.to_thread(self.outputs.publish, rel, temp))
+        self._publishing.add(future)
+
+        def finished(f: asyncio.Future[None]) -> None:
+            self._publishing.discard(f)
+            if not f.cancelled() and f.exception() is None:
+                self.published.add(rel)
+
+        future.add_done_callback(finished)
+        try:
+            await asyncio.shield(future)
+        except (OSError, StorageError) as exc:
+            raise FileFailed(f"could not write its output {self.outputs.url(rel)}: {exc}") from exc
 
     async def _write(
         self, worker: _Worker, item: InputFile, params: BatchParams, temp: Path
