@@ -109,6 +109,9 @@ def transform(
     gzip: Annotated[bool, typer.Option(help="The input files are gzip-compressed.")] = False,
     name: Annotated[str | None, typer.Option(help="Job name [MODEL-<time>].")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    timeout: Annotated[
+        float, typer.Option(help="Stop following after this many seconds (the job goes on).")
+    ] = 24 * 3600.0,
     url: UrlOpt = None,
 ) -> None:
     """Transform every file under INPUT with MODEL into OUTPUT (a batch transform job)."""
@@ -135,7 +138,7 @@ def transform(
         err.print(f"Transform job [bold]{escape(job)}[/bold] started.", highlight=False)
         if not wait:
             return
-        desc = _follow(server, sm, job)
+        desc = _follow(server, sm, job, timeout)
     status = desc["TransformJobStatus"]
     if status != "Completed":
         fail(f"Transform job {job} {status}: {desc.get('FailureReason', '')}".rstrip(": "))
@@ -154,8 +157,9 @@ def _progress(server: Server, job: str) -> dict[str, Any]:
         return {}
 
 
-def _follow(server: Server, sm: Any, job: str) -> dict[str, Any]:
-    """A progress bar (files, records, records/s) until the job ends; its description."""
+def _follow(server: Server, sm: Any, job: str, timeout: float) -> dict[str, Any]:
+    """A progress bar (files, records, records/s) until the job ends (its description), or
+    until ``timeout`` seconds have passed (a failure; the job goes on)."""
     started = time.monotonic()
     columns = (
         TextColumn("{task.description}"),
@@ -182,6 +186,9 @@ def _follow(server: Server, sm: Any, job: str) -> dict[str, Any]:
             desc: dict[str, Any] = sm.describe_transform_job(TransformJobName=job)
             if desc["TransformJobStatus"] in FINAL:
                 return desc
+            if time.monotonic() - started > timeout:
+                status = desc["TransformJobStatus"]
+                fail(f"Transform job {job} is still {status} after {timeout:.0f} s.")
             time.sleep(POLL_S)
 
 
