@@ -27,6 +27,13 @@ from tests.fixtures.transform import (
 pytestmark = pytest.mark.e2e
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+
+
 def test_line_multi_record_keeps_order_across_files_and_instances(
     server: LiveServer, sm: Any, tmp_path: Path
 ) -> None:
@@ -51,6 +58,16 @@ def test_line_multi_record_keeps_order_across_files_and_instances(
     desc = run_job(sm, req)
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     assert outputs(out) == {"d1/big.csv.out": big, "small.csv.out": b"1,2\n3,4\n"}
+    # Two instances ran it, one log each, and both were stopped before the job completed.
+    logs = list(
+        (server.data_dir / "logs" / "_transform-jobs" / req["TransformJobName"]).glob("*/*")
+    )
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        pid = int(re.search(r"\(pid (\d+)\)", text).group(1))  # type: ignore[union-attr]
+        assert text.rstrip().endswith("stopped")
+        assert not _alive(pid)
     assert desc["TransformStartTime"] <= desc["TransformEndTime"]
     assert desc["BatchStrategy"] == "MultiRecord"
     assert desc["TransformInput"]["SplitType"] == "Line"
