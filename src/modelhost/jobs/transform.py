@@ -370,7 +370,7 @@ class TransformRun:
         await asyncio.to_thread(update_job, self.deps.fleets.store, self.job.name, change)
 
 
-async def _take(budget: asyncio.Semaphore, head: asyncio.Task[bytes] | None) -> bool:
+async def _take(budget: asyncio.Semaphore, head: asyncio.Future[bytes] | None) -> bool:
     """A token of ``budget``: True once taken; False when ``head`` (this file's oldest request)
     answered first, so that its caller writes it out (and frees a token) instead of waiting
     on tokens that its own answers hold."""
