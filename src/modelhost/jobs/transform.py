@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelhost.backends.local import Instance, InstanceFailed
 from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
@@ -377,9 +378,10 @@ async def _take(budget: asyncio.Semaphore, head: asyncio.Future[bytes] | None) -
     if head is None or not budget.locked():
         await budget.acquire()
         return True
-    acquire = asyncio.ensure_future(budget.acquire())
+    acquire: asyncio.Future[Any] = asyncio.ensure_future(budget.acquire())
+    waits: set[asyncio.Future[Any]] = {acquire, head}
     try:
-        await asyncio.wait({acquire, head}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not acquire.done():
             acquire.cancel()
