@@ -134,7 +134,18 @@ class Outputs:
     def __init__(self, store: ObjectStore, output_path: str, work_dir: Path) -> None:
         self.store = store
         self.output_path = output_path
-        self.work_dir = work_dir
+        self.work_dir = work_dir  # the job's own: its name is the job's
+        self._temp_prefix = f".mh-tmp-{work_dir.name}-"
+
+    def clean_temps(self) -> None:
+        """Remove temporary outputs a killed server left in a local output directory (only
+        this job's: another job may be writing beside it)."""
+        if not is_local(self.output_path):
+            return
+        root = local_path(self.output_path)
+        if root.is_dir():
+            for stale in root.rglob(f"{self._temp_prefix}*"):
+                stale.unlink(missing_ok=True)
 
     def _local_dest(self, rel: str) -> Path:
         return local_path(self.output_path) / f"{rel}.out"
@@ -155,7 +166,7 @@ class Outputs:
         if is_local(self.output_path):
             dest = self._local_dest(rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            return dest.parent / f".mh-tmp-{uuid.uuid4().hex}"
+            return dest.parent / f"{self._temp_prefix}{uuid.uuid4().hex}"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir / f"out-{uuid.uuid4().hex}"
 

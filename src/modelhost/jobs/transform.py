@@ -103,6 +103,7 @@ class TransformRun:
             )
         except NoInputs as exc:
             return Outcome(TransformStatus.FAILED, str(exc))
+        await asyncio.to_thread(self.outputs.clean_temps)
         done = set(self.job.done)
         todo = [f for f in files if f.rel not in done]
         self.files_total = len(files)

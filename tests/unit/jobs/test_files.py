@@ -80,3 +80,17 @@ def test_outputs_are_published_whole_and_can_be_deleted(
         outputs.delete("d1/x.csv")
         assert store.head("b", "out/d1/x.csv.out") is None
         assert not (tmp_path / "out" / "d1" / "x.csv.out").exists()
+
+
+def test_a_jobs_stale_temporary_outputs_are_removed(
+    store: LocalObjectStore, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    mine = Outputs(store, str(out), tmp_path / "work" / "job-a")
+    other = Outputs(store, str(out), tmp_path / "work" / "job-b")
+    stale, theirs = mine.temp("d/x.csv"), other.temp("d/x.csv")
+    stale.write_bytes(b"partial")
+    theirs.write_bytes(b"in progress")
+    mine.clean_temps()
+    assert not stale.exists()
+    assert theirs.exists()
