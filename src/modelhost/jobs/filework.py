@@ -87,6 +87,10 @@ class Stream:
                 self._file.close()
 
 
+READ_AHEAD_BYTES = 256 * 1024  # small records: several batches per trip to the reading thread
+READ_AHEAD_COUNT = 256
+
+
 class Reader:
     """An input file's batches, read in a worker thread one at a time."""
 
@@ -120,6 +124,19 @@ class Reader:
             raise FileFailed(f"could not read it: {exc}") from exc
         except Exception as exc:  # a storage error, a corrupt gzip stream
             raise FileFailed(f"could not read it: {exc}") from exc
+
+    def next_many(self) -> list[Batch]:
+        """The next batches: one, or several small ones (up to READ_AHEAD_BYTES); [] at the
+        end. One trip to a thread costs more than splitting a small record."""
+        out: list[Batch] = []
+        size = 0
+        while len(out) < READ_AHEAD_COUNT and size < READ_AHEAD_BYTES:
+            batch = self.next()
+            if batch is None:
+                break
+            out.append(batch)
+            size += len(batch.body)
+        return out
 
     def close(self) -> None:
         if self._file is not None:

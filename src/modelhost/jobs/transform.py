@@ -261,6 +261,7 @@ class TransformRun:
         plan = self.plan
         reader = Reader(item, plan, params)
         pending: deque[tuple[asyncio.Task[bytes], Batch]] = deque()
+        ahead: deque[Batch] = deque()  # read, not sent yet (small batches come several at once)
         records = 0
         emit = Emitter(plan)
 
@@ -282,13 +283,15 @@ class TransformRun:
                     if not await _take(worker.budget, pending[0][0] if pending else None):
                         continue  # the head answered first: write it, then try again
                     try:
-                        batch = await asyncio.to_thread(reader.next)
+                        if not ahead:
+                            ahead.extend(await asyncio.to_thread(reader.next_many))
                     except BaseException:
                         worker.budget.release()
                         raise
-                    if batch is None:
+                    if not ahead:
                         worker.budget.release()
                         break
+                    batch = ahead.popleft()
                     records += batch.records
                     await worker.slots.acquire()  # released when the request is done
                     task = asyncio.ensure_future(self._send(worker, batch.body))
