@@ -133,3 +133,18 @@ def test_job_over_an_s3_compatible_server(
     ]
     body = s3.get_object(Bucket=s3_bucket, Key="batch/out/d1/x.csv.out")["Body"].read()
     assert body == b"1,2\n3,4\n"
+
+
+def test_stop_right_after_create(server: LiveServer, sm: Any, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a.csv").write_bytes(b"1\n")
+    model = make_model(sm, "echo")
+    name = unique("tj")
+    sm.create_transform_job(**job_request(name, model, str(src), str(out)))
+    sm.stop_transform_job(TransformJobName=name)
+    desc = wait_job(sm, name, FINAL)
+    assert desc["TransformJobStatus"] == "Stopped"
+    assert not out.exists() or outputs(out) == {}
+    listed = sm.list_transform_jobs(NameContains=name, StatusEquals="Stopped")
+    assert [s["TransformJobName"] for s in listed["TransformJobSummaries"]] == [name]
