@@ -171,6 +171,8 @@ def _follow(server: Server, sm: Any, job: str, timeout: float) -> dict[str, Any]
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(job, total=None, files="?", records=0, rate="0")
         while True:
+            # the status first: progress read after a final status is the final progress
+            desc: dict[str, Any] = sm.describe_transform_job(TransformJobName=job)
             p = _progress(server, job)
             records = int(p.get("RecordsDone") or 0)
             total = p.get("FilesTotal")
@@ -183,7 +185,6 @@ def _follow(server: Server, sm: Any, job: str, timeout: float) -> dict[str, Any]
                 records=records,
                 rate=f"{records / elapsed:,.0f}",
             )
-            desc: dict[str, Any] = sm.describe_transform_job(TransformJobName=job)
             if desc["TransformJobStatus"] in FINAL:
                 return desc
             if time.monotonic() - started > timeout:
