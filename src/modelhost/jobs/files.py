@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from modelhost.storage import ObjectStore, StorageError, parse_s3_url
+from modelhost.storage import NoSuchBucket, ObjectStore, StorageError, parse_s3_url
 
 
 class NoInputs(Exception):
@@ -58,11 +58,30 @@ def list_inputs(store: ObjectStore, uri: str, manifest: bool) -> list[InputFile]
     """Every input file, in key order; NoInputs when there is none."""
     try:
         files = _manifest(store, uri) if manifest else _prefix(store, uri)
+    except NoSuchBucket:
+        raise no_objects(uri) from None
     except (StorageError, OSError, ValueError) as exc:
         raise NoInputs(f'Could not read the input "{uri}": {exc}') from exc
     if not files:
         raise no_objects(uri)
     return files
+
+
+def check_inputs(store: ObjectStore, uri: str, manifest: bool) -> None:
+    """NoInputs unless the input names at least one object (CreateTransformJob's check: a
+    large S3 prefix is not listed to its end)."""
+    if manifest or is_local(uri):
+        list_inputs(store, uri, manifest)
+        return
+    try:
+        bucket, prefix = parse_s3_url(uri)
+        found = any(not info.key.endswith("/") for info in store.list(bucket, prefix))
+    except NoSuchBucket:
+        found = False
+    except (StorageError, ValueError) as exc:
+        raise NoInputs(f'Could not read the input "{uri}": {exc}') from exc
+    if not found:
+        raise no_objects(uri)
 
 
 def _prefix(store: ObjectStore, uri: str) -> list[InputFile]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelhost.jobs.files import NoInputs, Outputs, list_inputs
+from modelhost.jobs.files import NoInputs, Outputs, check_inputs, list_inputs
 from modelhost.storage.local import LocalObjectStore
 
 
@@ -36,6 +36,11 @@ def test_s3_prefix_names_keys_relative_to_the_prefix(store: LocalObjectStore) ->
 def test_no_objects_is_sagemakers_message(store: LocalObjectStore, tmp_path: Path) -> None:
     with pytest.raises(NoInputs, match='No S3 objects found under S3 URL "s3://b/nothing/"'):
         list_inputs(store, "s3://b/nothing/", manifest=False)
+    with pytest.raises(NoInputs, match='No S3 objects found under S3 URL "s3://b/nothing/"'):
+        check_inputs(store, "s3://b/nothing/", manifest=False)
+    check_inputs(store, "s3://b/in/", manifest=False)
+    with pytest.raises(NoInputs, match='No S3 objects found under S3 URL "s3://missing/in/"'):
+        check_inputs(store, "s3://missing/in/", manifest=False)
     with pytest.raises(NoInputs, match="No S3 objects found"):
         list_inputs(store, str(tmp_path / "missing") + "/", manifest=False)
 

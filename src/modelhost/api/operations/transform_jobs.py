@@ -15,7 +15,7 @@ from modelhost.api.operations.listing import page
 from modelhost.errors import ResourceInUse, ValidationException, not_found
 from modelhost.jobs.dataprocessing import FilterError
 from modelhost.jobs.dataprocessing import check as check_filter
-from modelhost.jobs.files import NoInputs, list_inputs
+from modelhost.jobs.files import NoInputs, check_inputs
 from modelhost.state.store import Duplicate
 from modelhost.state.transform_jobs import (
     FINAL,
@@ -41,7 +41,7 @@ def create_transform_job(ctx: Context, req: Request) -> Response:
     plan = _plan(ctx, req)
     if ctx.objects is not None:
         try:
-            list_inputs(ctx.objects, plan.input_uri, plan.manifest)
+            check_inputs(ctx.objects, plan.input_uri, plan.manifest)
         except NoInputs as exc:
             raise ValidationException(str(exc)) from None
     now = ctx.clock()
