@@ -65,6 +65,23 @@ def test_transform_follows_the_job_and_jobs_lists_it(
     assert row["status"] == "Completed"
     table = modelhost(server, "jobs")
     assert name in table.stdout
+    logs = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelhost.cli.main",
+            "logs",
+            name,
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert logs.returncode == 0, logs.stderr
+    assert "transform/i-" in logs.stdout and "modelhost.runtime: stopped" in logs.stdout
 
 
 def test_a_failed_transform_exits_1_with_the_reason(

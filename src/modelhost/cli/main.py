@@ -176,10 +176,16 @@ def logs(
     ] = False,
     data_dir: DataOpt = None,
 ) -> None:
-    """Print the logs of every instance of ENDPOINT."""
+    """Print the logs of every instance of ENDPOINT (or of transform job ENDPOINT)."""
     from modelhost.cli.logs import show_logs
 
-    show_logs(settings_from(None, None, data_dir).logs_dir / endpoint, endpoint, follow)
+    root = settings_from(None, None, data_dir).logs_dir
+    job = root / "_transform-jobs" / endpoint
+    show_logs(
+        job if not (root / endpoint).is_dir() and job.is_dir() else root / endpoint,
+        endpoint,
+        follow,
+    )
 
 
 def _register_client_commands() -> None:
