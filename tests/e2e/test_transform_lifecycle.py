@@ -3,6 +3,7 @@ without redoing finished files, and a job over a real S3-compatible server."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,35 @@ def test_restart_mid_job_resumes_without_redoing_finished_files(
             assert sent.count(f"slow {stem} {i}|") == 1, (done, sent)
     # nothing left running: the instances of both runs are gone with their server
     assert not list(Path(server.data_dir / "jobs").glob("*/*"))
+
+
+def test_a_killed_server_resumes_the_job_and_cleans_up(
+    own_server: LiveServer, tmp_path: Path
+) -> None:
+    server = own_server.start()
+    sm = server.client("sagemaker")
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}.csv").write_bytes(slow_lines(f"f{i}", 4))
+    model = make_model(sm, "batchlog")
+    name = unique("tj")
+    req = job_request(
+        name,
+        model,
+        str(src),
+        str(out),
+        TransformInput={"SplitType": "Line"},
+        TransformOutput={"AssembleWith": "Line"},
+    )
+    sm.create_transform_job(**req)
+    wait_for(lambda: (out / "f0.csv.out").exists(), "one file done")
+    server.stop(signal.SIGKILL)
+    server.start()
+    desc = wait_job(server.client("sagemaker"), name, FINAL)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    # every output whole, and no temporary file of the killed run left behind
+    assert outputs(out) == {f"f{i}.csv.out": slow_lines(f"f{i}", 4) for i in range(4)}
 
 
 def test_job_over_an_s3_compatible_server(

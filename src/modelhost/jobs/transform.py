@@ -207,20 +207,12 @@ class TransformRun:
         while queue:
             item = queue.popleft()
             try:
-                records = await self._file(worker, item, params)
+                await self._file(worker, item, params)
             except FileFailed as exc:
                 self.failures.append(f'Input file "{item.uri}" failed: {exc}')
                 log.warning("transform job %s: %s failed: %s", self.job.name, item.uri, exc)
                 continue
-            rel = item.rel
             self.files_done += 1
-
-            def mark(job: TransformJob, rel: str = rel, records: int = records) -> None:
-                if rel not in job.done:
-                    job.done.append(rel)
-                job.records_done += records
-
-            await self._record(mark)
 
     async def _file(self, worker: _Worker, item: InputFile, params: BatchParams) -> int:
         try:
@@ -232,16 +224,27 @@ class TransformRun:
                 records = await self._stream_file(worker, item, temp)
             else:
                 records = await self._write(worker, item, params, temp)
-            await self._publish(item.rel, temp)
+            await self._publish(item.rel, temp, records)
             return records
         finally:
             await asyncio.to_thread(temp.unlink, True)
 
-    async def _publish(self, rel: str, temp: Path) -> None:
-        """Publish one output. A publication under way when the job is stopped finishes (a
-        thread cannot be interrupted) and is remembered in ``published``, so that the stop
-        removes it too; ``run`` waits for every one before it returns."""
-        future = asyncio.ensure_future(asyncio.to_thread(self.outputs.publish, rel, temp))
+    async def _publish(self, rel: str, temp: Path, records: int) -> None:
+        """Publish one output and record its file as done, as one step that a stop or a
+        shutdown does not split (a restart then neither redoes the file nor misses it): it
+        finishes, is remembered in ``published`` (a stop removes it too), and ``run`` waits
+        for every one before it returns."""
+
+        def mark(job: TransformJob) -> None:
+            if rel not in job.done:
+                job.done.append(rel)
+            job.records_done += records
+
+        async def publish_and_record() -> None:
+            await asyncio.to_thread(self.outputs.publish, rel, temp)
+            await self._record(mark)
+
+        future = asyncio.ensure_future(publish_and_record())
         self._publishing.add(future)
 
         def finished(f: asyncio.Future[None]) -> None:
