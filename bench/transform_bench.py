@@ -136,6 +136,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--payload-mb", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=2, help="MaxConcurrentTransforms")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="SAGEMAKER_MODEL_SERVER_WORKERS of the instance (the baseline is one process)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="transform-bench-") as tmp:
         root = Path(tmp)
@@ -149,7 +155,11 @@ def main() -> None:
                 "CreateModel",
                 {
                     "ModelName": "bench-iris",
-                    "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": str(model_dir)},
+                    "PrimaryContainer": {
+                        "Image": SKLEARN_IMAGE,
+                        "ModelDataUrl": str(model_dir),
+                        "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)},
+                    },
                 },
             )
             for i in range(args.repeats):
@@ -164,6 +174,7 @@ def main() -> None:
                     "rows": args.rows,
                     "payload_mb": args.payload_mb,
                     "max_concurrent_transforms": args.concurrency,
+                    "instance_workers": args.workers,
                     "baseline_s": [round(t, 3) for t, _ in base],
                     "job_wall_s": [round(j["wall_s"], 3) for j in jobs],
                     "job_transform_s": [j["transform_s"] for j in jobs],
