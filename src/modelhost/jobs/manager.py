@@ -38,11 +38,13 @@ class JobManager:
         deps: JobDeps,
         interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        run_factory: Callable[[TransformJob, JobDeps], TransformRun] = TransformRun,
     ) -> None:
         self.store = store
         self.deps = deps
         self.interval = interval
         self.clock = clock
+        self.run_factory = run_factory  # unit tests run jobs without instances
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.runs: dict[str, TransformRun] = {}
         self._wake = asyncio.Event()
@@ -100,7 +102,7 @@ class JobManager:
             if job.started is None:
                 now = self.clock()
                 await asyncio.to_thread(update_job, self.store, job.name, _started(now))
-            run = self.runs[job.name] = TransformRun(job, self.deps)
+            run = self.runs[job.name] = self.run_factory(job, self.deps)
             outcome = await run.run()
             await asyncio.to_thread(update_job, self.store, job.name, self._final(outcome))
             log.info("transform job %s: %s", job.name, outcome.status.value)
