@@ -3,6 +3,7 @@ demo iris model over a CSV in the object store, waited for by the SDK itself."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tests.api.test_sagemaker_sdk import (
     flow_output,
     iris_in_object_store,
 )
-from tests.fixtures.server import LiveServer, unique
+from tests.fixtures.server import LiveServer, aws_env, unique
 
 pytestmark = pytest.mark.api
 
@@ -52,3 +53,35 @@ def test_sdk_transformer_transform_and_wait(server: LiveServer, sdk_python: Path
     result = store.open_read(BUCKET, f"{name}/out/iris.csv.out").read()
     assert result.count(b"setosa") == 50
     assert result.count(b"virginica") == 50
+
+
+def test_sdk_v3_transform_job_create_and_wait(
+    server: LiveServer, sdk3_python: Path, tmp_path: Path
+) -> None:
+    name = unique("sdk3-tj")
+    model_data = iris_in_object_store(server, name)
+    sm = server.client("sagemaker")
+    sm.create_model(
+        ModelName=name, PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": model_data}
+    )
+    store = LocalObjectStore(server.data_dir / "objects")
+    store.ensure_bucket(BUCKET)
+    store.put_bytes(BUCKET, f"{name}/in/iris.csv", b"6.7,3.0,5.2,2.3\n" * 3)
+    done = subprocess.run(
+        [
+            str(sdk3_python),
+            str(FLOWS / "transform_v3_flow.py"),
+            name,
+            f"s3://{BUCKET}/{name}/in/",
+            f"s3://{BUCKET}/{name}/out",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=aws_env(tmp_path, server.url),
+        check=False,
+    )
+    assert flow_output(done)["status"] == "Completed"
+    result = store.open_read(BUCKET, f"{name}/out/iris.csv.out").read()
+    assert json.loads(result) == {"predictions": ["virginica"] * 3}
