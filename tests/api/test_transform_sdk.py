@@ -1,5 +1,6 @@
-"""The SageMaker Python SDK's Transformer against a live modelhost: a batch transform of the
-demo iris model over a CSV in the object store, waited for by the SDK itself."""
+"""The SageMaker Python SDK against a live modelhost: batch transforms of the demo iris model
+over a CSV in the object store, waited for by the SDK itself (v2's Transformer, v3's
+sagemaker-core TransformJob)."""
 
 from __future__ import annotations
 
