@@ -13,10 +13,11 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelhost.api.dispatch import Dispatcher
@@ -30,6 +31,8 @@ from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
 from modelhost.controller.scaling_loop import Scaler
+from modelhost.jobs.manager import JobManager
+from modelhost.jobs.transform import JobDeps
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
@@ -37,6 +40,7 @@ from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
 from modelhost.state.store import Store
+from modelhost.storage import ObjectStore
 from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
@@ -49,9 +53,36 @@ class Services:
     controller: Controller
     dispatcher: Dispatcher
     runtime: RuntimeApp
+    jobs: JobManager | None = None
     # Application Auto Scaling (X-Amz-Target: AnyScaleFrontendService.<Op>) and its scaler
     autoscaling: Dispatcher | None = None
     scaler: Scaler | None = None
+
+    def loops(self) -> list[Background]:
+        """What runs beside the controller, in the order it starts (it stops in reverse,
+        before the controller stops the instances)."""
+        return [part for part in (self.jobs, self.scaler) if part is not None]
+
+    async def start(self) -> None:
+        await self.controller.start()
+        for part in self.loops():
+            await part.start()
+
+    async def stop(self) -> None:
+        for part in reversed(self.loops()):
+            await part.stop()
+        log.info("stopping every instance")
+        await self.controller.stop()
+        await self.runtime.routes.close()
+        self.store.close()
+
+
+class Background(Protocol):
+    """A loop of the server's own (the jobs loop, the scaler, ...)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def build_services(settings: Settings) -> Services:
@@ -70,20 +101,26 @@ def build_services(settings: Settings) -> Services:
         gpu_count=settings.gpu_count,
         platform_env=instance_env(settings),
     )
-    controller = Controller(
-        Fleets(settings, store, backend, artifacts), routes, settings.reconcile_interval_s
-    )
+    fleets = Fleets(settings, store, backend, artifacts)
+    controller = Controller(fleets, routes, settings.reconcile_interval_s)
     backend.on_exit = controller.instance_exited
+    jobs = JobManager(store, job_deps(settings, fleets, objects), settings.reconcile_interval_s)
+
+    def wake() -> None:
+        controller.wake()
+        jobs.wake()
+
     ctx = Context(
         settings=settings,
         store=store,
         arns=Arns(settings.region, settings.account_id),
-        wake=controller.wake,
+        wake=wake,
         check_model_data=model_data_checker(objects),
+        objects=objects,
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
     runtime = RuntimeApp(routes, store, settings)
-    services = Services(settings, store, controller, dispatcher, runtime)
+    services = Services(settings, store, controller, dispatcher, runtime, jobs)
     services.autoscaling = Dispatcher(
         ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS
     )
@@ -95,6 +132,18 @@ def build_services(settings: Settings) -> Services:
         window_s=settings.autoscaling_window_s,
     )
     return services
+
+
+def job_deps(settings: Settings, fleets: Fleets, objects: ObjectStore) -> JobDeps:
+    """Transform jobs: instance logs beside the endpoints' (``logs/_transform-jobs/<job>``:
+    ``_`` is no name character, so no endpoint's directory is one of them)."""
+    return JobDeps(
+        fleets,
+        objects,
+        settings.logs_dir / "_transform-jobs",
+        settings.data_dir / "jobs",
+        settings.stop_grace_s,
+    )
 
 
 def scrape_metrics(services: Services) -> bytes:
@@ -125,6 +174,20 @@ def instance_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def progress_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """modelhost's own GET: a transform job's progress (``modelhost transform``'s bar)."""
+
+    async def job_progress(request: Request) -> Response:
+        jobs = services.jobs
+        name = request.path_params["name"]
+        found = None if jobs is None else await asyncio.to_thread(jobs.progress, name)
+        if found is None:
+            return JSONResponse({"message": f"No transform job {name}."}, 404)
+        return JSONResponse(found)
+
+    return job_progress
+
+
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -152,20 +215,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await services.controller.start()
-        if services.scaler is not None:
-            await services.scaler.start()
+        await services.start()
         if on_ready is not None:
             on_ready(services)
         try:
             yield
         finally:
-            if services.scaler is not None:
-                await services.scaler.stop()
-            log.info("stopping every instance")
-            await services.controller.stop()
-            await services.runtime.routes.close()
-            services.store.close()
+            await services.stop()
 
     control_app = Starlette(
         routes=[
@@ -173,6 +229,7 @@ def create_app(
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
         ],
         lifespan=lifespan,
     )

@@ -8,6 +8,7 @@ KINDS = {
     "model": "model",
     "endpoint_config": "endpoint-config",
     "endpoint": "endpoint",
+    "transform_job": "transform-job",
 }
 
 # The words SageMaker uses in "Could not find ..." messages.
@@ -15,6 +16,7 @@ DISPLAY = {
     "model": "model",
     "endpoint_config": "endpoint configuration",
     "endpoint": "endpoint",
+    "transform_job": "transform job",
 }
 
 

@@ -10,7 +10,18 @@ from typer.testing import CliRunner
 
 from modelhost.cli.main import app
 
-COMMANDS = ("serve", "deploy", "invoke", "endpoints", "models", "delete", "scale", "logs")
+COMMANDS = (
+    "serve",
+    "deploy",
+    "invoke",
+    "endpoints",
+    "models",
+    "delete",
+    "scale",
+    "transform",
+    "jobs",
+    "logs",
+)
 
 
 def help_text(*args: str) -> str:

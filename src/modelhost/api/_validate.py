@@ -72,9 +72,13 @@ class Node:
 
 
 # modelhost's documented extensions to SageMaker's patterns, by shape name: model data may also
-# be a file:// URL or an absolute local path.
+# be a file:// URL or an absolute local path, and so may a transform job's input and output.
 _LOCAL_OR_REMOTE = r"(https|s3)://([^/]+)/?(.*)|file:///.*|/.*"
-PATTERN_EXTENSIONS = {"Url": _LOCAL_OR_REMOTE, "S3ModelUri": _LOCAL_OR_REMOTE}
+PATTERN_EXTENSIONS = {
+    "Url": _LOCAL_OR_REMOTE,
+    "S3ModelUri": _LOCAL_OR_REMOTE,
+    "S3Uri": _LOCAL_OR_REMOTE,  # transform jobs' input and output
+}
 
 
 def compile_shape(shape: Any, memo: dict[str, Node]) -> Node:

@@ -1,4 +1,5 @@
-"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, scale, logs."""
+"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, scale,
+transform, jobs, logs."""
 
 from __future__ import annotations
 
@@ -177,16 +178,23 @@ def logs(
     ] = False,
     data_dir: DataOpt = None,
 ) -> None:
-    """Print the logs of every instance of ENDPOINT."""
+    """Print the logs of every instance of ENDPOINT (or of transform job ENDPOINT)."""
     from modelhost.cli.logs import show_logs
 
-    show_logs(settings_from(None, None, data_dir).logs_dir / endpoint, endpoint, follow)
+    root = settings_from(None, None, data_dir).logs_dir
+    job = root / "_transform-jobs" / endpoint
+    show_logs(
+        job if not (root / endpoint).is_dir() and job.is_dir() else root / endpoint,
+        endpoint,
+        follow,
+    )
 
 
 def _register_client_commands() -> None:
-    from modelhost.cli import client
+    from modelhost.cli import client, jobs
 
     client.register(app)
+    jobs.register(app)
 
 
 _register_client_commands()

@@ -176,11 +176,22 @@ class Fleets:
         fleet.instances.setdefault(variant, []).extend(ready)
         return ready
 
-    async def _start_ready(self, endpoint: str, plan: VariantPlan) -> Instance:
+    async def plan_variant(self, dv: DeployedVariant) -> VariantPlan:
+        """The plan of one variant-like group of instances (a transform job's)."""
+        return await self._plan_variant(dv, 1.0)
+
+    async def start_ready(self, name: str, plan: VariantPlan, logs_dir: Path) -> Instance:
+        """One healthy instance of ``plan`` whose log goes under ``logs_dir`` (a job's)."""
+        return await self._start_ready(name, plan, logs_dir)
+
+    async def _start_ready(
+        self, endpoint: str, plan: VariantPlan, logs_dir: Path | None = None
+    ) -> Instance:
         """One healthy instance. The port an instance is given was free when picked; if
         another process took it before the instance bound it, start again on a new one."""
+        logs = self.settings.logs_dir if logs_dir is None else logs_dir
         for attempt in range(PORT_RETRIES + 1):
-            spec = await self._with_model_copy(plan.instance_spec(endpoint, self.settings.logs_dir))
+            spec = await self._with_model_copy(plan.instance_spec(endpoint, logs))
             try:
                 inst = self.backend.start(spec)
             except BaseException:

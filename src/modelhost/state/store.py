@@ -112,6 +112,19 @@ class Store:
                 .values(doc=doc)
             )
 
+    def update_doc(
+        self, kind: str, name: str, change: Callable[[dict[str, Any]], tuple[dict[str, Any], T]]
+    ) -> T | None:
+        """Read-modify-write one document atomically: ``change`` gets the document and returns
+        the new one and a value; None when there is no such document."""
+        with self._lock:
+            doc = self.get(kind, name)
+            if doc is None:
+                return None
+            new, result = change(doc)
+            self.put(kind, name, new)
+            return result
+
     def delete(self, kind: str, name: str) -> bool:
         with self._tx() as conn:
             result = conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelhost.api.operations import endpoint_configs, endpoints, models, tags
+from modelhost.api.operations import endpoint_configs, endpoints, models, tags, transform_jobs
 from modelhost.api.operations.context import Context, Handler
 
 OPERATIONS: dict[str, Handler] = {
@@ -10,6 +10,7 @@ OPERATIONS: dict[str, Handler] = {
     **endpoint_configs.HANDLERS,
     **endpoints.HANDLERS,
     **tags.HANDLERS,
+    **transform_jobs.HANDLERS,
 }
 
 __all__ = ["OPERATIONS", "Context", "Handler"]

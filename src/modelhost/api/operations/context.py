@@ -12,6 +12,7 @@ from typing import Any
 from modelhost.names import Arns
 from modelhost.settings import Settings
 from modelhost.state.store import Store
+from modelhost.storage import ObjectStore
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -27,6 +28,9 @@ class Context:
     clock: Callable[[], float] = field(default=time.time)
     # Checks that model data exists at CreateModel; injected so unit tests need no storage.
     check_model_data: Callable[[dict[str, Any]], None] = lambda _container: None
+    # The platform's object store (transform jobs check their input at create); None in
+    # unit tests that need no storage.
+    objects: ObjectStore | None = None
 
 
 def ts(epoch: float) -> datetime:

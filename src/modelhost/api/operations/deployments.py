@@ -70,7 +70,7 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
     return DeployedVariant(
         name=pv["VariantName"],
         model_name=pv["ModelName"] if model is None else model.name,
-        containers=None if model is None else _containers(model.spec),
+        containers=None if model is None else deployed_containers(model.spec),
         instance_type=pv.get("InstanceType"),
         serverless_memory_mb=None if serverless is None else serverless.get("MemorySizeInMB"),
         initial_weight=float(pv.get("InitialVariantWeight", 1.0)),
@@ -79,7 +79,7 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
     )
 
 
-def _containers(spec: dict[str, Any]) -> tuple[DeployedContainer, ...]:
+def deployed_containers(spec: dict[str, Any]) -> tuple[DeployedContainer, ...]:
     containers = spec.get("Containers") or [spec.get("PrimaryContainer", {})]
     return tuple(
         DeployedContainer(

@@ -1,0 +1,1 @@
+"""Jobs: work that runs to an end on instances of its own (batch transform)."""
