@@ -19,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from modelhost.api.async_invocations import AsyncInvocations, async_endpoint_configs
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
 from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
+from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
@@ -34,6 +36,7 @@ from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
+from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.store import Store
 from modelhost.storage.platform import platform_store
 
@@ -47,6 +50,7 @@ class Services:
     controller: Controller
     dispatcher: Dispatcher
     runtime: RuntimeApp
+    async_inference: AsyncInference
 
 
 def build_services(settings: Settings) -> Services:
@@ -77,7 +81,11 @@ def build_services(settings: Settings) -> Services:
         check_model_data=model_data_checker(objects),
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
-    return Services(settings, store, controller, dispatcher, RuntimeApp(routes, store, settings))
+    runtime = RuntimeApp(routes, store, settings)
+    queue = AsyncQueue(store)
+    workers = AsyncInference(queue, routes, objects, lambda: async_endpoint_configs(store))
+    runtime.async_handler = AsyncInvocations(store, queue, workers.wake, settings.account_id)
+    return Services(settings, store, controller, dispatcher, runtime, workers)
 
 
 def scrape_metrics(services: Services) -> bytes:
@@ -133,11 +141,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.controller.start()
+        await services.async_inference.start()
         if on_ready is not None:
             on_ready(services)
         try:
             yield
         finally:
+            await services.async_inference.stop()
             log.info("stopping every instance")
             await services.controller.stop()
             await services.runtime.routes.close()

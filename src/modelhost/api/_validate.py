@@ -75,6 +75,13 @@ class Node:
 # be a file:// URL or an absolute local path.
 _LOCAL_OR_REMOTE = r"(https|s3)://([^/]+)/?(.*)|file:///.*|/.*"
 PATTERN_EXTENSIONS = {"Url": _LOCAL_OR_REMOTE, "S3ModelUri": _LOCAL_OR_REMOTE}
+# Asynchronous inference: its input and result locations may be local too, and its
+# notification topics may be http(s):// webhooks as well as SNS topic ARNs.
+PATTERN_EXTENSIONS |= {
+    "InputLocationHeader": _LOCAL_OR_REMOTE,
+    "DestinationS3Uri": _LOCAL_OR_REMOTE,
+    "SnsTopicArn": r"arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+|https?://[^\s]+",
+}
 
 
 def compile_shape(shape: Any, memo: dict[str, Node]) -> Node:

@@ -1,0 +1,231 @@
+"""Asynchronous inference on the wire: InvokeEndpointAsync (``POST
+/endpoints/{name}/async-invocations``, rest-json, the request in X-Amzn-SageMaker-* headers),
+the AsyncInferenceConfig checks CreateEndpointConfig makes, and the translation of a deployed
+config into the typed ``AsyncEndpointConfig`` the workers read. PascalCase stops here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from modelhost.api.shapes import shapes_for
+from modelhost.asyncinf.policy import result_locations
+from modelhost.asyncinf.records import (
+    DEFAULT_INVOCATION_TIMEOUT_S,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_TTL_S,
+    AsyncEndpointConfig,
+    AsyncRequest,
+)
+from modelhost.errors import ValidationError, ValidationException
+from modelhost.state.async_queue import AsyncQueue
+from modelhost.state.records import Endpoint
+from modelhost.state.store import Store
+
+OPERATION = "InvokeEndpointAsync"
+# Request headers -> members of InvokeEndpointAsyncInput.
+_HEADERS = {
+    b"x-amzn-sagemaker-content-type": "ContentType",
+    b"x-amzn-sagemaker-accept": "Accept",
+    b"x-amzn-sagemaker-custom-attributes": "CustomAttributes",
+    b"x-amzn-sagemaker-inference-id": "InferenceId",
+    b"x-amzn-sagemaker-inputlocation": "InputLocation",
+    b"x-amzn-sagemaker-s3outputpathextension": "S3OutputPathExtension",
+    b"x-amzn-sagemaker-filename": "Filename",
+    b"x-amzn-sagemaker-requestttlseconds": "RequestTTLSeconds",
+    b"x-amzn-sagemaker-invocationtimeoutseconds": "InvocationTimeoutSeconds",
+}
+_INTEGERS = frozenset({"RequestTTLSeconds", "InvocationTimeoutSeconds"})
+_SUCCESS, _ERROR = "SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[MutableMapping[str, Any]], Any]
+
+
+# --- CreateEndpointConfig ----------------------------------------------------------------
+
+
+def check_async_config(config: dict[str, Any], variants: Iterable[dict[str, Any]]) -> None:
+    """What CreateEndpointConfig checks of an AsyncInferenceConfig beyond its shape."""
+    output = config["OutputConfig"]
+    if not output.get("S3OutputPath"):
+        raise ValidationException(
+            "AsyncInferenceConfig.OutputConfig.S3OutputPath is required: asynchronous "
+            "inference writes its results there."
+        )
+    notification = output.get("NotificationConfig", {})
+    for wanted in notification.get("IncludeInferenceResponseIn", []):
+        topic = "SuccessTopic" if wanted == _SUCCESS else "ErrorTopic"
+        if not notification.get(topic):
+            raise ValidationException(
+                f"IncludeInferenceResponseIn names {wanted}, but NotificationConfig has no {topic}."
+            )
+    for pv in variants:
+        if "ServerlessConfig" in pv:
+            raise ValidationException(
+                f"Production variant {pv['VariantName']} is serverless: asynchronous "
+                "inference needs instances (InstanceType and InitialInstanceCount)."
+            )
+
+
+def async_config(ep: Endpoint) -> AsyncEndpointConfig | None:
+    """The endpoint's AsyncInferenceConfig as deployed, typed; None for a real-time one."""
+    spec = ep.deployment.config.spec if ep.deployment else {}
+    raw = spec.get("AsyncInferenceConfig")
+    if not raw:
+        return None
+    output = raw.get("OutputConfig", {})
+    notification = output.get("NotificationConfig", {})
+    return AsyncEndpointConfig(
+        endpoint=ep.name,
+        output_path=output.get("S3OutputPath", ""),
+        failure_path=output.get("S3FailurePath"),
+        max_concurrent=raw.get("ClientConfig", {}).get(
+            "MaxConcurrentInvocationsPerInstance", DEFAULT_MAX_CONCURRENT
+        ),
+        success_topic=notification.get("SuccessTopic"),
+        error_topic=notification.get("ErrorTopic"),
+        include_response_in=frozenset(
+            ("success" if t == _SUCCESS else "error")
+            for t in notification.get("IncludeInferenceResponseIn", [])
+        ),
+    )
+
+
+def async_endpoint_configs(store: Store) -> dict[str, AsyncEndpointConfig]:
+    """Every asynchronous endpoint's config, by name (what the workers refresh)."""
+    out = {}
+    for ep in store.endpoints():
+        config = async_config(ep)
+        if config is not None:
+            out[ep.name] = config
+    return out
+
+
+# --- InvokeEndpointAsync -----------------------------------------------------------------
+
+
+class AsyncInvocations:
+    """The runtime API's InvokeEndpointAsync (``RuntimeApp.async_handler``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: AsyncQueue,
+        on_queued: Callable[[], None],
+        account_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.on_queued = on_queued
+        self.account_id = account_id
+        self.clock = clock
+        self._shapes = shapes_for("sagemaker-runtime")
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
+    ) -> None:
+        members = _members(scope["headers"])
+        body = await _drain(receive)
+        if body:
+            raise ValidationError(
+                "modelhost takes the input of InvokeEndpointAsync from InputLocation only; "
+                "send it there, not in the request body."
+            )
+        try:
+            self._shapes.parse_input(OPERATION, {"EndpointName": name, **members})
+        except ValidationException as exc:
+            raise ValidationError(exc.message) from None
+        if "InputLocation" not in members:
+            raise ValidationError(
+                "1 validation error detected: Value null at 'inputLocation' failed to satisfy "
+                "constraint: Member must not be null"
+            )
+        req = await asyncio.to_thread(self._accept, name, members)
+        self.on_queued()
+        payload = json.dumps({"InferenceId": req.inference_id}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-amzn-requestid", rid.encode()),
+            (b"x-amzn-sagemaker-outputlocation", req.output_location.encode()),
+            (b"x-amzn-sagemaker-failurelocation", req.failure_location.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _accept(self, name: str, members: dict[str, Any]) -> AsyncRequest:
+        """Queue the request (off the event loop: the store is synchronous)."""
+        ep = self.store.endpoint(name)
+        if ep is None:
+            raise ValidationError(f"Endpoint {name} of account {self.account_id} not found.")
+        config = async_config(ep)
+        if config is None:
+            raise ValidationError(
+                f"Endpoint {ep.name} is not an asynchronous inference endpoint (its endpoint "
+                "config has no AsyncInferenceConfig); use InvokeEndpoint."
+            )
+        inference_id = members.get("InferenceId") or str(uuid.uuid4())
+        output, failure = result_locations(
+            config, inference_id, members.get("S3OutputPathExtension"), members.get("Filename")
+        )
+        now = self.clock()
+        req = AsyncRequest(
+            request_id=uuid.uuid4().hex,
+            endpoint=ep.name,
+            inference_id=inference_id,
+            input_location=members["InputLocation"],
+            output_location=output,
+            failure_location=failure,
+            created=now,
+            expires=now + members.get("RequestTTLSeconds", DEFAULT_TTL_S),
+            timeout_s=float(members.get("InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S)),
+            content_type=members.get("ContentType"),
+            accept=members.get("Accept"),
+            custom_attributes=members.get("CustomAttributes"),
+        )
+        self.queue.enqueue(req)
+        return req
+
+
+def _members(raw: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    members: dict[str, Any] = {}
+    for key, value in raw:
+        member = _HEADERS.get(key)
+        if member is None:
+            continue
+        text = value.decode("latin-1")
+        if member in _INTEGERS:
+            try:
+                members[member] = int(text)
+            except ValueError:
+                raise ValidationError(
+                    f"1 validation error detected: Value '{text}' at "
+                    f"'{member[0].lower()}{member[1:]}' failed to satisfy constraint: Member "
+                    "must be an integer"
+                ) from None
+        else:
+            members[member] = text
+    return members
+
+
+async def _drain(receive: Receive) -> bytes:
+    """The request body, which InvokeEndpointAsync does not take (a bounded read)."""
+    chunks: list[bytes] = []
+    size = 0
+    for _ in range(1 << 20):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if chunk and size <= 1024:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks) if size <= 1024 else b"x"

@@ -1,0 +1,349 @@
+"""The asynchronous inference workers: take queued requests and send them to the endpoint's
+instances through the router's own route table and pools, as InvokeEndpoint does.
+
+One dispatcher task, woken by each enqueue (``wake``) or every ``POLL_S``: it refreshes which
+endpoints are asynchronous (``load_configs``, injected: api/ translates the configs), claims
+as many of each endpoint's oldest requests as its instances have room for (at most
+``max_concurrent`` in flight per instance), and starts one task per request. A request's task
+reads the input, sends it (``UpstreamPool.send``), writes the output or the failure object,
+then ends the request in the queue. Leases are renewed while held; the queue's ``recover``
+gives back a dead server's at start-up.
+
+Outcomes: a 2xx is the output; a non-2xx answer, a timeout, an expired TTL, an unreadable input
+or an unwritable output is a failure with its reason; an instance that went away (refused the
+connection, or dropped it before answering) gives the request back to the queue, to be tried
+on another or a replacement instance, up to ``policy.MAX_ATTEMPTS`` attempts in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from modelhost.asyncinf import policy
+from modelhost.asyncinf.objects import ObjectIOError, exists, read_input, write_object
+from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
+from modelhost.asyncinf.stats import AsyncStats
+from modelhost.router.forwarder import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+from modelhost.router.routing import RouteTable
+from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
+from modelhost.state.async_queue import AsyncQueue
+from modelhost.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # the dispatcher's pass when nothing wakes it
+REFRESH_S = 1.0  # how often the async endpoints are read from the store
+LEASE_S = 60.0
+RENEW_S = 15.0
+EXPIRED_BATCH = 100
+MAX_INPUT_BYTES = 1024**3  # SageMaker's 1 GB
+# Beyond the request's own timeout (the pool answers within it), a guard against a lost answer.
+ANSWER_GRACE_S = 30.0
+
+Notify = Callable[[AsyncEndpointConfig, AsyncRequest, bytes | None], Coroutine[Any, Any, None]]
+
+
+class AsyncInference:
+    def __init__(
+        self,
+        queue: AsyncQueue,
+        routes: RouteTable,
+        objects: ObjectStore,
+        load_configs: Callable[[], dict[str, AsyncEndpointConfig]],
+        *,
+        clock: Callable[[], float] = time.time,
+        notify: Notify | None = None,
+        max_input_bytes: int = MAX_INPUT_BYTES,
+    ) -> None:
+        self.queue = queue
+        self.routes = routes
+        self.objects = objects
+        self._load_configs = load_configs
+        self._clock = clock
+        self._notify = notify
+        self._max_input = max_input_bytes
+        self.owner = uuid.uuid4().hex
+        self.configs: dict[str, AsyncEndpointConfig] = {}  # lower-cased endpoint -> config
+        self.loads: dict[str, int] = {}  # instance id -> this service's requests on it
+        self.stats = AsyncStats()
+        self._held: dict[str, AsyncRequest] = {}
+        self._wake = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        recovered = await asyncio.to_thread(self.queue.recover)
+        if recovered:
+            log.info("%d asynchronous requests were running when the server stopped", recovered)
+        await self._refresh()
+        self._main = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop taking requests; those in flight go back to the queue (a restart ends them)."""
+        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        held = list(self._held.values())
+        self._held.clear()
+        for req in held:
+            await asyncio.to_thread(self.queue.release, req.request_id, self.owner)
+
+    def wake(self) -> None:
+        """A request was queued: look now rather than at the next pass."""
+        self._wake.set()
+
+    # -- the dispatcher ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        last_refresh = last_renew = time.monotonic()
+        while True:
+            try:
+                now = time.monotonic()
+                if now - last_refresh >= REFRESH_S:
+                    last_refresh = now
+                    await self._refresh()
+                if now - last_renew >= RENEW_S:
+                    last_renew = now
+                    await self._renew()
+                await self._expire()
+                for config in list(self.configs.values()):
+                    await self._fill(config)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the asynchronous inference dispatcher failed a pass")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+            self._wake.clear()
+
+    async def _refresh(self) -> None:
+        began = self._clock()
+        configs = await asyncio.to_thread(self._load_configs)
+        self.configs = {name.lower(): c for name, c in configs.items()}
+        self.routes.mark_async(self.configs)
+        orphans = await asyncio.to_thread(self.queue.orphans, set(self.configs), began)
+        for endpoint in orphans:
+            await self._fail_orphans(endpoint)
+
+    async def _renew(self) -> None:
+        if self._held:
+            until = self._clock() + LEASE_S
+            await asyncio.to_thread(self.queue.renew, list(self._held), self.owner, until)
+
+    async def _expire(self) -> None:
+        claimed = await asyncio.to_thread(
+            self.queue.claim_expired, self.owner, self._clock(), LEASE_S, EXPIRED_BATCH
+        )
+        for req in claimed:
+            self._held[req.request_id] = req
+            config = self.configs.get(req.endpoint)
+            self._spawn(self._expired(config, req))
+
+    async def _expired(self, config: AsyncEndpointConfig | None, req: AsyncRequest) -> None:
+        self.stats.expired(req.endpoint)
+        await self._fail(config, req, policy.expiry_reason(req))
+
+    async def _fail_orphans(self, endpoint: str) -> None:
+        claimed = await asyncio.to_thread(
+            self.queue.claim, endpoint, self.owner, self._clock(), LEASE_S, EXPIRED_BATCH
+        )
+        for req in claimed:
+            self._held[req.request_id] = req
+            reason = f"Endpoint {req.endpoint} was deleted before request {req.inference_id} ended."
+            self._spawn(self._fail(None, req, reason))
+
+    def _pools(self, endpoint: str) -> list[UpstreamPool]:
+        route = self.routes.get(endpoint)
+        if route is None:
+            return []
+        return [pool for variant in route.variants for pool in variant.targets if not pool.closed]
+
+    async def _fill(self, config: AsyncEndpointConfig) -> None:
+        """Start as many of the endpoint's queued requests as its instances have room for."""
+        pools = self._pools(config.endpoint)
+        loads = [self.loads.get(p.instance_id, 0) for p in pools]
+        free = policy.free_slots(loads, config.max_concurrent)
+        if free <= 0:
+            return
+        claimed = await asyncio.to_thread(
+            self.queue.claim, config.endpoint, self.owner, self._clock(), LEASE_S, free
+        )
+        for req in claimed:
+            self._held[req.request_id] = req
+            if policy.expired(req):
+                self._spawn(self._expired(config, req))
+                continue
+            i = policy.pick_instance(loads, config.max_concurrent)
+            if i is None:  # cannot happen: no more were claimed than there was room for
+                await asyncio.to_thread(self.queue.release, req.request_id, self.owner)
+                self._held.pop(req.request_id, None)
+                continue
+            loads[i] += 1
+            pool = pools[i]
+            self.loads[pool.instance_id] = self.loads.get(pool.instance_id, 0) + 1
+            self._spawn(self._process(config, req, pool))
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _process(
+        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
+    ) -> None:
+        try:
+            await self._attempt(config, req, pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("asynchronous request %s failed inside modelhost", req.request_id)
+            await self._fail(config, req, f"The request failed inside modelhost: {exc!r}")
+        finally:
+            left = self.loads.get(pool.instance_id, 1) - 1
+            if left > 0:
+                self.loads[pool.instance_id] = left
+            else:
+                self.loads.pop(pool.instance_id, None)
+            self._wake.set()
+
+    async def _attempt(
+        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
+    ) -> None:
+        if req.attempts > 1 and await self._ended_before(config, req):
+            return
+        self.stats.started(req.endpoint, self._clock() - req.created)
+        try:
+            body = await asyncio.to_thread(
+                read_input, self.objects, req.input_location, self._max_input
+            )
+        except ObjectIOError as exc:
+            self.stats.download_failed(req.endpoint)
+            await self._fail(config, req, str(exc))
+            return
+        result = await self._send(pool, req, body)
+        if isinstance(result, UpstreamResponse):
+            if result.status < 300:
+                await self._succeed(config, req, result.body)
+                return
+            text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
+            kind = "client" if 400 <= result.status < 500 else "server"
+            self.stats.invocation_failed(req.endpoint)
+            await self._fail(
+                config,
+                req,
+                f'Received {kind} error ({result.status}) from primary with message "{text}".',
+            )
+        elif isinstance(result, UpstreamTimeout):
+            self.stats.invocation_failed(req.endpoint)
+            await self._fail(config, req, policy.timeout_reason(req))
+        elif isinstance(result, UpstreamConnectError | UpstreamProtocolError):
+            await self._instance_gone(config, req, result)
+        else:
+            self.stats.invocation_failed(req.endpoint)
+            await self._fail(config, req, f"The request to the instance failed: {result.reason}")
+
+    async def _ended_before(self, config: AsyncEndpointConfig, req: AsyncRequest) -> bool:
+        """A request tried before (a restart, a lost lease) whose result was written: end it
+        as it ended then, without running it again."""
+        if await asyncio.to_thread(exists, self.objects, req.output_location):
+            await self._finish(req, RequestStatus.DONE, None)
+            return True
+        if await asyncio.to_thread(exists, self.objects, req.failure_location):
+            await self._finish(req, RequestStatus.FAILED, "failed before the server restarted")
+            return True
+        return False
+
+    async def _send(
+        self, pool: UpstreamPool, req: AsyncRequest, body: bytes
+    ) -> UpstreamResponse | UpstreamError:
+        headers = [(b"x-amzn-sagemaker-inference-id", req.inference_id.encode())]
+        if req.content_type:
+            headers.append((b"content-type", req.content_type.encode()))
+        if req.accept:
+            headers.append((b"accept", req.accept.encode()))
+        if req.custom_attributes:
+            headers.append((b"x-amzn-sagemaker-custom-attributes", req.custom_attributes.encode()))
+        answer: asyncio.Future[UpstreamResponse | UpstreamError] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def done(result: UpstreamResponse | UpstreamError) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        pool.send(
+            pool.head(b"POST", b"/invocations", headers, len(body)), body, req.timeout_s, done
+        )
+        try:
+            return await asyncio.wait_for(answer, req.timeout_s + ANSWER_GRACE_S)
+        except TimeoutError:
+            return UpstreamTimeout("no answer")
+
+    async def _instance_gone(
+        self, config: AsyncEndpointConfig, req: AsyncRequest, err: UpstreamError
+    ) -> None:
+        if policy.retry(req.attempts):
+            log.warning(
+                "asynchronous request %s: the instance went away (%s); it goes back to the queue",
+                req.request_id,
+                err.reason,
+            )
+            await asyncio.to_thread(self.queue.release, req.request_id, self.owner, err.reason)
+            self._held.pop(req.request_id, None)
+            return
+        self.stats.invocation_failed(req.endpoint)
+        await self._fail(config, req, policy.gone_reason(req, err.reason))
+
+    async def _succeed(self, config: AsyncEndpointConfig, req: AsyncRequest, output: bytes) -> None:
+        try:
+            await asyncio.to_thread(write_object, self.objects, req.output_location, output)
+        except ObjectIOError as exc:
+            self.stats.upload_failed(req.endpoint)
+            await self._fail(config, req, f"The result could not be written: {exc}")
+            return
+        self.stats.processed(req.endpoint, self._clock() - req.created)
+        await self._finish(req, RequestStatus.DONE, None)
+        if self._notify is not None:
+            self._spawn(self._notify(config, req, output))
+
+    async def _fail(
+        self, config: AsyncEndpointConfig | None, req: AsyncRequest, reason: str
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                write_object, self.objects, req.failure_location, reason.encode()
+            )
+        except ObjectIOError as exc:
+            self.stats.upload_failed(req.endpoint)
+            log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, exc)
+            reason = f"{reason} The failure object could not be written: {exc}"
+        req.reason = reason
+        await self._finish(req, RequestStatus.FAILED, reason)
+        if self._notify is not None and config is not None:
+            self._spawn(self._notify(config, req, None))
+
+    async def _finish(self, req: AsyncRequest, status: RequestStatus, reason: str | None) -> None:
+        self._held.pop(req.request_id, None)
+        ended = await asyncio.to_thread(
+            self.queue.finish, req.request_id, self.owner, status, self._clock(), reason
+        )
+        if not ended:
+            log.warning("asynchronous request %s had lost its lease", req.request_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
