@@ -121,9 +121,7 @@ class AsyncInference:
                 if now - last_renew >= RENEW_S:
                     last_renew = now
                     await self._renew()
-                await self._expire()
-                for config in list(self.configs.values()):
-                    await self._fill(config)
+                await self.run_pass()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -131,6 +129,21 @@ class AsyncInference:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
             self._wake.clear()
+
+    async def run_pass(self) -> None:
+        """One pass of the dispatcher: fail what expired, start what there is room for."""
+        await self._expire()
+        for config in list(self.configs.values()):
+            await self._fill(config)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait until every request task this service started has ended (tests)."""
+        deadline = time.monotonic() + timeout
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+
+    async def refresh(self) -> None:
+        await self._refresh()
 
     async def _refresh(self) -> None:
         began = self._clock()
