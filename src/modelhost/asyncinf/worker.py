@@ -50,6 +50,7 @@ LEASE_S = 60.0
 RENEW_S = 15.0
 EXPIRED_BATCH = 100
 MAX_INPUT_BYTES = 1024**3  # SageMaker's 1 GB
+AVOID_S = 10.0  # an instance that dropped a request gets no more for this long
 # Beyond the request's own timeout (the pool answers within it), a guard against a lost answer.
 ANSWER_GRACE_S = 30.0
 
@@ -80,6 +81,7 @@ class AsyncInference:
         self.loads: dict[str, int] = {}  # instance id -> this service's requests on it
         self.stats = AsyncStats()
         self._held: dict[str, AsyncRequest] = {}
+        self._avoid: dict[str, float] = {}  # instance id -> monotonic time it may be used again
         self._wake = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -185,7 +187,15 @@ class AsyncInference:
         route = self.routes.get(endpoint)
         if route is None:
             return []
-        return [pool for variant in route.variants for pool in variant.targets if not pool.closed]
+        now = time.monotonic()
+        for instance_id in [i for i, until in self._avoid.items() if until <= now]:
+            del self._avoid[instance_id]
+        return [
+            pool
+            for variant in route.variants
+            for pool in variant.targets
+            if not pool.closed and pool.instance_id not in self._avoid
+        ]
 
     async def _fill(self, config: AsyncEndpointConfig) -> None:
         """Start as many of the endpoint's queued requests as its instances have room for."""
@@ -263,6 +273,9 @@ class AsyncInference:
             self.stats.invocation_failed(req.endpoint)
             await self._fail(config, req, policy.timeout_reason(req))
         elif isinstance(result, UpstreamConnectError | UpstreamProtocolError):
+            # The instance went away, or is going: send nothing more to it for a while (the
+            # controller replaces it, under a new id), then give the request another attempt.
+            self._avoid[pool.instance_id] = time.monotonic() + AVOID_S
             await self._instance_gone(config, req, result)
         else:
             self.stats.invocation_failed(req.endpoint)

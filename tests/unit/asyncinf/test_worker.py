@@ -177,19 +177,30 @@ def test_at_most_max_concurrent_per_instance_in_fifo_order(tmp_path: Path) -> No
 
 
 def test_an_instance_that_goes_away_is_retried_then_failed(tmp_path: Path) -> None:
-    gone = FakePool("i1", lambda b: UpstreamConnectError("refused"))
-    h = Harness(tmp_path, gone)
+    h = Harness(tmp_path)
     req = h.enqueue(b"x")
+    refusing = [FakePool(f"i{n}", lambda b: UpstreamConnectError("refused")) for n in range(4)]
 
     async def scenario() -> None:
-        for _ in range(3):
+        for pool in refusing[:3]:  # each replacement instance refuses too
+            h.routes._routes["ep"].variants[0].targets = cast(Any, [pool])
             await h.run()
 
     asyncio.run(scenario())
     status, text = h.result(req)
     assert status is RequestStatus.FAILED
     assert b"failed after 3 attempts" in (text or b"") and b"refused" in (text or b"")
-    assert len(gone.bodies) == 3
+    assert [len(p.bodies) for p in refusing] == [1, 1, 1, 0]
+
+
+def test_an_instance_that_dropped_a_request_gets_no_more_for_a_while(tmp_path: Path) -> None:
+    gone = FakePool("i1", lambda b: UpstreamConnectError("refused"))
+    h = Harness(tmp_path, gone)
+    req = h.enqueue(b"x")
+    asyncio.run(h.run())
+    asyncio.run(h.run())
+    assert len(gone.bodies) == 1
+    assert h.result(req) == (RequestStatus.QUEUED, None)
 
 
 def test_a_retry_reaches_another_instance(tmp_path: Path) -> None:
