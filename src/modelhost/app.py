@@ -26,6 +26,7 @@ from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
+from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
@@ -84,6 +85,9 @@ def build_services(settings: Settings) -> Services:
     runtime = RuntimeApp(routes, store, settings)
     queue = AsyncQueue(store)
     workers = AsyncInference(queue, routes, objects, lambda: async_endpoint_configs(store))
+    workers.notify = Notifier(
+        settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
+    )
     runtime.async_handler = AsyncInvocations(store, queue, workers.wake, settings.account_id)
     return Services(settings, store, controller, dispatcher, runtime, workers)
 

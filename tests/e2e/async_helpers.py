@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,50 @@ def raw_async(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(payload)
     finally:
         conn.close()
+
+
+class Hook:
+    """A loopback webhook receiver: records each POST (path, JSON); the first ``failures``
+    POSTs to each path are answered 500, to exercise the sender's retries."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.got: list[tuple[str, dict[str, Any]]] = []
+        self._failed: dict[str, int] = {}
+        self._lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with hook._lock:
+                    failed = hook._failed.get(self.path, 0)
+                    if failed < hook.failures:
+                        hook._failed[self.path] = failed + 1
+                        status = 500
+                    else:
+                        hook.got.append((self.path, json.loads(body)))
+                        status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def messages(self, path: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for p, m in self.got if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)

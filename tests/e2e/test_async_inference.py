@@ -3,14 +3,23 @@ instances of the fixture models, results as local files (the file:// extension).
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.async_helpers import deploy_async, local_path, raw_async, wait_either, wait_file
+from tests.e2e.async_helpers import (
+    Hook,
+    deploy_async,
+    local_path,
+    raw_async,
+    wait_either,
+    wait_file,
+)
 from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
 
 pytestmark = pytest.mark.e2e
@@ -131,6 +140,53 @@ def test_describe_shows_async_config(sm: Any, echo_async: str, results: Path) ->
     config = sm.describe_endpoint_config(EndpointConfigName=echo_async)
     assert config["AsyncInferenceConfig"] == expected
     assert sm.describe_endpoint(EndpointName=echo_async)["AsyncInferenceConfig"] == expected
+
+
+def _wait_messages(hook: Hook, path: str, count: int, timeout: float = 30.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = hook.messages(path)
+        if len(got) >= count:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{path} got {hook.messages(path)}")
+
+
+def test_webhook_notifications_with_retries(server: LiveServer, rt: Any, results: Path) -> None:
+    hook = Hook(failures=1)  # each topic's first delivery fails: the sender tries again
+    try:
+        name = unique("async-hook")
+        deploy_async(
+            server.client("sagemaker"),
+            name,
+            "echo",
+            f"file://{results}/hook-out",
+            notification={
+                "SuccessTopic": f"{hook.url}/ok",
+                "ErrorTopic": f"{hook.url}/err",
+                "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"],
+            },
+        )
+        assert _wait_messages(hook, "/ok", 1)[0]["eventName"] == "TestNotification"
+        assert _wait_messages(hook, "/err", 1)[0]["eventName"] == "TestNotification"
+        source = _input(results, b"hi")
+        ok = rt.invoke_endpoint_async(
+            EndpointName=name, InputLocation=str(source), ContentType="text/plain"
+        )
+        bad = rt.invoke_endpoint_async(EndpointName=name, InputLocation=str(source) + "-none")
+        [_, done] = _wait_messages(hook, "/ok", 2)
+        assert done["eventName"] == "InferenceResult"
+        assert done["invocationStatus"] == "Completed"
+        assert done["inferenceId"] == ok["InferenceId"]
+        assert done["requestParameters"]["endpointName"] == name
+        assert done["responseParameters"]["outputLocation"] == ok["OutputLocation"]
+        assert base64.b64decode(done["responseBody"]["content"]) == b"hi"
+        [_, failed] = _wait_messages(hook, "/err", 2)
+        assert failed["invocationStatus"] == "Failed"
+        assert failed["inferenceId"] == bad["InferenceId"]
+        assert "does not exist" in failed["failureReason"]
+    finally:
+        hook.close()
 
 
 # --- what is refused ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from modelhost.asyncinf import policy
 from modelhost.asyncinf.objects import ObjectIOError, exists, read_input, write_object
@@ -54,7 +54,19 @@ AVOID_S = 10.0  # an instance that dropped a request gets no more for this long
 # Beyond the request's own timeout (the pool answers within it), a guard against a lost answer.
 ANSWER_GRACE_S = 30.0
 
-Notify = Callable[[AsyncEndpointConfig, AsyncRequest, bytes | None], Coroutine[Any, Any, None]]
+
+class Notifications(Protocol):
+    """What the workers tell an endpoint's topics (asyncinf/notify.py ``Notifier``)."""
+
+    async def result(
+        self,
+        config: AsyncEndpointConfig,
+        req: AsyncRequest,
+        output: bytes | None,
+        response_type: str | None,
+    ) -> None: ...
+
+    async def announce(self, config: AsyncEndpointConfig) -> None: ...
 
 
 class AsyncInference:
@@ -66,7 +78,7 @@ class AsyncInference:
         load_configs: Callable[[], dict[str, AsyncEndpointConfig]],
         *,
         clock: Callable[[], float] = time.time,
-        notify: Notify | None = None,
+        notify: Notifications | None = None,
         max_input_bytes: int = MAX_INPUT_BYTES,
     ) -> None:
         self.queue = queue
@@ -74,13 +86,14 @@ class AsyncInference:
         self.objects = objects
         self._load_configs = load_configs
         self._clock = clock
-        self._notify = notify
+        self.notify = notify
         self._max_input = max_input_bytes
         self.owner = uuid.uuid4().hex
         self.configs: dict[str, AsyncEndpointConfig] = {}  # lower-cased endpoint -> config
         self.loads: dict[str, int] = {}  # instance id -> this service's requests on it
         self.stats = AsyncStats()
         self._held: dict[str, AsyncRequest] = {}
+        self._announced: dict[str, AsyncEndpointConfig] | None = None  # None: not started
         self._avoid: dict[str, float] = {}  # instance id -> monotonic time it may be used again
         self._wake = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
@@ -151,10 +164,20 @@ class AsyncInference:
         began = self._clock()
         configs = await asyncio.to_thread(self._load_configs)
         self.configs = {name.lower(): c for name, c in configs.items()}
+        self._announce()
         self.routes.mark_async(self.configs)
         orphans = await asyncio.to_thread(self.queue.orphans, set(self.configs), began)
         for endpoint in orphans:
             await self._fail_orphans(endpoint)
+
+    def _announce(self) -> None:
+        """A TestNotification for each endpoint created or updated since the server started."""
+        known, self._announced = self._announced, dict(self.configs)
+        if known is None or self.notify is None:
+            return
+        for name, config in self.configs.items():
+            if known.get(name) != config:
+                self._spawn(self.notify.announce(config))
 
     async def _renew(self) -> None:
         if self._held:
@@ -259,7 +282,7 @@ class AsyncInference:
         result = await self._send(pool, req, body)
         if isinstance(result, UpstreamResponse):
             if result.status < 300:
-                await self._succeed(config, req, result.body)
+                await self._succeed(config, req, result.body, result.header(b"content-type"))
                 return
             text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
             kind = "client" if 400 <= result.status < 500 else "server"
@@ -333,7 +356,13 @@ class AsyncInference:
         self.stats.invocation_failed(req.endpoint)
         await self._fail(config, req, policy.gone_reason(req, err.reason))
 
-    async def _succeed(self, config: AsyncEndpointConfig, req: AsyncRequest, output: bytes) -> None:
+    async def _succeed(
+        self,
+        config: AsyncEndpointConfig,
+        req: AsyncRequest,
+        output: bytes,
+        response_type: bytes | None = None,
+    ) -> None:
         try:
             await asyncio.to_thread(write_object, self.objects, req.output_location, output)
         except ObjectIOError as exc:
@@ -342,8 +371,9 @@ class AsyncInference:
             return
         self.stats.processed(req.endpoint, self._clock() - req.created)
         await self._finish(req, RequestStatus.DONE, None)
-        if self._notify is not None:
-            self._spawn(self._notify(config, req, output))
+        if self.notify is not None:
+            kind = response_type.decode("latin-1") if response_type else None
+            self._spawn(self.notify.result(config, req, output, kind))
 
     async def _fail(
         self, config: AsyncEndpointConfig | None, req: AsyncRequest, reason: str
@@ -358,8 +388,8 @@ class AsyncInference:
             reason = f"{reason} The failure object could not be written: {exc}"
         req.reason = reason
         await self._finish(req, RequestStatus.FAILED, reason)
-        if self._notify is not None and config is not None:
-            self._spawn(self._notify(config, req, None))
+        if self.notify is not None and config is not None:
+            self._spawn(self.notify.result(config, req, None, None))
 
     async def _finish(self, req: AsyncRequest, status: RequestStatus, reason: str | None) -> None:
         self._held.pop(req.request_id, None)
