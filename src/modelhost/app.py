@@ -26,6 +26,7 @@ from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
+from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
@@ -89,6 +90,14 @@ def build_services(settings: Settings) -> Services:
         settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
     )
     runtime.async_handler = AsyncInvocations(store, queue, workers.wake, settings.account_id)
+    runtime.metrics.registry.register(
+        AsyncMetrics(
+            queue,
+            routes,
+            workers.stats,
+            lambda: {k: c.endpoint for k, c in workers.configs.items()},
+        )
+    )
     return Services(settings, store, controller, dispatcher, runtime, workers)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,31 @@ def test_webhook_topics_are_accepted(sm: Any) -> None:
     sm.create_endpoint_config(**_config(name, model, config))
     got = sm.describe_endpoint_config(EndpointConfigName=name)["AsyncInferenceConfig"]
     assert json.dumps(got, sort_keys=True) == json.dumps(config, sort_keys=True)
+
+
+def test_metrics_expose_the_backlog_and_counters(
+    server: LiveServer, rt: Any, echo_async: str, results: Path
+) -> None:
+    out = rt.invoke_endpoint_async(
+        EndpointName=echo_async, InputLocation=str(_input(results, b"m"))
+    )
+    wait_file(local_path(out["OutputLocation"]))
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        if f'sagemaker_InvocationsProcesssed_total{{EndpointName="{echo_async}"}}' in text:
+            break
+        time.sleep(0.1)
+    label = f'{{EndpointName="{echo_async}"}}'
+    for name in (
+        "ApproximateBacklogSize",
+        "ApproximateBacklogSizePerInstance",
+        "ApproximateAgeOfOldestRequest",
+        "HasBacklogWithoutCapacity",
+        "InvocationsProcesssed_total",
+        "TimeInBacklog_milliseconds_total",
+    ):
+        assert f"sagemaker_{name}{label}" in text, name
+    assert f"sagemaker_HasBacklogWithoutCapacity{label} 0.0" in text
