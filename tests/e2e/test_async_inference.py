@@ -114,8 +114,10 @@ def test_model_error_writes_failure(server: LiveServer, rt: Any, results: Path) 
     assert out["FailureLocation"] == f"file://{results}/err-out/{out['InferenceId']}-error.out"
     kind, text = wait_either(local_path(out["OutputLocation"]), local_path(out["FailureLocation"]))
     assert kind == "failure"
-    assert "Received server error (500) from primary" in text.decode()
-    assert "boom from predict_fn" in text.decode()
+    document = json.loads(text)
+    assert document["ErrorCode"] == "ModelError"
+    assert document["Message"].startswith("Received server error (500) from primary")
+    assert "boom from predict_fn" in document["Message"]
 
 
 def test_invocation_timeout_writes_failure(server: LiveServer, rt: Any, results: Path) -> None:

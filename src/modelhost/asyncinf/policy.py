@@ -3,6 +3,7 @@ endpoint may start, which instance takes one, and when a failed attempt is tried
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest
@@ -82,3 +83,9 @@ def gone_reason(req: AsyncRequest, detail: str) -> str:
         f"Request {req.inference_id} failed after {req.attempts} attempts: the instance "
         f"serving it went away ({detail})."
     )
+
+
+def failure_document(code: str, reason: str) -> bytes:
+    """A failure object's content: JSON, ``{"ErrorCode": ..., "Message": ...}``, which the
+    SageMaker SDK's AsyncPredictor hands to the predictor's deserializer (JSON or bytes)."""
+    return json.dumps({"ErrorCode": code, "Message": reason}).encode()

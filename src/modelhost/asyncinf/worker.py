@@ -195,7 +195,7 @@ class AsyncInference:
 
     async def _expired(self, config: AsyncEndpointConfig | None, req: AsyncRequest) -> None:
         self.stats.expired(req.endpoint)
-        await self._fail(config, req, policy.expiry_reason(req))
+        await self._fail(config, req, policy.expiry_reason(req), "RequestExpired")
 
     async def _fail_orphans(self, endpoint: str) -> None:
         claimed = await asyncio.to_thread(
@@ -204,7 +204,7 @@ class AsyncInference:
         for req in claimed:
             self._held[req.request_id] = req
             reason = f"Endpoint {req.endpoint} was deleted before request {req.inference_id} ended."
-            self._spawn(self._fail(None, req, reason))
+            self._spawn(self._fail(None, req, reason, "EndpointDeleted"))
 
     def _pools(self, endpoint: str) -> list[UpstreamPool]:
         route = self.routes.get(endpoint)
@@ -256,7 +256,9 @@ class AsyncInference:
             raise
         except Exception as exc:
             log.exception("asynchronous request %s failed inside modelhost", req.request_id)
-            await self._fail(config, req, f"The request failed inside modelhost: {exc!r}")
+            await self._fail(
+                config, req, f"The request failed inside modelhost: {exc!r}", "InternalFailure"
+            )
         finally:
             left = self.loads.get(pool.instance_id, 1) - 1
             if left > 0:
@@ -277,7 +279,7 @@ class AsyncInference:
             )
         except ObjectIOError as exc:
             self.stats.download_failed(req.endpoint)
-            await self._fail(config, req, str(exc))
+            await self._fail(config, req, str(exc), "RequestDownloadFailure")
             return
         result = await self._send(pool, req, body)
         if isinstance(result, UpstreamResponse):
@@ -291,10 +293,11 @@ class AsyncInference:
                 config,
                 req,
                 f'Received {kind} error ({result.status}) from primary with message "{text}".',
+                "ModelError",
             )
         elif isinstance(result, UpstreamTimeout):
             self.stats.invocation_failed(req.endpoint)
-            await self._fail(config, req, policy.timeout_reason(req))
+            await self._fail(config, req, policy.timeout_reason(req), "InvocationTimeout")
         elif isinstance(result, UpstreamConnectError | UpstreamProtocolError):
             # The instance went away, or is going: send nothing more to it for a while (the
             # controller replaces it, under a new id), then give the request another attempt.
@@ -302,7 +305,9 @@ class AsyncInference:
             await self._instance_gone(config, req, result)
         else:
             self.stats.invocation_failed(req.endpoint)
-            await self._fail(config, req, f"The request to the instance failed: {result.reason}")
+            await self._fail(
+                config, req, f"The request to the instance failed: {result.reason}", "ModelError"
+            )
 
     async def _ended_before(self, config: AsyncEndpointConfig, req: AsyncRequest) -> bool:
         """A request tried before (a restart, a lost lease) whose result was written: end it
@@ -354,7 +359,7 @@ class AsyncInference:
             self._held.pop(req.request_id, None)
             return
         self.stats.invocation_failed(req.endpoint)
-        await self._fail(config, req, policy.gone_reason(req, err.reason))
+        await self._fail(config, req, policy.gone_reason(req, err.reason), "InstanceFailure")
 
     async def _succeed(
         self,
@@ -367,7 +372,9 @@ class AsyncInference:
             await asyncio.to_thread(write_object, self.objects, req.output_location, output)
         except ObjectIOError as exc:
             self.stats.upload_failed(req.endpoint)
-            await self._fail(config, req, f"The result could not be written: {exc}")
+            await self._fail(
+                config, req, f"The result could not be written: {exc}", "ResponseUploadFailure"
+            )
             return
         self.stats.processed(req.endpoint, self._clock() - req.created)
         await self._finish(req, RequestStatus.DONE, None)
@@ -376,12 +383,12 @@ class AsyncInference:
             self._spawn(self.notify.result(config, req, output, kind))
 
     async def _fail(
-        self, config: AsyncEndpointConfig | None, req: AsyncRequest, reason: str
+        self, config: AsyncEndpointConfig | None, req: AsyncRequest, reason: str, code: str
     ) -> None:
+        """Write the failure object (``policy.failure_document``), then end the request."""
+        document = policy.failure_document(code, reason)
         try:
-            await asyncio.to_thread(
-                write_object, self.objects, req.failure_location, reason.encode()
-            )
+            await asyncio.to_thread(write_object, self.objects, req.failure_location, document)
         except ObjectIOError as exc:
             self.stats.upload_failed(req.endpoint)
             log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, exc)

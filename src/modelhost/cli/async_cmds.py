@@ -74,7 +74,7 @@ def invoke_async(
             if exists(store, out_loc):
                 break
             if fail_loc and exists(store, fail_loc):
-                fail(f"The request failed: {_read(store, fail_loc).decode(errors='replace')}")
+                fail(f"The request failed: {_failure_text(_read(store, fail_loc))}")
             status.update(f"waiting for the result: {time.monotonic() - started:.0f} s")
             time.sleep(POLL_S)
         else:
@@ -86,6 +86,14 @@ def invoke_async(
         return
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def _failure_text(document: bytes) -> str:
+    """A failure object's message (its JSON ``Message``, else the text as it is)."""
+    try:
+        return str(json.loads(document)["Message"])
+    except (ValueError, KeyError, TypeError):
+        return document.decode(errors="replace")
 
 
 def _read(store: Any, location: str) -> bytes:

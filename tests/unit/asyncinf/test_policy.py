@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from modelhost.asyncinf import policy
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest
 
@@ -58,3 +60,8 @@ def test_expired_only_when_first_started_after_the_ttl() -> None:
 def test_retry_up_to_the_limit() -> None:
     assert policy.retry(1) and policy.retry(policy.MAX_ATTEMPTS - 1)
     assert not policy.retry(policy.MAX_ATTEMPTS)
+
+
+def test_failure_document_is_json() -> None:
+    doc = policy.failure_document("ModelError", 'said "no"')
+    assert json.loads(doc) == {"ErrorCode": "ModelError", "Message": 'said "no"'}

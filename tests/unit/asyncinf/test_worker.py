@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -74,6 +75,7 @@ class Harness:
             clock=self.clock,
         )
         self.n = 0
+        self.codes: list[str] = []
 
     def enqueue(self, data: bytes, ttl: float = 60.0) -> AsyncRequest:
         self.n += 1
@@ -103,10 +105,15 @@ class Harness:
     def result(self, req: AsyncRequest) -> tuple[RequestStatus, bytes | None]:
         got = self.queue.get(req.request_id)
         assert got is not None
-        for loc in (req.output_location, req.failure_location):
-            path = Path(loc.removeprefix("file://"))
-            if path.exists():
-                return got.status, path.read_bytes()
+        output = Path(req.output_location.removeprefix("file://"))
+        if output.exists():
+            return got.status, output.read_bytes()
+        failure = Path(req.failure_location.removeprefix("file://"))
+        if failure.exists():
+            document = json.loads(failure.read_bytes())
+            assert set(document) == {"ErrorCode", "Message"}
+            self.codes.append(document["ErrorCode"])
+            return got.status, document["Message"].encode()
         return got.status, None
 
 
@@ -141,6 +148,7 @@ def test_model_error_and_timeout_write_failures(tmp_path: Path) -> None:
     status, text = h.result(slow)
     assert status is RequestStatus.FAILED and b"InvocationTimeoutSeconds (5 s)" in (text or b"")
     assert h.worker.stats.counts["ep"]["InvocationFailures"] == 2
+    assert h.codes == ["ModelError", "InvocationTimeout"]
 
 
 def test_at_most_max_concurrent_per_instance_in_fifo_order(tmp_path: Path) -> None:
