@@ -50,6 +50,8 @@ LEASE_S = 60.0
 RENEW_S = 15.0
 EXPIRED_BATCH = 100
 MAX_INPUT_BYTES = 1024**3  # SageMaker's 1 GB
+EXPIRE_S = 1.0  # how often queued requests are checked for an expired TTL
+CHAIN_MAX = 1000  # requests one slot runs back to back before the dispatcher decides again
 AVOID_S = 10.0  # an instance that dropped a request gets no more for this long
 # Beyond the request's own timeout (the pool answers within it), a guard against a lost answer.
 ANSWER_GRACE_S = 30.0
@@ -93,6 +95,7 @@ class AsyncInference:
         self.loads: dict[str, int] = {}  # instance id -> this service's requests on it
         self.stats = AsyncStats()
         self._held: dict[str, AsyncRequest] = {}
+        self._stopping = False
         self._announced: dict[str, AsyncEndpointConfig] | None = None  # None: not started
         self._avoid: dict[str, float] = {}  # instance id -> monotonic time it may be used again
         self._wake = asyncio.Event()
@@ -110,6 +113,7 @@ class AsyncInference:
 
     async def stop(self) -> None:
         """Stop taking requests; those in flight go back to the queue (a restart ends them)."""
+        self._stopping = True
         tasks = [t for t in (self._main, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -126,7 +130,7 @@ class AsyncInference:
     # -- the dispatcher ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        last_refresh = last_renew = time.monotonic()
+        last_refresh = last_renew = last_expire = time.monotonic()
         while True:
             try:
                 now = time.monotonic()
@@ -136,18 +140,23 @@ class AsyncInference:
                 if now - last_renew >= RENEW_S:
                     last_renew = now
                     await self._renew()
-                await self.run_pass()
+                expire = now - last_expire >= EXPIRE_S
+                if expire:
+                    last_expire = now
+                await self.run_pass(expire)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the asynchronous inference dispatcher failed a pass")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):  # (wait_for can swallow a cancel in 3.11)
+                    await self._wake.wait()
             self._wake.clear()
 
-    async def run_pass(self) -> None:
+    async def run_pass(self, expire: bool = True) -> None:
         """One pass of the dispatcher: fail what expired, start what there is room for."""
-        await self._expire()
+        if expire:
+            await self._expire()
         for config in list(self.configs.values()):
             await self._fill(config)
 
@@ -250,15 +259,22 @@ class AsyncInference:
     async def _process(
         self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
     ) -> None:
+        """Run ``req`` on ``pool``, then, while the instance is still routed and the queue has
+        more, the endpoint's next requests in the same slot (no dispatcher pass between)."""
         try:
-            await self._attempt(config, req, pool)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("asynchronous request %s failed inside modelhost", req.request_id)
-            await self._fail(
-                config, req, f"The request failed inside modelhost: {exc!r}", "InternalFailure"
-            )
+            current: AsyncRequest | None = req
+            for _ in range(CHAIN_MAX):
+                if current is None:
+                    break
+                try:
+                    await self._attempt(config, current, pool)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.exception("asynchronous request %s failed", current.request_id)
+                    reason = f"The request failed inside modelhost: {exc!r}"
+                    await self._fail(config, current, reason, "InternalFailure")
+                current = await self._next(config, pool)
         finally:
             left = self.loads.get(pool.instance_id, 1) - 1
             if left > 0:
@@ -266,6 +282,24 @@ class AsyncInference:
             else:
                 self.loads.pop(pool.instance_id, None)
             self._wake.set()
+
+    async def _next(self, config: AsyncEndpointConfig, pool: UpstreamPool) -> AsyncRequest | None:
+        """The endpoint's next queued request, claimed for ``pool``'s slot, or None."""
+        if self._stopping or self.configs.get(config.endpoint.lower()) is None:
+            return None
+        if pool not in self._pools(config.endpoint):  # gone, avoided, or moved
+            return None
+        claimed = await asyncio.to_thread(
+            self.queue.claim, config.endpoint, self.owner, self._clock(), LEASE_S, 1
+        )
+        if not claimed:
+            return None
+        req = claimed[0]
+        self._held[req.request_id] = req
+        if policy.expired(req):
+            self._spawn(self._expired(config, req))
+            return None
+        return req
 
     async def _attempt(
         self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
@@ -342,7 +376,8 @@ class AsyncInference:
             pool.head(b"POST", b"/invocations", headers, len(body)), body, req.timeout_s, done
         )
         try:
-            return await asyncio.wait_for(answer, req.timeout_s + ANSWER_GRACE_S)
+            async with asyncio.timeout(req.timeout_s + ANSWER_GRACE_S):
+                return await answer
         except TimeoutError:
             return UpstreamTimeout("no answer")
 
