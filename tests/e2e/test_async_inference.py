@@ -388,3 +388,28 @@ def test_metrics_expose_the_backlog_and_counters(
     ):
         assert f"sagemaker_{name}{label}" in text, name
     assert f"sagemaker_HasBacklogWithoutCapacity{label} 0.0" in text
+
+
+def test_update_cannot_switch_between_async_and_real_time(
+    sm: Any, echo_async: str, results: Path
+) -> None:
+    plain = unique("plain-config")
+    sm.create_endpoint_config(
+        EndpointConfigName=plain,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": echo_async,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    with pytest.raises(ClientError) as info:
+        sm.update_endpoint(EndpointName=echo_async, EndpointConfigName=plain)
+    err = info.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert err["Message"].startswith(
+        f"The AsyncInferenceConfig parameter cannot be removed from this endpoint {echo_async}."
+    )
+    assert sm.describe_endpoint(EndpointName=echo_async)["EndpointStatus"] == "InService"

@@ -74,6 +74,21 @@ def check_async_config(config: dict[str, Any], variants: Iterable[dict[str, Any]
             )
 
 
+def check_async_update(ep: Endpoint, spec: dict[str, Any]) -> None:
+    """UpdateEndpoint keeps an endpoint asynchronous or real-time, as SageMaker does."""
+    was = bool(ep.deployment and ep.deployment.config.spec.get("AsyncInferenceConfig"))
+    if was and not spec.get("AsyncInferenceConfig"):
+        raise ValidationException(
+            f"The AsyncInferenceConfig parameter cannot be removed from this endpoint {ep.name}. "
+            "To change the endpoint to a real-time endpoint, delete it and create it again."
+        )
+    if not was and spec.get("AsyncInferenceConfig"):
+        raise ValidationException(
+            f"The AsyncInferenceConfig parameter cannot be added to this endpoint {ep.name}. "
+            "To change the endpoint to an asynchronous endpoint, delete it and create it again."
+        )
+
+
 def async_config(ep: Endpoint) -> AsyncEndpointConfig | None:
     """The endpoint's AsyncInferenceConfig as deployed, typed; None for a real-time one."""
     spec = ep.deployment.config.spec if ep.deployment else {}
