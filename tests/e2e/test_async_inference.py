@@ -310,11 +310,6 @@ def _config(name: str, model: str, config: dict[str, Any], **variant: Any) -> di
             {},
             "has no SuccessTopic",
         ),
-        (
-            {"OutputConfig": {"S3OutputPath": "s3://b/o"}},
-            {"ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 1}},
-            "asynchronous inference needs instances",
-        ),
     ],
 )
 def test_invalid_async_configs(

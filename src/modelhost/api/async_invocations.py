@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from modelhost.api.shapes import shapes_for
@@ -51,7 +51,7 @@ Send = Callable[[MutableMapping[str, Any]], Any]
 # --- CreateEndpointConfig ----------------------------------------------------------------
 
 
-def check_async_config(config: dict[str, Any], variants: Iterable[dict[str, Any]]) -> None:
+def check_async_config(config: dict[str, Any]) -> None:
     """What CreateEndpointConfig checks of an AsyncInferenceConfig beyond its shape."""
     output = config["OutputConfig"]
     if not output.get("S3OutputPath"):
@@ -65,12 +65,6 @@ def check_async_config(config: dict[str, Any], variants: Iterable[dict[str, Any]
         if not notification.get(topic):
             raise ValidationException(
                 f"IncludeInferenceResponseIn names {wanted}, but NotificationConfig has no {topic}."
-            )
-    for pv in variants:
-        if "ServerlessConfig" in pv:
-            raise ValidationException(
-                f"Production variant {pv['VariantName']} is serverless: asynchronous "
-                "inference needs instances (InstanceType and InitialInstanceCount)."
             )
 
 

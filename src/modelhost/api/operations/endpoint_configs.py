@@ -32,7 +32,7 @@ def create_endpoint_config(ctx: Context, req: Request) -> Response:
         raise already_exists("endpoint configuration", arn)
     _check_variants(ctx, req["ProductionVariants"])
     if "AsyncInferenceConfig" in req:
-        check_async_config(req["AsyncInferenceConfig"], req["ProductionVariants"])
+        check_async_config(req["AsyncInferenceConfig"])
     spec = {k: req[k] for k in _SPEC_KEYS if k in req}
     try:
         ctx.store.add_resource(KIND, Resource(name, arn, ctx.clock(), spec))
