@@ -89,7 +89,9 @@ def build_services(settings: Settings) -> Services:
     workers.notify = Notifier(
         settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
     )
-    runtime.async_handler = AsyncInvocations(store, queue, workers.wake, settings.account_id)
+    runtime.async_handler = AsyncInvocations(
+        store, queue, workers.wake, settings.account_id, known=lambda: workers.configs
+    )
     runtime.metrics.registry.register(
         AsyncMetrics(
             queue,

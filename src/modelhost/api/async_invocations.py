@@ -130,8 +130,12 @@ class AsyncInvocations:
         on_queued: Callable[[], None],
         account_id: str,
         clock: Callable[[], float] = time.time,
+        known: Callable[[], dict[str, AsyncEndpointConfig]] | None = None,
     ) -> None:
         self.store = store
+        # The async endpoints the workers know (lower-cased names; refreshed each second):
+        # a request for one of them skips reading the endpoint from the store.
+        self.known = known or dict
         self.queue = queue
         self.on_queued = on_queued
         self.account_id = account_id
@@ -172,15 +176,17 @@ class AsyncInvocations:
 
     def _accept(self, name: str, members: dict[str, Any]) -> AsyncRequest:
         """Queue the request (off the event loop: the store is synchronous)."""
-        ep = self.store.endpoint(name)
-        if ep is None:
-            raise ValidationError(f"Endpoint {name} of account {self.account_id} not found.")
-        config = async_config(ep)
+        config = self.known().get(name.lower())
         if config is None:
-            raise ValidationError(
-                f"Endpoint {ep.name} is not an asynchronous inference endpoint (its endpoint "
-                "config has no AsyncInferenceConfig); use InvokeEndpoint."
-            )
+            ep = self.store.endpoint(name)
+            if ep is None:
+                raise ValidationError(f"Endpoint {name} of account {self.account_id} not found.")
+            config = async_config(ep)
+            if config is None:
+                raise ValidationError(
+                    f"Endpoint {ep.name} is not an asynchronous inference endpoint (its "
+                    "endpoint config has no AsyncInferenceConfig); use InvokeEndpoint."
+                )
         inference_id = members.get("InferenceId") or str(uuid.uuid4())
         output, failure = result_locations(
             config, inference_id, members.get("S3OutputPathExtension"), members.get("Filename")
@@ -188,7 +194,7 @@ class AsyncInvocations:
         now = self.clock()
         req = AsyncRequest(
             request_id=uuid.uuid4().hex,
-            endpoint=ep.name,
+            endpoint=config.endpoint,
             inference_id=inference_id,
             input_location=members["InputLocation"],
             output_location=output,

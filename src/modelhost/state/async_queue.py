@@ -133,11 +133,12 @@ class AsyncQueue:
     ) -> list[AsyncRequest]:
         t = async_requests
         with self._store.transaction() as conn:
-            rows = conn.execute(select(t).where(where).order_by(t.c.seq).limit(limit)).all()
-            if not rows:
+            seqs = list(
+                conn.execute(select(t.c.seq).where(where).order_by(t.c.seq).limit(limit)).scalars()
+            )
+            if not seqs:
                 return []
-            seqs = [r.seq for r in rows]
-            conn.execute(
+            claimed = conn.execute(
                 update(t)
                 .where(t.c.seq.in_(seqs))
                 .values(
@@ -147,9 +148,9 @@ class AsyncQueue:
                     attempts=t.c.attempts + 1,
                     started=func.coalesce(t.c.started, now),
                 )
-            )
-            rows = conn.execute(select(t).where(t.c.seq.in_(seqs)).order_by(t.c.seq)).all()
-        return [_request(r._mapping) for r in rows]
+                .returning(*t.c)
+            ).all()
+        return sorted((_request(r._mapping) for r in claimed), key=lambda r: r.seq)
 
     def renew(self, request_ids: Sequence[str], owner: str, until: float) -> None:
         if not request_ids:
