@@ -259,13 +259,18 @@ def test_invalid_requests(
     assert fragment in body["message"]
 
 
-def test_body_is_refused(server: LiveServer, echo_async: str) -> None:
-    status, got, body = raw_async(
+def test_inline_body(rt: Any, server: LiveServer, echo_async: str) -> None:
+    out = rt.invoke_endpoint_async(
+        EndpointName=echo_async, Body=b'{"inline": true}', ContentType="application/json"
+    )
+    assert wait_file(local_path(out["OutputLocation"])) == b'{"inline": true}'
+    status, got, body = raw_async(server, echo_async, {}, b"x" * 128001)
+    assert status == 400 and got["x-amzn-errortype"] == "ValidationError"
+    assert "less than or equal to 128000" in body["message"]
+    status, _, body = raw_async(
         server, echo_async, {XAS + "InputLocation": "s3://bucket/key"}, b"inline"
     )
-    assert status == 400
-    assert got["x-amzn-errortype"] == "ValidationError"
-    assert "InputLocation" in body["message"]
+    assert status == 400 and "not both" in body["message"]
 
 
 def _config(name: str, model: str, config: dict[str, Any], **variant: Any) -> dict[str, Any]:

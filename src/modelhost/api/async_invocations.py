@@ -28,6 +28,7 @@ from modelhost.state.records import Endpoint
 from modelhost.state.store import Store
 
 OPERATION = "InvokeEndpointAsync"
+MAX_INLINE_BODY = 128000  # the Body member's limit; larger inputs go through InputLocation
 # Request headers -> members of InvokeEndpointAsyncInput.
 _HEADERS = {
     b"x-amzn-sagemaker-content-type": "ContentType",
@@ -146,22 +147,24 @@ class AsyncInvocations:
         self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
     ) -> None:
         members = _members(scope["headers"])
-        body = await _drain(receive)
-        if body:
+        body, too_large = await _read_body(receive, MAX_INLINE_BODY)
+        if too_large:
             raise ValidationError(
-                "modelhost takes the input of InvokeEndpointAsync from InputLocation only; "
-                "send it there, not in the request body."
+                "1 validation error detected: Value at 'body' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {MAX_INLINE_BODY}"
             )
         try:
             self._shapes.parse_input(OPERATION, {"EndpointName": name, **members})
         except ValidationException as exc:
             raise ValidationError(exc.message) from None
-        if "InputLocation" not in members:
+        if "InputLocation" not in members and not body:
             raise ValidationError(
                 "1 validation error detected: Value null at 'inputLocation' failed to satisfy "
-                "constraint: Member must not be null"
+                "constraint: Member must not be null (or give the input in the body)"
             )
-        req = await asyncio.to_thread(self._accept, name, members)
+        if "InputLocation" in members and body:
+            raise ValidationError("Give the input in InputLocation or in the body, not both.")
+        req = await asyncio.to_thread(self._accept, name, members, body or None)
         self.on_queued()
         payload = json.dumps({"InferenceId": req.inference_id}).encode()
         headers = [
@@ -174,7 +177,7 @@ class AsyncInvocations:
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    def _accept(self, name: str, members: dict[str, Any]) -> AsyncRequest:
+    def _accept(self, name: str, members: dict[str, Any], body: bytes | None) -> AsyncRequest:
         """Queue the request (off the event loop: the store is synchronous)."""
         config = self.known().get(name.lower())
         if config is None:
@@ -196,7 +199,7 @@ class AsyncInvocations:
             request_id=uuid.uuid4().hex,
             endpoint=config.endpoint,
             inference_id=inference_id,
-            input_location=members["InputLocation"],
+            input_location=members.get("InputLocation", ""),
             output_location=output,
             failure_location=failure,
             created=now,
@@ -205,6 +208,7 @@ class AsyncInvocations:
             content_type=members.get("ContentType"),
             accept=members.get("Accept"),
             custom_attributes=members.get("CustomAttributes"),
+            body=body,
         )
         self.queue.enqueue(req)
         return req
@@ -231,16 +235,17 @@ def _members(raw: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     return members
 
 
-async def _drain(receive: Receive) -> bytes:
-    """The request body, which InvokeEndpointAsync does not take (a bounded read)."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body (the inline input), and whether it was over ``limit`` (then read to
+    its end and dropped)."""
     chunks: list[bytes] = []
     size = 0
     for _ in range(1 << 20):
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if chunk and size <= 1024:
+        if chunk and size <= limit:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks) if size <= 1024 else b"x"
+    return (b"".join(chunks), False) if size <= limit else (b"", True)

@@ -60,3 +60,4 @@ class AsyncRequest:
     started: float | None = None
     finished: float | None = None
     seq: int = 0  # FIFO order within the queue, set by the store
+    body: bytes | None = None  # an input given inline (the request's Body), not by location

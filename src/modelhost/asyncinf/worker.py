@@ -308,9 +308,11 @@ class AsyncInference:
             return
         self.stats.started(req.endpoint, self._clock() - req.created)
         try:
-            body = await asyncio.to_thread(
-                read_input, self.objects, req.input_location, self._max_input
-            )
+            body = req.body
+            if body is None:
+                body = await asyncio.to_thread(
+                    read_input, self.objects, req.input_location, self._max_input
+                )
         except ObjectIOError as exc:
             self.stats.download_failed(req.endpoint)
             await self._fail(config, req, str(exc), "RequestDownloadFailure")

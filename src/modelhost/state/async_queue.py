@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -59,6 +60,7 @@ async_requests = Table(
     Column("started", Float),
     Column("finished", Float),
     Column("reason", Text),
+    Column("body", LargeBinary),  # an inline input (InvokeEndpointAsync's Body)
 )
 
 _OPEN = (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value)
@@ -262,6 +264,7 @@ def _row(req: AsyncRequest) -> dict[str, Any]:
         "accept": req.accept,
         "custom_attributes": req.custom_attributes,
         "attempts": req.attempts,
+        "body": req.body,
     }
 
 
@@ -285,4 +288,5 @@ def _request(m: Any) -> AsyncRequest:
         started=m["started"],
         finished=m["finished"],
         seq=m["seq"],
+        body=m["body"],
     )
