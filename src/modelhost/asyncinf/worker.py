@@ -155,7 +155,7 @@ class AsyncInference:
 
     async def run_pass(self, expire: bool = True) -> None:
         """One pass of the dispatcher: fail what expired, start what there is room for."""
-        if expire:
+        if expire and self.configs:  # (a deleted endpoint's requests end as orphans)
             await self._expire()
         for config in list(self.configs.values()):
             await self._fill(config)
