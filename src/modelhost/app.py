@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from modelhost.api.async_invocations import AsyncInvocations, async_endpoint_configs
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
 from modelhost.api.operations.autoscaling import HANDLERS as AUTOSCALING_OPERATIONS
@@ -27,6 +28,9 @@ from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
+from modelhost.asyncinf.metrics import AsyncMetrics
+from modelhost.asyncinf.notify import Notifier
+from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
@@ -39,6 +43,7 @@ from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
+from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.store import Store
 from modelhost.storage import ObjectStore
 from modelhost.storage.platform import platform_store
@@ -54,6 +59,7 @@ class Services:
     dispatcher: Dispatcher
     runtime: RuntimeApp
     jobs: JobManager | None = None
+    async_inference: AsyncInference | None = None
     # Application Auto Scaling (X-Amz-Target: AnyScaleFrontendService.<Op>) and its scaler
     autoscaling: Dispatcher | None = None
     scaler: Scaler | None = None
@@ -61,7 +67,8 @@ class Services:
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
         before the controller stops the instances)."""
-        return [part for part in (self.jobs, self.scaler) if part is not None]
+        loops = (self.jobs, self.async_inference, self.scaler)
+        return [part for part in loops if part is not None]
 
     async def start(self) -> None:
         await self.controller.start()
@@ -78,7 +85,7 @@ class Services:
 
 
 class Background(Protocol):
-    """A loop of the server's own (the jobs loop, the scaler, ...)."""
+    """A loop of the server's own (the jobs loop, the async workers, the scaler)."""
 
     async def start(self) -> None: ...
 
@@ -120,7 +127,10 @@ def build_services(settings: Settings) -> Services:
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
     runtime = RuntimeApp(routes, store, settings)
-    services = Services(settings, store, controller, dispatcher, runtime, jobs)
+    workers = async_inference(settings, store, objects, runtime)
+    services = Services(
+        settings, store, controller, dispatcher, runtime, jobs=jobs, async_inference=workers
+    )
     services.autoscaling = Dispatcher(
         ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS
     )
@@ -132,6 +142,31 @@ def build_services(settings: Settings) -> Services:
         window_s=settings.autoscaling_window_s,
     )
     return services
+
+
+def async_inference(
+    settings: Settings, store: Store, objects: ObjectStore, runtime: RuntimeApp
+) -> AsyncInference:
+    """InvokeEndpointAsync: the queue, its workers (sending through the router's route table),
+    the runtime API's handler, notifications and the backlog metrics."""
+    routes = runtime.routes
+    queue = AsyncQueue(store)
+    workers = AsyncInference(queue, routes, objects, lambda: async_endpoint_configs(store))
+    workers.notify = Notifier(
+        settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
+    )
+    runtime.async_handler = AsyncInvocations(
+        store, queue, workers.wake, settings.account_id, known=lambda: workers.configs
+    )
+    runtime.metrics.registry.register(
+        AsyncMetrics(
+            queue,
+            routes,
+            workers.stats,
+            lambda: {k: c.endpoint for k, c in workers.configs.items()},
+        )
+    )
+    return workers
 
 
 def job_deps(settings: Settings, fleets: Fleets, objects: ObjectStore) -> JobDeps:

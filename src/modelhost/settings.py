@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     embedded_s3: bool = True
+    # Asynchronous inference's arn:aws:sns:... notification topics publish here (http(s)://
+    # topics need nothing: they are webhooks).
+    sns_endpoint_url: str | None = None
 
     # Runtime API
     invocation_timeout_s: float = 60.0

@@ -21,6 +21,8 @@ COMMANDS = (
     "transform",
     "jobs",
     "logs",
+    "invoke-async",
+    "queue",
 )
 
 

@@ -78,6 +78,11 @@ PATTERN_EXTENSIONS = {
     "Url": _LOCAL_OR_REMOTE,
     "S3ModelUri": _LOCAL_OR_REMOTE,
     "S3Uri": _LOCAL_OR_REMOTE,  # transform jobs' input and output
+    # Asynchronous inference: its input and result locations may be local too, and its
+    # notification topics may be http(s):// webhooks as well as SNS topic ARNs.
+    "InputLocationHeader": _LOCAL_OR_REMOTE,
+    "DestinationS3Uri": _LOCAL_OR_REMOTE,
+    "SnsTopicArn": r"arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+|https?://[^\s]+",
 }
 
 

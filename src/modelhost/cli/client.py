@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelhost.cli._aws import Server, UrlOpt, console, err, fail, is_missing, reporting
+from modelhost.cli.async_cmds import invoke_async, queue
 from modelhost.cli.deploy import POLL_S, deploy, is_deploy_name
 from modelhost.cli.scale import scale
 
@@ -32,6 +33,8 @@ def register(app: typer.Typer) -> None:
     app.command()(models)
     app.command()(delete)
     app.command()(scale)
+    app.command("invoke-async")(invoke_async)
+    app.command("queue")(queue)
 
 
 # --- invoke ------------------------------------------------------------------------------------

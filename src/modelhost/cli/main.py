@@ -1,5 +1,5 @@
-"""The modelhost command line: serve, deploy, invoke, endpoints, models, delete, scale,
-transform, jobs, logs."""
+"""The modelhost command line: serve, deploy, invoke, invoke-async, queue, endpoints, models,
+delete, scale, transform, jobs, logs."""
 
 from __future__ import annotations
 

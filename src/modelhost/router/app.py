@@ -30,6 +30,7 @@ from modelhost.router.invoke import (
     INVOCATIONS,
     TARGET_VARIANT,
     InvokePath,
+    async_only,
     parse_path,
     too_large,
 )
@@ -42,6 +43,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# (scope, receive, send, request id, endpoint name)
+AsyncHandler = Callable[[Scope, Receive, Send, str, str], Awaitable[None]]
+ASYNC_ACTION = "async-invocations"
 
 # InvokeEndpointWithResponseStream: the headers that reach the container, plus
 # X-Amzn-SageMaker-Accept, which reaches it as Accept.
@@ -76,6 +80,8 @@ class RuntimeApp:
         self.max_body = settings.max_payload_bytes
         self.timeout = settings.invocation_timeout_s
         self.stream_timeout = max(STREAM_TIMEOUT_S, self.timeout)
+        # InvokeEndpointAsync, when the server serves it (api/async_invocations.py).
+        self.async_handler: AsyncHandler | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = self.fast.new_rid().decode()
@@ -93,6 +99,8 @@ class RuntimeApp:
         if action != "invocations":
             if action == STREAM_ACTION:
                 return await self._invoke_stream(scope, receive, send, rid, name)
+            if action == ASYNC_ACTION and self.async_handler is not None:
+                return await self.async_handler(scope, receive, send, rid, name)
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
@@ -114,6 +122,8 @@ class RuntimeApp:
         route = self.routes.get(name)
         if route is None:
             raise await asyncio.to_thread(self.fast.missing, name)
+        if route.name.lower() in self.routes.async_only:
+            raise async_only(route.name)
         return self.fast.choose(route, wanted)
 
     # -- InvokeEndpointWithResponseStream -------------------------------------------------

@@ -232,6 +232,9 @@ class InvokePath:
         if route is None:  # unknown, or not serving yet: ask the store, off the loop
             self._spawn(self._reply_missing(name, rid, reply))
             return None
+        if route.name.lower() in self.routes.async_only:  # never cached: refused each time
+            reply(*_error(async_only(route.name), rid))
+            return None
         self.routes.remember(path, route)
         return route
 
@@ -423,6 +426,13 @@ def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: s
             f"{', '.join(v.name for v in route.variants)}."
         )
     return variant
+
+
+def async_only(name: str) -> ValidationError:
+    """InvokeEndpoint (or its streaming form) on an asynchronous inference endpoint."""
+    return ValidationError(
+        f"Endpoint {name} is an asynchronous inference endpoint; use InvokeEndpointAsync."
+    )
 
 
 def too_large(size: int, limit: int) -> ValidationError:

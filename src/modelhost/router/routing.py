@@ -120,6 +120,9 @@ class RouteTable:
         self._retiring: dict[str, UpstreamPool] = {}  # unrouted, finishing their requests
         self._retire_timeout = retire_timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        # Asynchronous inference endpoints (lower-cased names): InvokeEndpoint refuses them,
+        # so their paths are never cached in ``by_path`` (asyncinf/worker.py keeps this).
+        self.async_only: frozenset[str] = frozenset()
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -133,6 +136,13 @@ class RouteTable:
 
     def next_start(self) -> int:
         return next(self._counter)
+
+    def mark_async(self, endpoints: Collection[str]) -> None:
+        """The asynchronous inference endpoints are now ``endpoints``."""
+        names = frozenset(name.lower() for name in endpoints)
+        if names != self.async_only:
+            self.async_only = names
+            self.by_path.clear()
 
     # -- Publisher -----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +74,11 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One transaction, for stores of their own that keep tables beside these
+        (state/async_queue.py)."""
+        return self._tx()
 
     # --- generic documents ------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api.async_invocations import check_async_config
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
 from modelhost.errors import ValidationException, already_exists, not_found
@@ -30,6 +31,8 @@ def create_endpoint_config(ctx: Context, req: Request) -> Response:
     if ctx.store.get(KIND, name) is not None:
         raise already_exists("endpoint configuration", arn)
     _check_variants(ctx, req["ProductionVariants"])
+    if "AsyncInferenceConfig" in req:
+        check_async_config(req["AsyncInferenceConfig"])
     spec = {k: req[k] for k in _SPEC_KEYS if k in req}
     try:
         ctx.store.add_resource(KIND, Resource(name, arn, ctx.clock(), spec))

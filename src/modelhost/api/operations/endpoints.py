@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api.async_invocations import check_async_update
 from modelhost.api.operations.autoscaling import check_update as check_autoscaled
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.deployments import deployment_for, variants_from_config
@@ -194,6 +195,7 @@ def update_endpoint(ctx: Context, req: Request) -> Response:
     _require_in_service(ctx, current)
     config = _config(ctx, req["EndpointConfigName"])
     check_autoscaled(ctx, current, config.spec["ProductionVariants"])
+    check_async_update(current, config.spec)
     variants = _updated_variants(current, config, req)
     deployment = _deployment(ctx, config)
 

@@ -1,0 +1,160 @@
+"""Asynchronous inference throughput against real-time, on the same machine and model.
+
+Starts `modelhost serve` (temporary data dir, free 127.0.0.1 port, local object store),
+deploys the echo fixture twice (1 instance each): a real-time endpoint and an async one
+(MaxConcurrentInvocationsPerInstance --concurrency, results as local files). Then:
+  realtime: --requests InvokeEndpoint calls from --concurrency keep-alive clients -> req/s
+  async:    --requests InvokeEndpointAsync calls from --concurrency clients, timed until every
+            output object exists -> req/s, and the ratio to real-time (issue 10: >= 0.5)
+  latency:  --probes requests sent one at a time to the idle async endpoint: enqueue-to-start
+            (the queue's created -> started, from its state store), p50 and p90 (goal: p50 <= 20 ms)
+Prints one JSON object. Every wait is bounded by --timeout.
+Not run in CI:  .venv/bin/python bench/async_throughput.py [--requests 2000 --concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import HOST, REPO, Server, load_average
+
+ECHO = REPO / "tests" / "fixtures" / "models" / "echo"
+BODY = b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}'
+
+
+def deploy_async(server: Server, name: str, output: Path, concurrency: int) -> None:
+    server.call("CreateModel", {"ModelName": name, "PrimaryContainer": {"ModelDataUrl": str(ECHO)}})
+    server.call(
+        "CreateEndpointConfig",
+        {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+            "AsyncInferenceConfig": {
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": concurrency},
+                "OutputConfig": {"S3OutputPath": f"file://{output}"},
+            },
+        },
+    )
+    server.call("CreateEndpoint", {"EndpointName": name, "EndpointConfigName": name})
+    server.wait_status(name)
+
+
+def run_clients(
+    server: Server, path: str, headers: list[dict[str, str]], body: bytes, clients: int
+) -> float:
+    """Send one request per header set from ``clients`` keep-alive connections; seconds taken."""
+    shares = [headers[i::clients] for i in range(clients)]
+
+    def client(mine: list[dict[str, str]]) -> None:
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=60)
+        try:
+            for h in mine:
+                conn.request("POST", path, body, h)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status not in (200, 202):
+                    raise RuntimeError(f"{path} answered {resp.status}")
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, shares))
+    return time.perf_counter() - started
+
+
+def wait_outputs(output: Path, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(1 for p in output.glob("*.out")) >= count:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"only {len(list(output.glob('*.out')))} of {count} outputs appeared")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="modelhost-async-bench-"))
+    source = work / "input.json"
+    source.write_bytes(BODY)
+    out: dict[str, object] = {"requests": args.requests, "concurrency": args.concurrency}
+    with Server(env={"MODELHOST_EMBEDDED_S3": "false"}) as server:
+        server.deploy("bench-realtime", str(ECHO))
+        deploy_async(server, "bench-async", work / "out", args.concurrency)
+        rt_headers = [{"Content-Type": "application/json"}] * args.requests
+        seconds = run_clients(
+            server, "/endpoints/bench-realtime/invocations", rt_headers, BODY, args.concurrency
+        )
+        out["realtime_rps"] = round(args.requests / seconds, 1)
+
+        def async_headers(prefix: str, n: int) -> list[dict[str, str]]:
+            return [
+                {
+                    "X-Amzn-SageMaker-InputLocation": str(source),
+                    "X-Amzn-SageMaker-Content-Type": "application/json",
+                    "X-Amzn-SageMaker-Inference-Id": f"{prefix}-{i}",
+                }
+                for i in range(n)
+            ]
+
+        started = time.perf_counter()
+        enqueue_s = run_clients(
+            server,
+            "/endpoints/bench-async/async-invocations",
+            async_headers("load", args.requests),
+            b"",
+            args.concurrency,
+        )
+        wait_outputs(work / "out", args.requests, args.timeout)
+        total_s = time.perf_counter() - started
+        out["async_enqueue_rps"] = round(args.requests / enqueue_s, 1)
+        out["async_rps"] = round(args.requests / total_s, 1)
+        out["async_vs_realtime"] = round(args.requests / total_s * seconds / args.requests, 2)
+
+        probes = async_headers("probe", args.probes)
+        for i, header in enumerate(probes):  # one at a time, while capacity is idle
+            run_clients(server, "/endpoints/bench-async/async-invocations", [header], b"", 1)
+            wait_outputs(work / "out", args.requests + i + 1, args.timeout)
+        with sqlite3.connect(server.data_dir / "state.db") as db:
+            rows = db.execute(
+                "SELECT started - created FROM async_requests WHERE inference_id LIKE 'probe-%'"
+            ).fetchall()
+            runs = db.execute(
+                "SELECT finished - started FROM async_requests WHERE inference_id LIKE 'load-%'"
+            ).fetchall()
+        run_ms = sorted(r[0] * 1000.0 for r in runs if r[0] is not None)
+        if run_ms:
+            out["async_start_to_end_ms_p50"] = round(statistics.median(run_ms), 2)
+        waits_ms = sorted(r[0] * 1000.0 for r in rows if r[0] is not None)
+        if waits_ms:
+            out["enqueue_to_start_ms_p50"] = round(statistics.median(waits_ms), 2)
+            out["enqueue_to_start_ms_p90"] = round(waits_ms[int(len(waits_ms) * 0.9) - 1], 2)
+    out["load_average"] = load_average()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

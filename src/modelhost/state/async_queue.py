@@ -1,0 +1,292 @@
+"""The asynchronous inference queue: one table in the state store, FIFO per endpoint.
+
+A request is ``queued`` until a worker claims it; a claim makes it ``running`` under a lease
+(an owner and a time), and counts an attempt. A worker renews the leases of what it holds; a
+lease that runs out (its worker died) makes the request claimable again. ``done`` and
+``failed`` are final, and only the lease's owner may set them, so a request ends once.
+
+One server owns a data directory at a time (cli/main.py's lock), so at start-up every lease
+is a dead server's: ``recover`` hands them all back at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from modelhost.asyncinf.records import AsyncRequest, RequestStatus
+from modelhost.state.store import Store
+
+metadata = MetaData()
+
+async_requests = Table(
+    "async_requests",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("endpoint", String(64), nullable=False, index=True),  # lower-cased
+    Column("inference_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("input_location", String(1024), nullable=False),
+    Column("output_location", String(2048), nullable=False),
+    Column("failure_location", String(2048), nullable=False),
+    Column("content_type", String(1024)),
+    Column("accept", String(1024)),
+    Column("custom_attributes", String(1024)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64)),
+    Column("lease_until", Float),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("reason", Text),
+    Column("body", LargeBinary),  # an inline input (InvokeEndpointAsync's Body)
+)
+
+_OPEN = (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """An endpoint's requests not yet ended, and the creation time of the oldest."""
+
+    size: int
+    oldest: float | None
+
+
+class AsyncQueue:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        with store.transaction() as conn:
+            metadata.create_all(conn)
+
+    def enqueue(self, req: AsyncRequest) -> None:
+        row = _row(req)
+        with self._store.transaction() as conn:
+            result = conn.execute(insert(async_requests).values(**row))
+        pk = result.inserted_primary_key
+        req.seq = int(pk[0]) if pk else 0
+
+    def get(self, request_id: str) -> AsyncRequest | None:
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(async_requests).where(async_requests.c.request_id == request_id)
+            ).first()
+        return None if row is None else _request(row._mapping)
+
+    def recover(self) -> int:
+        """Hand back every lease (a server starting on this data directory owns them all);
+        the number of requests that were running."""
+        with self._store.transaction() as conn:
+            result = conn.execute(
+                update(async_requests)
+                .where(async_requests.c.status == RequestStatus.RUNNING.value)
+                .values(status=RequestStatus.QUEUED.value, lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
+    def claim(
+        self, endpoint: str, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[AsyncRequest]:
+        """Up to ``limit`` of the endpoint's oldest claimable requests (queued, or running
+        under a lease that ran out), now running under ``owner``'s lease."""
+        if limit <= 0:
+            return []
+        t = async_requests
+        claimable = or_(
+            t.c.status == RequestStatus.QUEUED.value,
+            and_(t.c.status == RequestStatus.RUNNING.value, t.c.lease_until < now),
+        )
+        return self._take(
+            and_(t.c.endpoint == endpoint.lower(), claimable), owner, now, lease_s, limit
+        )
+
+    def claim_expired(
+        self, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[AsyncRequest]:
+        """Queued requests whose TTL passed before any worker started them, now running under
+        ``owner``'s lease (to be failed)."""
+        t = async_requests
+        expired = and_(t.c.status == RequestStatus.QUEUED.value, t.c.expires < now)
+        return self._take(expired, owner, now, lease_s, limit)
+
+    def _take(
+        self, where: Any, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[AsyncRequest]:
+        t = async_requests
+        with self._store.transaction() as conn:
+            seqs = list(
+                conn.execute(select(t.c.seq).where(where).order_by(t.c.seq).limit(limit)).scalars()
+            )
+            if not seqs:
+                return []
+            claimed = conn.execute(
+                update(t)
+                .where(t.c.seq.in_(seqs))
+                .values(
+                    status=RequestStatus.RUNNING.value,
+                    lease_owner=owner,
+                    lease_until=now + lease_s,
+                    attempts=t.c.attempts + 1,
+                    started=func.coalesce(t.c.started, now),
+                )
+                .returning(*t.c)
+            ).all()
+        return sorted((_request(r._mapping) for r in claimed), key=lambda r: r.seq)
+
+    def renew(self, request_ids: Sequence[str], owner: str, until: float) -> None:
+        if not request_ids:
+            return
+        t = async_requests
+        with self._store.transaction() as conn:
+            conn.execute(
+                update(t)
+                .where(
+                    t.c.request_id.in_(list(request_ids)),
+                    t.c.lease_owner == owner,
+                    t.c.status == RequestStatus.RUNNING.value,
+                )
+                .values(lease_until=until)
+            )
+
+    def finish(
+        self, request_id: str, owner: str, status: RequestStatus, now: float, reason: str | None
+    ) -> bool:
+        """End a request held under ``owner``'s lease; False when the lease was lost."""
+        t = async_requests
+        with self._store.transaction() as conn:
+            result = conn.execute(
+                update(t)
+                .where(
+                    t.c.request_id == request_id,
+                    t.c.lease_owner == owner,
+                    t.c.status == RequestStatus.RUNNING.value,
+                )
+                .values(
+                    status=status.value,
+                    finished=now,
+                    reason=reason,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        return bool(result.rowcount)
+
+    def release(self, request_id: str, owner: str, reason: str | None = None) -> bool:
+        """Put a held request back in the queue (in its place: FIFO by arrival)."""
+        t = async_requests
+        with self._store.transaction() as conn:
+            result = conn.execute(
+                update(t)
+                .where(
+                    t.c.request_id == request_id,
+                    t.c.lease_owner == owner,
+                    t.c.status == RequestStatus.RUNNING.value,
+                )
+                .values(
+                    status=RequestStatus.QUEUED.value,
+                    lease_owner=None,
+                    lease_until=None,
+                    reason=reason,
+                )
+            )
+        return bool(result.rowcount)
+
+    def backlogs(self) -> dict[str, Backlog]:
+        """Per endpoint (lower-cased), the requests queued or running and the oldest's age."""
+        t = async_requests
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(t.c.endpoint, func.count(), func.min(t.c.created))
+                .where(t.c.status.in_(_OPEN))
+                .group_by(t.c.endpoint)
+            ).all()
+        return {r[0]: Backlog(int(r[1]), r[2]) for r in rows}
+
+    def open_requests(self, endpoint: str, limit: int = 100) -> list[AsyncRequest]:
+        t = async_requests
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(t)
+                .where(t.c.endpoint == endpoint.lower(), t.c.status.in_(_OPEN))
+                .order_by(t.c.seq)
+                .limit(limit)
+            ).all()
+        return [_request(r._mapping) for r in rows]
+
+    def orphans(self, live: set[str], before: float, limit: int = 100) -> list[str]:
+        """Endpoints (lower-cased) with open requests made before ``before`` that are not
+        in ``live``: their endpoint was deleted."""
+        t = async_requests
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(t.c.endpoint)
+                .where(t.c.status.in_(_OPEN), t.c.created < before)
+                .group_by(t.c.endpoint)
+                .limit(limit)
+            ).all()
+        return [r[0] for r in rows if r[0] not in live]
+
+
+def _row(req: AsyncRequest) -> dict[str, Any]:
+    return {
+        "request_id": req.request_id,
+        "endpoint": req.endpoint.lower(),
+        "inference_id": req.inference_id,
+        "status": req.status.value,
+        "created": req.created,
+        "expires": req.expires,
+        "timeout_s": req.timeout_s,
+        "input_location": req.input_location,
+        "output_location": req.output_location,
+        "failure_location": req.failure_location,
+        "content_type": req.content_type,
+        "accept": req.accept,
+        "custom_attributes": req.custom_attributes,
+        "attempts": req.attempts,
+        "body": req.body,
+    }
+
+
+def _request(m: Any) -> AsyncRequest:
+    return AsyncRequest(
+        request_id=m["request_id"],
+        endpoint=m["endpoint"],
+        inference_id=m["inference_id"],
+        input_location=m["input_location"],
+        output_location=m["output_location"],
+        failure_location=m["failure_location"],
+        created=m["created"],
+        expires=m["expires"],
+        timeout_s=m["timeout_s"],
+        content_type=m["content_type"],
+        accept=m["accept"],
+        custom_attributes=m["custom_attributes"],
+        status=RequestStatus(m["status"]),
+        attempts=m["attempts"],
+        reason=m["reason"],
+        started=m["started"],
+        finished=m["finished"],
+        seq=m["seq"],
+        body=m["body"],
+    )

@@ -1,0 +1,96 @@
+"""The durable queue: FIFO per endpoint, leases, ending once, recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelhost.asyncinf.records import AsyncRequest, RequestStatus
+from modelhost.state.async_queue import AsyncQueue
+from modelhost.state.store import Store
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> AsyncQueue:
+    return AsyncQueue(Store(f"sqlite:///{tmp_path / 'state.db'}"))
+
+
+def _req(n: int, endpoint: str = "ep", created: float = 100.0, ttl: float = 60.0) -> AsyncRequest:
+    return AsyncRequest(
+        f"r{n}",
+        endpoint,
+        f"inf-{n}",
+        "s3://b/in",
+        f"s3://b/o/{n}.out",
+        f"s3://b/f/{n}.err",
+        created,
+        created + ttl,
+        900.0,
+    )
+
+
+def test_claims_are_fifo_per_endpoint_and_bounded(queue: AsyncQueue) -> None:
+    for n in range(5):
+        queue.enqueue(_req(n, "ep" if n != 2 else "Other"))
+    first = queue.claim("EP", "me", 101.0, 30.0, 2)
+    assert [r.request_id for r in first] == ["r0", "r1"]
+    assert all(r.status is RequestStatus.RUNNING and r.attempts == 1 for r in first)
+    assert first[0].started == 101.0
+    assert [r.request_id for r in queue.claim("ep", "me", 101.0, 30.0, 10)] == ["r3", "r4"]
+    assert queue.claim("ep", "me", 101.0, 30.0, 10) == []
+    assert [r.request_id for r in queue.claim("other", "me", 101.0, 30.0, 0)] == []
+    assert [r.request_id for r in queue.claim("other", "me", 101.0, 30.0, 1)] == ["r2"]
+
+
+def test_an_expired_lease_is_claimed_again(queue: AsyncQueue) -> None:
+    queue.enqueue(_req(1))
+    assert queue.claim("ep", "dead", 100.0, 30.0, 1)
+    assert queue.claim("ep", "me", 120.0, 30.0, 1) == []  # still leased
+    queue.renew(["r1"], "dead", 200.0)
+    assert queue.claim("ep", "me", 150.0, 30.0, 1) == []
+    again = queue.claim("ep", "me", 201.0, 30.0, 1)
+    assert [(r.request_id, r.attempts, r.started) for r in again] == [("r1", 2, 100.0)]
+    # The old owner lost it: it can neither end nor release it.
+    assert not queue.finish("r1", "dead", RequestStatus.DONE, 202.0, None)
+    assert not queue.release("r1", "dead")
+    assert queue.finish("r1", "me", RequestStatus.DONE, 202.0, None)
+    assert not queue.finish("r1", "me", RequestStatus.FAILED, 203.0, "twice")
+    got = queue.get("r1")
+    assert got is not None and got.status is RequestStatus.DONE and got.finished == 202.0
+
+
+def test_release_keeps_the_place_in_line(queue: AsyncQueue) -> None:
+    queue.enqueue(_req(1))
+    queue.enqueue(_req(2))
+    queue.claim("ep", "me", 100.0, 30.0, 1)
+    assert queue.release("r1", "me", "instance gone")
+    assert [r.request_id for r in queue.claim("ep", "me", 100.0, 30.0, 1)] == ["r1"]
+
+
+def test_recover_hands_back_every_lease(queue: AsyncQueue) -> None:
+    queue.enqueue(_req(1))
+    queue.enqueue(_req(2))
+    queue.claim("ep", "dead", 100.0, 3600.0, 1)
+    assert queue.recover() == 1
+    assert [r.request_id for r in queue.claim("ep", "me", 100.0, 30.0, 5)] == ["r1", "r2"]
+
+
+def test_claim_expired_takes_only_queued_requests_past_their_ttl(queue: AsyncQueue) -> None:
+    queue.enqueue(_req(1, ttl=60.0))
+    queue.enqueue(_req(2, ttl=600.0))
+    queue.enqueue(_req(3, ttl=60.0))
+    queue.claim("ep", "me", 100.0, 30.0, 1)  # r1 started in time
+    assert [r.request_id for r in queue.claim_expired("me", 161.0, 30.0, 10)] == ["r3"]
+
+
+def test_backlogs_and_orphans(queue: AsyncQueue) -> None:
+    queue.enqueue(_req(1, created=100.0))
+    queue.enqueue(_req(2, created=105.0))
+    queue.enqueue(_req(3, "gone", created=90.0))
+    queue.claim("ep", "me", 110.0, 30.0, 1)
+    backlogs = queue.backlogs()
+    assert backlogs["ep"].size == 2 and backlogs["ep"].oldest == 100.0
+    assert queue.orphans({"ep"}, before=95.0) == ["gone"]
+    assert queue.orphans({"ep"}, before=80.0) == []
+    assert [r.request_id for r in queue.open_requests("EP")] == ["r1", "r2"]
