@@ -58,6 +58,17 @@ class InternalFailure(ServiceError):
     code = "InternalFailure"
 
 
+# --- CloudWatch Logs (awsJson1.1) -----------------------------------------------------------
+
+
+class ResourceNotFoundException(ServiceError):
+    code = "ResourceNotFoundException"
+
+
+class InvalidParameterException(ServiceError):
+    code = "InvalidParameterException"
+
+
 # --- runtime API (rest-json) ----------------------------------------------------------------
 
 

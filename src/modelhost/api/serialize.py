@@ -31,6 +31,9 @@ _STATUS_BY_CODE = {
     "SerializationException": 400,
     "ThrottlingException": 400,
     "InternalFailure": 500,
+    # CloudWatch Logs
+    "ResourceNotFoundException": 400,
+    "InvalidParameterException": 400,
     # runtime API
     "ValidationError": 400,
     "ModelError": 424,

@@ -21,6 +21,8 @@ EXPECTED = {
     errors.SerializationException: 400,
     errors.ThrottlingException: 400,
     errors.InternalFailure: 500,
+    errors.ResourceNotFoundException: 400,  # CloudWatch Logs
+    errors.InvalidParameterException: 400,
     errors.ValidationError: 400,
     errors.ModelError: 424,
     errors.ModelNotReadyException: 429,
