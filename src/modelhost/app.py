@@ -26,6 +26,7 @@ from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
 from modelhost.backends import Backends
+from modelhost.cloudwatch.service import CloudWatch
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -113,15 +114,28 @@ def create_app(
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     services = build_services(settings)
     sts = sts_service(settings)  # awsQuery: form-encoded, no X-Amz-Target
+    cloudwatch = CloudWatch(settings, services.dispatcher.ctx, services.runtime.metrics)
 
     async def control(request: Request) -> Response:
         body = await request.body()
         target = request.headers.get("x-amz-target")
+        ours = cloudwatch.handler(target, request.headers, body)  # Logs, CloudWatch metrics
+        if ours is not None:
+            return _response(await asyncio.to_thread(ours))
         if target is None and request.headers.get("content-type", "").startswith(FORM):
             status, headers, payload = sts.handle(body, request.headers)
             return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
         status, headers, payload = await asyncio.to_thread(services.dispatcher.handle, target, body)
         return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
+
+    async def rpc_v2(request: Request) -> Response:
+        """rpc-v2-cbor: ``POST /service/<prefix>/operation/<Op>`` (CloudWatch)."""
+        body = await request.body()
+        service, op = request.path_params["service"], request.path_params["operation"]
+        reply = await asyncio.to_thread(
+            cloudwatch.rpc.handle_cbor, service, op, body, request.headers
+        )
+        return _response(reply)
 
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -133,6 +147,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await services.controller.start()
+        cloudwatch.start()
         if on_ready is not None:
             on_ready(services)
         try:
@@ -140,12 +155,14 @@ def create_app(
         finally:
             log.info("stopping every instance")
             await services.controller.stop()
+            await cloudwatch.stop()
             await services.runtime.routes.close()
             services.store.close()
 
     control_app = Starlette(
         routes=[
             Route("/", control, methods=["POST"]),
+            Route("/service/{service}/operation/{operation}", rpc_v2, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -161,4 +178,10 @@ def create_app(
             await control_app(scope, receive, send)
 
     app.services = services  # type: ignore[attr-defined]
+    app.cloudwatch = cloudwatch  # type: ignore[attr-defined]
     return app
+
+
+def _response(reply: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Response:
+    status, headers, payload = reply
+    return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
