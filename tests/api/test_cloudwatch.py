@@ -49,7 +49,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def cloudwatch(server: LiveServer, protocol: str | None = None) -> Any:
     """A CloudWatch client; ``protocol`` forces one of those the model lists."""
     cfg = Config(retries={"max_attempts": 1, "mode": "standard"})
-    session = boto3.Session(region_name=REGION, **CREDENTIALS)
+    session = boto3.Session(
+        region_name=REGION,
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+    )
     if protocol is None:
         return session.client("cloudwatch", endpoint_url=server.url, config=cfg)
     with mock.patch("botocore.model.PRIORITY_ORDERED_SUPPORTED_PROTOCOLS", (protocol,)):
