@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelhost.cloudwatch.stats import Minute
@@ -69,7 +69,8 @@ class History:
         self.buckets: dict[Key, dict[int, Minute]] = {}  # minute: epoch seconds // 60
         self._last: dict[Key, _Snapshot] = {}
         self._dirty: set[tuple[str, str, int]] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buckets
+        self._db_lock = threading.Lock()  # the connection (a flush cancelled at shutdown runs on)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -99,21 +100,26 @@ class History:
         self._last = seen
 
     def flush(self, now: float) -> None:
-        """Write the changed buckets and drop the expired ones (in a thread)."""
+        """Write the changed buckets and drop the expired ones (in a thread). One flush at a
+        time, each writing what it read, so an older picture never overwrites a newer one."""
         cutoff = int(now // 60) - self.retention_minutes
-        with self._lock:
-            rows = [
-                (ep, var, m, json.dumps(self.buckets[(ep, var)][m].to_list()))
-                for ep, var, m in self._dirty
-                if m in self.buckets.get((ep, var), {})
-            ]
-            self._dirty.clear()
-            for key in list(self.buckets):
-                minutes = self.buckets[key]
-                for m in [m for m in minutes if m <= cutoff]:
-                    del minutes[m]
-                if not minutes:
-                    del self.buckets[key]
+        with self._db_lock:
+            with self._lock:
+                rows = [
+                    (ep, var, m, json.dumps(self.buckets[(ep, var)][m].to_list()))
+                    for ep, var, m in self._dirty
+                    if m in self.buckets.get((ep, var), {})
+                ]
+                self._dirty.clear()
+                for key in list(self.buckets):
+                    minutes = self.buckets[key]
+                    for m in [m for m in minutes if m <= cutoff]:
+                        del minutes[m]
+                    if not minutes:
+                        del self.buckets[key]
+            self._write(rows, cutoff)
+
+    def _write(self, rows: list[tuple[str, str, int, str]], cutoff: int) -> None:
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
@@ -128,10 +134,12 @@ class History:
         self._db.execute("COMMIT")
 
     def minutes(self, key: Key, first: int, last: int) -> list[tuple[int, Minute]]:
-        """The buckets of ``key`` with ``first <= minute < last``, oldest first."""
+        """Copies of the buckets of ``key`` with ``first <= minute < last``, oldest first (the
+        sampler goes on adding to the current one)."""
         with self._lock:
             found = self.buckets.get(key, {})
-            return sorted(((m, b) for m, b in found.items() if first <= m < last), key=_first)
+            picked = [(m, _copy(b)) for m, b in found.items() if first <= m < last]
+        return sorted(picked, key=_first)
 
     def keys(self) -> list[tuple[Key, int]]:
         """Every (endpoint, variant) with history, and its latest minute."""
@@ -139,8 +147,13 @@ class History:
             return [(key, max(m)) for key, m in self.buckets.items() if m]
 
     def close(self) -> None:
-        self._db.close()
+        with self._db_lock:
+            self._db.close()
 
 
 def _first(item: tuple[int, Minute]) -> int:
     return item[0]
+
+
+def _copy(b: Minute) -> Minute:
+    return replace(b, model=list(b.model), overhead=list(b.overhead))
