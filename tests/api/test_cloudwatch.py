@@ -146,6 +146,27 @@ def test_logs_through_the_aws_cli(live: LiveServer, tmp_path: Path) -> None:
     assert out.returncode != 0 and "ResourceNotFoundException" in out.stderr
 
 
+def test_following_a_group_as_aws_logs_tail_does(live: LiveServer) -> None:
+    """``aws logs tail --follow`` (CLI v2) polls FilterLogEvents from the newest timestamp it
+    has seen and drops events it already printed by eventId; a line an instance writes shows
+    up with the time it was written."""
+    logs = live.client("logs")
+    seen = {e["eventId"]: e for e in logs.filter_log_events(logGroupName=GROUP)["events"]}
+    since = max(e["timestamp"] for e in seen.values())
+    (log_file,) = (live.data_dir / "logs" / ENDPOINT).glob("*/*.log")
+    written = time.time()
+    with log_file.open("a") as f:  # as the instance process writes it
+        f.write("a line written now\n")
+    new: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not new and time.monotonic() < deadline:
+        page = logs.filter_log_events(logGroupName=GROUP, startTime=since)
+        new = [e for e in page["events"] if e["eventId"] not in seen]
+        time.sleep(0.1)
+    assert [e["message"] for e in new] == ["a line written now"]
+    assert abs(new[0]["timestamp"] / 1000 - written) < 2.5
+
+
 # --- metrics ---------------------------------------------------------------------------------
 
 
