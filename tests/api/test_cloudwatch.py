@@ -160,7 +160,7 @@ def test_following_a_group_as_aws_logs_tail_does(live: LiveServer) -> None:
     new: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while not new and time.monotonic() < deadline:
-        page = logs.filter_log_events(logGroupName=GROUP, startTime=since)
+        page = logs.filter_log_events(logGroupName=GROUP, startTime=since, interleaved=True)
         new = [e for e in page["events"] if e["eventId"] not in seen]
         time.sleep(0.1)
     assert [e["message"] for e in new] == ["a line written now"]
