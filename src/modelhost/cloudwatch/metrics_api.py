@@ -30,6 +30,7 @@ from modelhost.cloudwatch.stats import (
 )
 
 MAX_DATAPOINTS = 1440  # GetMetricStatistics' limit per call
+DEFAULT_MAX_DATAPOINTS = 100_800  # GetMetricData's page, unless MaxDatapoints says otherwise
 LIST_PAGE = 500
 RECENT_S = 3 * 3600  # ListMetrics' RecentlyActive=PT3H
 
@@ -86,8 +87,8 @@ class MetricsApi:
     # --- GetMetricData ---------------------------------------------------------------------
 
     def get_metric_data(self, req: dict[str, Any]) -> dict[str, Any]:
-        if req.get("NextToken") is not None:
-            raise QueryError("InvalidNextToken", "The NextToken is not valid.")
+        offset = _page_start(req.get("NextToken"))
+        budget = req.get("MaxDatapoints", DEFAULT_MAX_DATAPOINTS)
         start, end = _seconds(req["StartTime"]), _seconds(req["EndTime"])
         _check_range(start, end)
         queries = req["MetricDataQueries"]
@@ -96,6 +97,7 @@ class MetricsApi:
             raise QueryError("ValidationError", "The values for parameter Id must be unique.")
         descending = req.get("ScanBy", "TimestampDescending") == "TimestampDescending"
         results = []
+        first_offset, returned, more = offset, 0, False
         for q in queries:
             if q.get("Expression") is not None:
                 raise _invalid(
@@ -123,16 +125,25 @@ class MetricsApi:
             if descending:
                 series.reverse()
             if q.get("ReturnData", True):
+                # The page: datapoints [offset, offset + budget) of all results in order.
+                lo = min(len(series), offset)
+                hi = min(len(series), lo + budget)
+                offset, budget = offset - lo, budget - (hi - lo)
                 results.append(
                     {
                         "Id": q["Id"],
                         "Label": q.get("Label") or name,
-                        "Timestamps": [_dt(ts) for ts, _ in series],
-                        "Values": [d.value(stat) for _, d in series],
-                        "StatusCode": "Complete",
+                        "Timestamps": [_dt(ts) for ts, _ in series[lo:hi]],
+                        "Values": [d.value(stat) for _, d in series[lo:hi]],
+                        "StatusCode": "Complete" if hi == len(series) else "PartialData",
                     }
                 )
-        return {"MetricDataResults": results, "Messages": []}
+                returned += hi - lo
+                more = more or hi < len(series)
+        out: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
+        if more:
+            out["NextToken"] = _page_token(first_offset + returned)
+        return out
 
     # --- ListMetrics -----------------------------------------------------------------------
 
@@ -161,7 +172,7 @@ class MetricsApi:
         start = _page_start(req.get("NextToken"))
         out: dict[str, Any] = {"Metrics": found[start : start + LIST_PAGE]}
         if start + LIST_PAGE < len(found):
-            out["NextToken"] = base64.b64encode(str(start + LIST_PAGE).encode()).decode()
+            out["NextToken"] = _page_token(start + LIST_PAGE)
         if req.get("IncludeLinkedAccounts"):
             out["OwningAccounts"] = []
         return out
@@ -216,6 +227,10 @@ def _seconds(value: datetime) -> int:
 
 def _dt(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _page_token(offset: int) -> str:
+    return base64.b64encode(str(offset).encode()).decode()
 
 
 def _page_start(token: str | None) -> int:

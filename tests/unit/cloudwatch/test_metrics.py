@@ -195,3 +195,30 @@ def test_the_query_wire_answers_xml(tmp_path: Path) -> None:
     assert status == 400
     assert b"<Code>InvalidParameterValue</Code>" in body
     history.close()
+
+
+def test_get_metric_data_pages_by_max_datapoints(tmp_path: Path) -> None:
+    recorder = Recorder()
+    history, rpc = make(tmp_path)
+    for minute in range(3):
+        traffic(recorder, [1_000] * (minute + 1))
+        history.sample(recorder, T0 + 60 * minute)
+    metric = {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": DIMS}
+    queries = [
+        {"Id": q, "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}} for q in ("a", "b")
+    ]
+    req: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": T0, "EndTime": T0 + 180,
+                           "ScanBy": "TimestampAscending", "MaxDatapoints": 4}  # fmt: skip
+    pages = []
+    for _ in range(5):
+        status, out, _ = call(rpc, "GetMetricData", **req)
+        assert status == 200, out
+        pages.append([(r["Id"], r["Values"], r["StatusCode"]) for r in out["MetricDataResults"]])
+        if "NextToken" not in out:
+            break
+        req["NextToken"] = out["NextToken"]
+    assert pages == [
+        [("a", [1.0, 2.0, 3.0], "Complete"), ("b", [1.0], "PartialData")],
+        [("a", [], "Complete"), ("b", [2.0, 3.0], "Complete")],
+    ]
+    history.close()
