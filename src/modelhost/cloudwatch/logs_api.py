@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
-import re
-import shlex
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations.context import Context, Handler
 from modelhost.cloudwatch.logstore import Event, LogCatalog, Stream
+from modelhost.cloudwatch.patterns import pattern_matcher
 from modelhost.errors import (
     InvalidParameterException,
     ResourceNotFoundException,
@@ -128,10 +127,10 @@ class LogsApi:
             "arn": f"{self.arn_base}{group}:log-stream:{s.name}",
             "storedBytes": s.size,
         }
-        if s.events:
-            out["firstEventTimestamp"] = s.events[0].timestamp
-            out["lastEventTimestamp"] = s.events[-1].timestamp
-            out["lastIngestionTime"] = s.events[-1].ingestion
+        if len(s):
+            out["firstEventTimestamp"] = s.stamps[0]
+            out["lastEventTimestamp"] = s.stamps[-1]
+            out["lastIngestionTime"] = s.ingestion(len(s) - 1)
         return out
 
     # --- events ---------------------------------------------------------------------------
@@ -151,14 +150,14 @@ class LogsApi:
             forward, at = _position(token)
         if forward:
             start = max(at, lo)
-            end = _fill_forward(stream.events, start, min(hi, start + limit))
+            end = _fill_forward(stream, start, min(hi, start + limit))
         else:
             end = min(at, hi)
-            start = min(_fill_backward(stream.events, max(lo, end - limit), end), end)
+            start = min(_fill_backward(stream, max(lo, end - limit), end), end)
         return {
             "events": [
                 {"timestamp": e.timestamp, "message": e.message, "ingestionTime": e.ingestion}
-                for e in stream.events[start:end]
+                for _, e in stream.events(start, end)
             ],
             "nextForwardToken": f"f/{end:056d}",
             "nextBackwardToken": f"b/{start:056d}",
@@ -177,16 +176,18 @@ class LogsApi:
             streams = [s for s in streams if s.name.startswith(prefix)]
         match = pattern_matcher(req.get("filterPattern"))
         after = _after(req.get("nextToken"))
+        limit = req.get("limit", EVENTS_PAGE)
         found: list[tuple[int, str, int, Event]] = []
         for s in streams:
             lo, hi = s.between(req.get("startTime"), req.get("endTime"))
-            for i in range(lo, hi):
-                e = s.events[i]
-                key = (e.timestamp, s.name, i)
-                if (after is None or key > after) and match(e.message):
-                    found.append((e.timestamp, s.name, i, e))
+            taken = 0
+            for i, message in s.messages(max(lo, _first_after(s, after)), hi, match.needles):
+                if match(message):
+                    found.append((s.stamps[i], s.name, i, s.event(i, message)))
+                    taken += 1
+                    if taken > limit:  # each stream's first limit + 1 are all a page can use
+                        break
         found.sort(key=lambda f: f[:3])
-        limit = req.get("limit", EVENTS_PAGE)
         page: list[tuple[int, str, int, Event]] = []
         size = 0
         for item in found[:limit]:
@@ -238,19 +239,31 @@ class LogsApi:
         return identifier
 
 
-def _fill_forward(events: list[Event], start: int, end: int) -> int:
+def _first_after(s: Stream, after: tuple[int, str, int] | None) -> int:
+    """The first line of ``s`` whose (timestamp, stream, index) comes after ``after``."""
+    if after is None:
+        return 0
+    ts, name, i = after
+    if s.name == name:
+        return i + 1
+    if s.name < name:
+        return bisect.bisect_right(s.stamps, ts)
+    return bisect.bisect_left(s.stamps, ts)
+
+
+def _fill_forward(s: Stream, start: int, end: int) -> int:
     size = 0
     for i in range(start, end):
-        size += len(events[i].message) + 26
+        size += s.line_bytes(i) + 26
         if size > PAGE_BYTES and i > start:
             return i
     return max(start, end)
 
 
-def _fill_backward(events: list[Event], start: int, end: int) -> int:
+def _fill_backward(s: Stream, start: int, end: int) -> int:
     size = 0
     for i in range(end - 1, start - 1, -1):
-        size += len(events[i].message) + 26
+        size += s.line_bytes(i) + 26
         if size > PAGE_BYTES and i < end - 1:
             return i + 1
     return start
@@ -295,34 +308,3 @@ def _after(token: str | None) -> tuple[int, str, int] | None:
         return int(data["ts"]), str(data["stream"]), int(data["i"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidParameterException("The specified nextToken is invalid.") from exc
-
-
-def pattern_matcher(pattern: str | None) -> Callable[[str], bool]:
-    """CloudWatch Logs' filter pattern for unstructured lines: terms that must all appear
-    (case-sensitive), ``"quoted phrases"``, ``-term`` that must not, ``?term ?other`` any of
-    which, and ``%regex%``. JSON (``{ ... }``) and space-delimited (``[ ... ]``) patterns are
-    refused with an InvalidParameterException."""
-    text = (pattern or "").strip()
-    if not text:
-        return lambda _: True
-    if text.startswith(("{", "[")):
-        raise InvalidParameterException(
-            "modelhost supports term, phrase and %regex% filter patterns only; JSON and "
-            "space-delimited patterns are not supported."
-        )
-    if len(text) >= 2 and text.startswith("%") and text.endswith("%"):
-        try:
-            regex = re.compile(text[1:-1])
-        except re.error as exc:
-            raise InvalidParameterException(f"Invalid regex filter pattern: {exc}") from exc
-        return lambda m: regex.search(m) is not None
-    try:
-        terms = shlex.split(text)
-    except ValueError as exc:
-        raise InvalidParameterException(f"Invalid filter pattern: {exc}") from exc
-    anyof = [t[1:] for t in terms if t.startswith("?") and len(t) > 1]
-    if anyof:
-        return lambda m: any(t in m for t in anyof)
-    must = [t for t in terms if not t.startswith("-")]
-    must_not = [t[1:] for t in terms if t.startswith("-") and len(t) > 1]
-    return lambda m: all(t in m for t in must) and not any(t in m for t in must_not)

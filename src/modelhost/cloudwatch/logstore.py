@@ -11,20 +11,24 @@ time it was seen as its ingestion time. One ``stat`` per file per look, one shor
 growth; the sidecar keeps the times across restarts. Bytes written while no server ran get
 the file's mtime at the next start. A last line without its newline waits for it.
 
-Events are numbered from 0 in each stream (tokens of GetLogEvents are those numbers).
+Events are numbered from 0 in each stream (tokens of GetLogEvents are those numbers). Memory:
+16 bytes per line (where it ends, when it was written); messages are read from the file.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
 from pathlib import Path
 
 ENDPOINTS_PREFIX = "/aws/sagemaker/Endpoints/"
 TRANSFORM_JOBS_GROUP = "/aws/sagemaker/TransformJobs"
-MAX_READ_BYTES = 64 * 1024 * 1024  # one look reads at most this much of a file
+MAX_READ_BYTES = 16 * 1024 * 1024  # a look reads a file's new bytes this much at a time
+READ_BLOCK_LINES = 4096  # lines read from a file at once when messages are asked for
 
 # A group source names log groups and the directory holding each one's streams, laid out as
 # <dir>/<a>/<b>.log -> stream "<a>/<b>". Endpoints: <logs_dir>/<endpoint>/<variant>/<id>.log.
@@ -61,15 +65,21 @@ class Event:
 
 @dataclass
 class Stream:
-    """One log file, its events so far and its sidecar of times."""
+    """One log file, where each line ends and when it was written, and its sidecar of times.
+
+    Only 16 bytes per line stay in memory (end offset and timestamp, in arrays); messages are
+    read from the file when asked for."""
 
     name: str
     path: Path
-    events: list[Event] = field(default_factory=list)
-    stamps: list[int] = field(default_factory=list)  # events' timestamps, for bisect
-    consumed: int = 0  # bytes turned into events (up to the last newline)
+    ends: array[int] = field(default_factory=lambda: array("q"))  # offset after each newline
+    stamps: array[int] = field(default_factory=lambda: array("q"))  # each line's timestamp
     chunks: list[tuple[int, int, int]] = field(default_factory=list)  # (end, ts, seen)
+    chunk_ends: list[int] = field(default_factory=list)
     size: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ends)
 
     @property
     def times_path(self) -> Path:
@@ -78,6 +88,19 @@ class Stream:
     @property
     def creation(self) -> int:
         return self.chunks[0][1] if self.chunks else 0
+
+    @property
+    def consumed(self) -> int:
+        """Bytes turned into lines (up to the last newline)."""
+        return self.ends[-1] if self.ends else 0
+
+    def start(self, i: int) -> int:
+        return self.ends[i - 1] if i > 0 else 0
+
+    def ingestion(self, i: int) -> int:
+        """When line ``i`` was first seen."""
+        k = bisect.bisect_left(self.chunk_ends, self.ends[i])
+        return self.chunks[min(k, len(self.chunks) - 1)][2]
 
     def load(self) -> None:
         try:
@@ -90,6 +113,7 @@ class Stream:
                 end, ts, seen = (int(p) for p in parts)
                 if not self.chunks or end > self.chunks[-1][0]:
                     self.chunks.append((end, ts, seen))
+                    self.chunk_ends.append(end)
 
     def refresh(self, now_ms: int) -> None:
         try:
@@ -97,7 +121,7 @@ class Stream:
         except OSError:
             return
         if st.st_size < self.size:  # replaced or truncated: start over
-            self.events, self.stamps, self.chunks, self.consumed = [], [], [], 0
+            self.ends, self.stamps, self.chunks, self.chunk_ends = array("q"), array("q"), [], []
             self.times_path.unlink(missing_ok=True)
         self.size = st.st_size
         indexed = self.chunks[-1][0] if self.chunks else 0
@@ -105,33 +129,85 @@ class Stream:
             ts = min(st.st_mtime_ns // 1_000_000, now_ms)
             ts = max(ts, self.chunks[-1][1] if self.chunks else 0)  # never backwards
             self.chunks.append((st.st_size, ts, now_ms))
+            self.chunk_ends.append(st.st_size)
             with self.times_path.open("a") as f:
                 f.write(f"{st.st_size} {ts} {now_ms}\n")
-        if self.consumed < st.st_size:
-            self._read(min(st.st_size, self.consumed + MAX_READ_BYTES))
+        for _ in range(st.st_size // MAX_READ_BYTES + 1):  # a backlog, a block at a time
+            if self.consumed >= st.st_size or not self._index(st.st_size):
+                break
 
-    def _read(self, upto: int) -> None:
+    def _index(self, size: int) -> bool:
+        """Note where each complete line in the next block of new bytes ends, and its chunk's
+        time (per chunk, not per line: a block is one or a few chunks). False: no new line."""
+        base = self.consumed
         with self.path.open("rb") as f:
-            f.seek(self.consumed)
-            data = f.read(upto - self.consumed)
+            f.seek(base)
+            data = f.read(min(size - base, MAX_READ_BYTES))
         last = data.rfind(b"\n")
         if last < 0:
+            return False
+        ends = list(accumulate((len(p) + 1 for p in data[:last].split(b"\n")), initial=base))
+        del ends[0]
+        i, last_chunk = 0, len(self.chunks) - 1
+        while i < len(ends):
+            k = min(bisect.bisect_left(self.chunk_ends, ends[i]), last_chunk)
+            j = len(ends) if k == last_chunk else bisect.bisect_right(ends, self.chunk_ends[k], i)
+            j = max(j, i + 1)
+            self.stamps.extend(repeat(self.chunks[k][1], j - i))
+            i = j
+        self.ends.extend(ends)
+        return True
+
+    def line_bytes(self, i: int) -> int:
+        return self.ends[i] - self.start(i)
+
+    def messages(
+        self, lo: int, hi: int, needles: tuple[str, ...] = ()
+    ) -> Iterator[tuple[int, str]]:
+        """Lines ``lo <= i < hi``, read from the file a block at a time; with ``needles``, only
+        lines of blocks holding all of them that hold the first (others may come too)."""
+        if lo >= hi:
             return
-        ends = [c[0] for c in self.chunks]
-        offset = self.consumed
-        for raw in data[: last + 1].split(b"\n")[:-1]:
-            offset += len(raw) + 1
-            i = min(bisect.bisect_left(ends, offset), len(self.chunks) - 1)
-            _, ts, seen = self.chunks[i]
-            self.events.append(Event(ts, seen, raw.decode(errors="replace").rstrip("\r")))
-            self.stamps.append(ts)
-        self.consumed += last + 1
+        with self.path.open("rb") as f:
+            i = lo
+            while i < hi:
+                j = min(hi, i + READ_BLOCK_LINES)
+                f.seek(self.start(i))
+                data = f.read(self.ends[j - 1] - 1 - self.start(i))  # without the last newline
+                text = data.decode(errors="replace")
+                if not needles:
+                    for k, line in enumerate(text.split("\n")):
+                        yield i + k, line.removesuffix("\r")
+                elif all(n in text for n in needles):
+                    yield from _lines_with(text, needles[0], i)
+                i = j
+
+    def event(self, i: int, message: str) -> Event:
+        return Event(self.stamps[i], self.ingestion(i), message)
+
+    def events(self, lo: int, hi: int) -> Iterator[tuple[int, Event]]:
+        for i, message in self.messages(lo, hi):
+            yield i, self.event(i, message)
 
     def between(self, start: int | None, end: int | None) -> tuple[int, int]:
-        """The events with ``start <= timestamp < end``, as the index range [lo, hi)."""
+        """The lines with ``start <= timestamp < end``, as the index range [lo, hi)."""
         lo = 0 if start is None else bisect.bisect_left(self.stamps, start)
-        hi = len(self.events) if end is None else bisect.bisect_left(self.stamps, end)
+        hi = len(self.ends) if end is None else bisect.bisect_left(self.stamps, end)
         return lo, max(lo, hi)
+
+
+def _lines_with(text: str, needle: str, first: int) -> Iterator[tuple[int, str]]:
+    """The lines of ``text`` (numbered from ``first``) that contain ``needle``."""
+    counted, k = 0, first
+    pos = text.find(needle)
+    while pos >= 0:
+        start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        k += text.count("\n", counted, start)
+        counted = start
+        yield k, text[start:end].removesuffix("\r")
+        pos = text.find(needle, end)
 
 
 class LogCatalog:
