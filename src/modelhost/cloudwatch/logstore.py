@@ -12,7 +12,8 @@ growth; the sidecar keeps the times across restarts. Bytes written while no serv
 the file's mtime at the next start. A last line without its newline waits for it.
 
 Events are numbered from 0 in each stream (tokens of GetLogEvents are those numbers). Memory:
-16 bytes per line (where it ends, when it was written); messages are read from the file.
+16 bytes per line (where it ends, when it was written) of the streams a Logs call has asked
+for, indexed then; messages are read from the file.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class Stream:
                     self.chunks.append((end, ts, seen))
                     self.chunk_ends.append(end)
 
-    def refresh(self, now_ms: int) -> None:
+    def refresh(self, now_ms: int, index: bool = True) -> None:
+        """Note the time of bytes written since the last look; with ``index``, also where the
+        new lines end (the background look only notes times: no reading, no memory)."""
         try:
             st = self.path.stat()
         except OSError:
@@ -132,6 +135,8 @@ class Stream:
             self.chunk_ends.append(st.st_size)
             with self.times_path.open("a") as f:
                 f.write(f"{st.st_size} {ts} {now_ms}\n")
+        if not index:
+            return
         for _ in range(st.st_size // MAX_READ_BYTES + 1):  # a backlog, a block at a time
             if self.consumed >= st.st_size or not self._index(st.st_size):
                 break
@@ -226,21 +231,22 @@ class LogCatalog:
             out.update(source())
         return out
 
-    def streams(self, root: Path) -> list[Stream]:
+    def streams(self, root: Path, index: bool = True) -> list[Stream]:
         """A group's streams, each brought up to date, by name."""
         with self._lock:
             now = int(self.clock() * 1000)
             found = []
             for path in sorted(_files(root)):
                 stream = self._stream(root, path)
-                stream.refresh(now)
+                stream.refresh(now, index)
                 found.append(stream)
             return found
 
     def refresh_all(self) -> None:
-        """The background look: timestamps every line written since the last one."""
+        """The background look: the time of every line written since the last one (lines are
+        indexed when a Logs call asks for their stream)."""
         for root in self.groups().values():
-            self.streams(root)
+            self.streams(root, index=False)
 
     def _stream(self, root: Path, path: Path) -> Stream:
         stream = self._streams.get(path)

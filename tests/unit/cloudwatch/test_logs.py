@@ -251,3 +251,22 @@ def test_lines_holding_a_term_are_found_in_any_block(setup: Any) -> None:
     assert [e["message"] for e in out["events"]] == [m for m in lines if "slow" in m]
     _, none = call("FilterLogEvents", logGroupName=GROUP, filterPattern="slow -req")
     assert none["events"] == []
+
+
+def test_the_background_look_notes_times_that_later_reads_use(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    clock = Clock()
+    catalog = LogCatalog([endpoint_groups(settings.logs_dir)], clock)
+    log = settings.logs_dir / "ep" / "AllTraffic" / "i-1.log"
+    write(log, "first\n", T0)
+    clock.now = T0 + 1
+    catalog.refresh_all()
+    write(log, "second\n", T0 + 60)
+    clock.now = T0 + 61
+    catalog.refresh_all()
+    assert len(catalog.streams(settings.logs_dir / "ep", index=False)[0]) == 0  # not read yet
+    (stream,) = catalog.streams(settings.logs_dir / "ep")
+    assert [(e.message, e.timestamp // 1000) for _, e in stream.events(0, len(stream))] == [
+        ("first", T0),
+        ("second", T0 + 60),
+    ]
