@@ -84,7 +84,7 @@ class RpcService:
 
 
 def _decode(body: bytes, cbor_wire: bool) -> dict[str, Any]:
-    if not body.strip():
+    if not (body if cbor_wire else body.strip()):
         return {}
     if cbor_wire:
         data = cbor.decode(body)
