@@ -1,11 +1,12 @@
 """A rolling per-minute history of the invocation metrics, kept in ``<data-dir>/metrics.db``.
 
 Nothing is added to the InvokeEndpoint hot path: ``sample`` reads the Recorder's running
-counters and histograms (every ``metrics_sample_interval_s``, from a background task on the
-router's event loop, so the read is consistent) and adds what changed since the last sample to
-the bucket of the minute the sample is taken in; a request can so land in the minute after the
-one it ran in, by at most one sampling interval. A counter smaller than at the last sample
-(the endpoint was deleted and made anew) counts from zero.
+counters and histograms (every ``metrics_sample_interval_s`` and just after each minute starts,
+from a background task on the router's event loop, so the read is consistent) and adds what
+changed since the last sample to the bucket of the minute that interval began in; a request
+lands in the minute it ran in, give or take the event loop's delay in waking at the minute
+(milliseconds). A counter smaller than at the last sample (the endpoint was deleted and made
+anew) counts from zero.
 
 ``flush`` writes the buckets that changed to SQLite (off the loop) and drops those older than
 the retention; at start the history is read back, so it survives restarts. Queries read the
@@ -68,6 +69,7 @@ class History:
         self.retention_minutes = retention_minutes
         self.buckets: dict[Key, dict[int, Minute]] = {}  # minute: epoch seconds // 60
         self._last: dict[Key, _Snapshot] = {}
+        self._since: float | None = None  # when the last sample was taken
         self._dirty: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()  # the buckets
         self._db_lock = threading.Lock()  # the connection (a flush cancelled at shutdown runs on)
@@ -83,9 +85,11 @@ class History:
             )
 
     def sample(self, recorder: Recorder, now: float) -> None:
-        """Fold what the Recorder counted since the last sample into ``now``'s minute. Runs on
-        the event loop that records (reads of plain numbers, no awaits)."""
-        minute = int(now // 60)
+        """Fold what the Recorder counted since the last sample into the minute that interval
+        began in (the caller samples at each minute's start, so intervals stay inside one
+        minute). Runs on the event loop that records (reads of plain numbers, no awaits)."""
+        minute = int((self._since if self._since is not None else now) // 60)
+        self._since = now
         seen = {}
         for key, slot in list(recorder.slots.items()):
             snap = _Snapshot.of(slot)

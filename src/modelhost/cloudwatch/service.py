@@ -30,6 +30,7 @@ from modelhost.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_LOOK_INTERVAL_S = 1.0
+MINUTE_SLACK_S = 0.01  # the sample at a minute's start comes this long after it
 QUERY_VERSION = b"Version=2010-08-01"
 LOGS_TARGET = "Logs_20140328."
 
@@ -89,17 +90,23 @@ class CloudWatch:
         return None
 
     def start(self) -> None:
+        self.history.sample(self.recorder, self.clock())  # the first interval starts now
         self._task = asyncio.get_running_loop().create_task(self.run(), name="cloudwatch")
 
     async def run(self) -> None:
+        """Every second a look at the logs; a metrics sample every interval and just after
+        each minute starts (so what a sample folds in belongs to one minute)."""
         interval = self.settings.metrics_sample_interval_s
         next_sample = time.monotonic() + interval
+        sampled_minute = int(self.clock() // 60)
         while True:
-            await asyncio.sleep(min(LOG_LOOK_INTERVAL_S, interval))
+            to_minute = 60.0 - self.clock() % 60 + MINUTE_SLACK_S
+            await asyncio.sleep(min(LOG_LOOK_INTERVAL_S, interval, to_minute))
             try:
                 await asyncio.to_thread(self.catalog.refresh_all)
-                if time.monotonic() >= next_sample:
-                    next_sample = time.monotonic() + interval
+                minute = int(self.clock() // 60)
+                if time.monotonic() >= next_sample or minute != sampled_minute:
+                    next_sample, sampled_minute = time.monotonic() + interval, minute
                     await self.sample()
             except Exception:
                 log.exception("CloudWatch background work failed; trying again")

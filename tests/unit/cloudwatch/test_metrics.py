@@ -58,6 +58,7 @@ def test_samples_fold_into_minutes_and_survive_a_restart(tmp_path: Path) -> None
     history.sample(recorder, T0 + 5)
     traffic(recorder, [3_000], errors=1)
     history.sample(recorder, T0 + 15)  # same minute
+    history.sample(recorder, T0 + 60)  # the sample at the next minute's start
     traffic(recorder, [4_000])
     history.sample(recorder, T0 + 65)  # the next one
     history.sample(recorder, T0 + 75)  # nothing new: no change
@@ -200,9 +201,10 @@ def test_the_query_wire_answers_xml(tmp_path: Path) -> None:
 def test_get_metric_data_pages_by_max_datapoints(tmp_path: Path) -> None:
     recorder = Recorder()
     history, rpc = make(tmp_path)
-    for minute in range(3):
+    history.sample(recorder, T0)
+    for minute in range(3):  # minute m: m + 1 requests, folded in at the next minute's start
         traffic(recorder, [1_000] * (minute + 1))
-        history.sample(recorder, T0 + 60 * minute)
+        history.sample(recorder, T0 + 60 * (minute + 1))
     metric = {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": DIMS}
     queries = [
         {"Id": q, "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Sum"}} for q in ("a", "b")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from modelhost.api.operations.context import Context
@@ -56,4 +57,31 @@ def test_background_work_samples_and_stops(tmp_path: Path) -> None:
     ((key, _),) = again.history.keys()
     ((_, minute),) = again.history.minutes(key, 0, 2**40)
     assert key == ("ep", "v") and minute.n == 2
+    again.history.close()
+
+
+def test_a_sample_is_taken_as_each_minute_starts(tmp_path: Path) -> None:
+    """Requests counted before a minute ends land in that minute, though the next regular
+    sample (60 s here) is far off."""
+    started = time.monotonic()
+    minute = 30_000_000  # the clock starts 0.2 s before the end of this minute
+    recorder = Recorder()
+    settings = Settings(data_dir=tmp_path, metrics_sample_interval_s=60)
+    ctx = Context(settings=settings, store=None, arns=Arns("us-east-1", "1"))  # type: ignore[arg-type]
+    cw = CloudWatch(
+        settings, ctx, recorder, clock=lambda: minute * 60 + 59.8 + time.monotonic() - started
+    )
+
+    async def scenario() -> None:
+        cw.start()
+        recorder.record_ok("ep", "v", 1, 100.0, 200.0)
+        for _ in range(300):  # poll, bounded: the sample comes 0.2 s from now
+            if cw.history.keys():
+                break
+            await asyncio.sleep(0.01)
+        await cw.stop()
+
+    asyncio.run(scenario())
+    again = make(tmp_path)
+    assert [m for m, _ in again.history.minutes(("ep", "v"), 0, 2**40)] == [minute]
     again.history.close()
