@@ -5,4 +5,8 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.containers",
     "tests.fixtures.sagemaker_sdk",
+    # The plugin the package ships (modelhost_server); its pytest11 entry point has this same
+    # name, so an installed package does not register it twice.
+    "modelhost.testing",
+    "pytester",
 ]

@@ -32,6 +32,7 @@ from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
+from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Controller
 from modelhost.controller.scaling_loop import Scaler
@@ -63,6 +64,8 @@ class Services:
     # Application Auto Scaling (X-Amz-Target: AnyScaleFrontendService.<Op>) and its scaler
     autoscaling: Dispatcher | None = None
     scaler: Scaler | None = None
+    # CloudWatch Logs and metrics (their history samples the Recorder in the background)
+    cloudwatch: CloudWatch | None = None
 
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
@@ -72,6 +75,8 @@ class Services:
 
     async def start(self) -> None:
         await self.controller.start()
+        if self.cloudwatch is not None:
+            self.cloudwatch.start()
         for part in self.loops():
             await part.start()
 
@@ -80,6 +85,8 @@ class Services:
             await part.stop()
         log.info("stopping every instance")
         await self.controller.stop()
+        if self.cloudwatch is not None:
+            await self.cloudwatch.stop()  # after the instances: their last requests are counted
         await self.runtime.routes.close()
         self.store.close()
 
@@ -175,7 +182,7 @@ def job_deps(settings: Settings, fleets: Fleets, objects: ObjectStore) -> JobDep
     return JobDeps(
         fleets,
         objects,
-        settings.logs_dir / "_transform-jobs",
+        transform_logs_dir(settings),
         settings.data_dir / "jobs",
         settings.stop_grace_s,
     )
@@ -228,10 +235,16 @@ def create_app(
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     services = build_services(settings)
     sts = sts_service(settings)  # awsQuery: form-encoded, no X-Amz-Target
+    cloudwatch = services.cloudwatch = CloudWatch(
+        settings, services.dispatcher.ctx, services.runtime.metrics
+    )
 
     async def control(request: Request) -> Response:
         body = await request.body()
         target = request.headers.get("x-amz-target")
+        ours = cloudwatch.handler(target, request.headers, body)  # Logs, CloudWatch metrics
+        if ours is not None:
+            return _response(await asyncio.to_thread(ours))
         if target is None and request.headers.get("content-type", "").startswith(FORM):
             status, headers, payload = sts.handle(body, request.headers)
             return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
@@ -240,6 +253,15 @@ def create_app(
             dispatcher = services.autoscaling
         status, headers, payload = await asyncio.to_thread(dispatcher.handle, target, body)
         return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
+
+    async def rpc_v2(request: Request) -> Response:
+        """rpc-v2-cbor: ``POST /service/<prefix>/operation/<Op>`` (CloudWatch)."""
+        body = await request.body()
+        service, op = request.path_params["service"], request.path_params["operation"]
+        reply = await asyncio.to_thread(
+            cloudwatch.rpc.handle_cbor, service, op, body, request.headers
+        )
+        return _response(reply)
 
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -261,6 +283,7 @@ def create_app(
     control_app = Starlette(
         routes=[
             Route("/", control, methods=["POST"]),
+            Route("/service/{service}/operation/{operation}", rpc_v2, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -277,4 +300,10 @@ def create_app(
             await control_app(scope, receive, send)
 
     app.services = services  # type: ignore[attr-defined]
+    app.cloudwatch = cloudwatch  # type: ignore[attr-defined]
     return app
+
+
+def _response(reply: tuple[int, list[tuple[bytes, bytes]], bytes]) -> Response:
+    status, headers, payload = reply
+    return Response(payload, status, {k.decode(): v.decode() for k, v in headers})

@@ -142,6 +142,7 @@ modelhost is serving on {url} with the demo endpoint '{DEMO_ENDPOINT}'.
   Existing code, unchanged (boto3, AWS CLI and the SageMaker Python SDK read these):
     export AWS_ENDPOINT_URL_SAGEMAKER={url} AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}
     export AWS_ENDPOINT_URL_STS={url}{s3}
+    export AWS_ENDPOINT_URL_CLOUDWATCH={url} AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={url}
     export SAGEMAKER_USER_CONFIG_OVERRIDE={sdk_config}
 
   modelhost endpoints | modelhost logs {DEMO_ENDPOINT} --follow | Ctrl-C stops everything.

@@ -73,6 +73,17 @@ class ConcurrentUpdateException(ServiceError):
     code = "ConcurrentUpdateException"
 
 
+# --- CloudWatch Logs (awsJson1.1) -----------------------------------------------------------
+
+
+class ResourceNotFoundException(ServiceError):
+    code = "ResourceNotFoundException"
+
+
+class InvalidParameterException(ServiceError):
+    code = "InvalidParameterException"
+
+
 # --- runtime API (rest-json) ----------------------------------------------------------------
 
 

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # shared with the artifact cache (containers always get the cache's copy, read-only).
     model_copy_max_bytes: int = Field(default=2 * 1024**3, ge=0)
 
+    # CloudWatch metrics: minutes of 1-minute history kept (in <data_dir>/metrics.db), and how
+    # often the invocation counters are folded into it.
+    metrics_retention_minutes: int = Field(default=360, ge=1)
+    metrics_sample_interval_s: float = Field(default=10.0, gt=0, le=60)
+
     @property
     def state_db_url(self) -> str:
         return f"sqlite:///{self.data_dir / 'state.db'}"

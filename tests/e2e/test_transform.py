@@ -60,7 +60,7 @@ def test_line_multi_record_keeps_order_across_files_and_instances(
     assert outputs(out) == {"d1/big.csv.out": big, "small.csv.out": b"1,2\n3,4\n"}
     # Two instances ran it, one log each, and both were stopped before the job completed.
     logs = list(
-        (server.data_dir / "logs" / "_transform-jobs" / req["TransformJobName"]).glob("*/*")
+        (server.data_dir / "logs" / "_transform-jobs" / req["TransformJobName"]).glob("*.log")
     )
     assert len(logs) == 2
     for log in logs:
@@ -291,8 +291,19 @@ def test_execution_parameters_and_batch_environment_of_a_byo_server(
     # No BatchStrategy in the request: the container's MULTI_RECORD applies (one request).
     assert outputs(out) == {"a.csv.out": b"3 records; SAGEMAKER_BATCH=true,SAGEMAKER_EXTRA=yes"}
     # the instance's log is where endpoint logs go, one per job instance
-    (log,) = (server.data_dir / "logs" / "_transform-jobs" / job).glob("*/*.log")
+    (log,) = (server.data_dir / "logs" / "_transform-jobs" / job).glob("*.log")
     assert "POST /invocations" in log.read_text()
+    # ... and CloudWatch Logs serves it as SageMaker names it
+    group = "/aws/sagemaker/TransformJobs"
+    logs = server.client("logs")
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    assert f"{job}/{log.stem}" in {s["logStreamName"] for s in streams}
+    events = logs.get_log_events(
+        logGroupName=group, logStreamName=f"{job}/{log.stem}", startFromHead=True
+    )["events"]
+    assert any("POST /invocations" in e["message"] for e in events)
+    endpoint_groups = logs.describe_log_groups(logGroupNamePrefix="/aws/sagemaker/Endpoints/")
+    assert not any("_transform" in g["logGroupName"] for g in endpoint_groups["logGroups"])
 
 
 def test_csv_input_filter_join_and_output_filter(
@@ -422,7 +433,7 @@ def test_instances_that_cannot_start_fail_the_job(
     assert desc["TransformJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith("Could not start the model's instances:")
     assert not (tmp_path / "out").exists()
-    logs = list((server.data_dir / "logs" / "_transform-jobs" / name).glob("*/*.log"))
+    logs = list((server.data_dir / "logs" / "_transform-jobs" / name).glob("*.log"))
     assert logs  # the instance's log, with its traceback, is kept
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from modelhost.api import serialize
@@ -25,8 +26,16 @@ Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 class Dispatcher:
     """One awsJson1.1 service: its target prefix, botocore model and operation handlers."""
 
-    def __init__(self, ctx: Context, service: str, prefix: str, handlers: dict[str, Handler]):
+    def __init__(
+        self,
+        ctx: Context,
+        service: str,
+        prefix: str,
+        handlers: dict[str, Handler],
+        translate: Callable[[ServiceError], ServiceError] = lambda err: err,
+    ):
         self.ctx = ctx
+        self.translate = translate  # a service's own names for shared codes (Logs: validation)
         self.prefix = prefix
         self.handlers = handlers
         self.shapes = shapes_for(service)
@@ -39,7 +48,7 @@ class Dispatcher:
             result = self.handlers[op](self.ctx, req)
             return serialize.json_ok(self.shapes.serialize_output(op, result), rid)
         except ServiceError as err:
-            return serialize.json_error(err, rid)
+            return serialize.json_error(self.translate(err), rid)
         except Exception:
             log.exception("internal error handling %s (request %s)", target, rid)
             return serialize.json_error(

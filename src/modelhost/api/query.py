@@ -43,6 +43,10 @@ QUERY_ERRORS: dict[str, tuple[int, str]] = {
     "ValidationError": (400, "Sender"),
     "InvalidParameterValue": (400, "Sender"),
     "InternalFailure": (500, "Receiver"),
+    # CloudWatch (also for its JSON and CBOR wires, api/rpc.py)
+    "MissingParameter": (400, "Sender"),
+    "InvalidParameterCombination": (400, "Sender"),
+    "InvalidNextToken": (400, "Sender"),
 }
 
 
@@ -92,7 +96,7 @@ class QueryService:
             result = self.handlers[op](Caller.from_headers(headers), request)
             return 200, _headers(rid), self._response(op, result, rid).encode()
         except (ValidationException, SerializationException, QueryError) as err:
-            return self._error(_query_code(err), err.message, rid)
+            return self._error(query_code(err), err.message, rid)
         except Exception:
             log.exception("internal error handling %s (request %s)", self.model.service_name, rid)
             message = f"An internal error occurred (request {rid}); see the server log."
@@ -135,7 +139,7 @@ class QueryService:
         return status, _headers(rid), body.encode()
 
 
-def _query_code(err: ServiceError) -> str:
+def query_code(err: ServiceError) -> str:
     if isinstance(err, ValidationException):
         return "ValidationError"
     if isinstance(err, SerializationException):

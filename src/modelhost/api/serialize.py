@@ -35,6 +35,9 @@ _STATUS_BY_CODE = {
     "ObjectNotFoundException": 400,
     "LimitExceededException": 400,
     "ConcurrentUpdateException": 400,
+    # CloudWatch Logs
+    "ResourceNotFoundException": 400,
+    "InvalidParameterException": 400,
     # runtime API
     "ValidationError": 400,
     "ModelError": 424,

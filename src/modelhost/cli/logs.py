@@ -10,18 +10,26 @@ import typer
 FOLLOW_POLL_S = 0.25
 
 
-def _files(root: Path) -> list[Path]:
-    return sorted(root.glob("*/*.log"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+def _files(root: Path, pattern: str) -> list[Path]:
+    return sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
 
 
-def show_logs(root: Path, endpoint: str, follow: bool, max_seconds: float | None = None) -> None:
+def show_logs(
+    root: Path,
+    endpoint: str,
+    follow: bool,
+    max_seconds: float | None = None,
+    pattern: str = "*/*.log",
+) -> None:
+    """Print (and with ``follow``, keep printing) the lines of the files ``pattern`` finds
+    under ``root``, each behind its stream's name (its path under ``root``)."""
     if not root.is_dir():
         typer.echo(f"No logs for endpoint {endpoint} (looked in {root}).", err=True)
         raise typer.Exit(1)
     offsets: dict[Path, int] = {}
     started = time.monotonic()
     while True:
-        for path in _files(root):
+        for path in _files(root, pattern):
             _print_new(path, root, offsets)
         if not follow or (max_seconds is not None and time.monotonic() - started > max_seconds):
             return

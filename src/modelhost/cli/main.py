@@ -180,14 +180,13 @@ def logs(
 ) -> None:
     """Print the logs of every instance of ENDPOINT (or of transform job ENDPOINT)."""
     from modelhost.cli.logs import show_logs
+    from modelhost.cloudwatch.logstore import TRANSFORM_LOGS
 
     root = settings_from(None, None, data_dir).logs_dir
-    job = root / "_transform-jobs" / endpoint
-    show_logs(
-        job if not (root / endpoint).is_dir() and job.is_dir() else root / endpoint,
-        endpoint,
-        follow,
-    )
+    if not (root / endpoint).is_dir() and (root / TRANSFORM_LOGS / endpoint).is_dir():
+        show_logs(root / TRANSFORM_LOGS, endpoint, follow, pattern=f"{endpoint}/*.log")
+    else:
+        show_logs(root / endpoint, endpoint, follow)
 
 
 def _register_client_commands() -> None:

@@ -181,7 +181,8 @@ class Fleets:
         return await self._plan_variant(dv, 1.0)
 
     async def start_ready(self, name: str, plan: VariantPlan, logs_dir: Path) -> Instance:
-        """One healthy instance of ``plan`` whose log goes under ``logs_dir`` (a job's)."""
+        """One healthy instance of ``plan`` (a job's) whose log is ``<logs_dir>/<name>/<instance
+        id>.log``: the stream ``<job>/<instance-id>`` of CloudWatch's TransformJobs group."""
         return await self._start_ready(name, plan, logs_dir)
 
     async def _start_ready(
@@ -191,7 +192,10 @@ class Fleets:
         another process took it before the instance bound it, start again on a new one."""
         logs = self.settings.logs_dir if logs_dir is None else logs_dir
         for attempt in range(PORT_RETRIES + 1):
-            spec = await self._with_model_copy(plan.instance_spec(endpoint, logs))
+            spec = plan.instance_spec(endpoint, logs)
+            if logs_dir is not None:  # a job's instance: no variant directory
+                spec.log_path = logs_dir / endpoint / f"{spec.instance_id}.log"
+            spec = await self._with_model_copy(spec)
             try:
                 inst = self.backend.start(spec)
             except BaseException:

@@ -25,6 +25,8 @@ EXPECTED = {
     errors.ObjectNotFoundException: 400,
     errors.LimitExceededException: 400,
     errors.ConcurrentUpdateException: 400,
+    errors.ResourceNotFoundException: 400,  # CloudWatch Logs
+    errors.InvalidParameterException: 400,
     errors.ValidationError: 400,
     errors.ModelError: 424,
     errors.ModelNotReadyException: 429,
