@@ -81,7 +81,7 @@ def test_transform_follows_the_job_and_jobs_lists_it(
         check=False,
     )
     assert logs.returncode == 0, logs.stderr
-    assert "transform/i-" in logs.stdout and "modelhost.runtime: stopped" in logs.stdout
+    assert f"{name}/i-" in logs.stdout and "modelhost.runtime: stopped" in logs.stdout
 
 
 def test_a_failed_transform_exits_1_with_the_reason(

@@ -173,27 +173,15 @@ class AsyncQueue:
         self, request_id: str, owner: str, status: RequestStatus, now: float, reason: str | None
     ) -> bool:
         """End a request held under ``owner``'s lease; False when the lease was lost."""
-        t = async_requests
-        with self._store.transaction() as conn:
-            result = conn.execute(
-                update(t)
-                .where(
-                    t.c.request_id == request_id,
-                    t.c.lease_owner == owner,
-                    t.c.status == RequestStatus.RUNNING.value,
-                )
-                .values(
-                    status=status.value,
-                    finished=now,
-                    reason=reason,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-        return bool(result.rowcount)
+        return self._end_lease(request_id, owner, status=status.value, finished=now, reason=reason)
 
     def release(self, request_id: str, owner: str, reason: str | None = None) -> bool:
         """Put a held request back in the queue (in its place: FIFO by arrival)."""
+        return self._end_lease(request_id, owner, status=RequestStatus.QUEUED.value, reason=reason)
+
+    def _end_lease(self, request_id: str, owner: str, **values: object) -> bool:
+        """Set ``values`` on a request held under ``owner``'s lease and drop the lease; False
+        when the lease was lost."""
         t = async_requests
         with self._store.transaction() as conn:
             result = conn.execute(
@@ -203,12 +191,7 @@ class AsyncQueue:
                     t.c.lease_owner == owner,
                     t.c.status == RequestStatus.RUNNING.value,
                 )
-                .values(
-                    status=RequestStatus.QUEUED.value,
-                    lease_owner=None,
-                    lease_until=None,
-                    reason=reason,
-                )
+                .values(lease_owner=None, lease_until=None, **values)
             )
         return bool(result.rowcount)
 
