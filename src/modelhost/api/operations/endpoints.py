@@ -13,7 +13,7 @@ from modelhost.api.async_invocations import check_async_update
 from modelhost.api.operations.autoscaling import check_update as check_autoscaled
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.deployments import deployment_for, variants_from_config
-from modelhost.api.operations.listing import page
+from modelhost.api.operations.listing import page_tracked
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import (
     Deployment,
@@ -149,24 +149,7 @@ def _images(model: Resource | None, when: float) -> list[dict[str, Any]]:
 
 
 def list_endpoints(ctx: Context, req: Request) -> Response:
-    endpoints = ctx.store.endpoints()
-    if status := req.get("StatusEquals"):
-        endpoints = [e for e in endpoints if e.status.value == status]
-    if before := req.get("LastModifiedTimeBefore"):
-        endpoints = [e for e in endpoints if e.modified < before.timestamp()]
-    if after := req.get("LastModifiedTimeAfter"):
-        endpoints = [e for e in endpoints if e.modified > after.timestamp()]
-    items, token = page(
-        endpoints,
-        req,
-        name=lambda e: e.name,
-        created=lambda e: e.created,
-        sort_keys={
-            "Name": lambda e: e.name.lower(),
-            "CreationTime": lambda e: e.created,
-            "Status": lambda e: e.status.value,
-        },
-    )
+    items, token = page_tracked(ctx.store.endpoints(), req)
     summaries = [
         {
             "EndpointName": e.name,

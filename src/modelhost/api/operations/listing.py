@@ -7,7 +7,8 @@ import base64
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, Protocol, TypeVar
 
 from modelhost.errors import ValidationException
 
@@ -54,6 +55,50 @@ def page(
     chunk = selected[start : start + size]
     more = start + size < len(selected)
     return chunk, token_for(start + size) if more else None
+
+
+class Tracked(Protocol):
+    """A resource with a lifecycle: an endpoint, a transform job."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def created(self) -> float: ...
+
+    @property
+    def modified(self) -> float: ...
+
+    @property
+    def status(self) -> Enum: ...
+
+
+TrackedT = TypeVar("TrackedT", bound=Tracked)
+
+
+def page_tracked(
+    items: Sequence[TrackedT], req: dict[str, Any]
+) -> tuple[list[TrackedT], str | None]:
+    """``page`` plus StatusEquals and the LastModifiedTime filters, sorted by Name,
+    CreationTime or Status (ListEndpoints, ListTransformJobs)."""
+    selected = list(items)
+    if status := req.get("StatusEquals"):
+        selected = [i for i in selected if i.status.value == status]
+    if before := req.get("LastModifiedTimeBefore"):
+        selected = [i for i in selected if i.modified < before.timestamp()]
+    if after := req.get("LastModifiedTimeAfter"):
+        selected = [i for i in selected if i.modified > after.timestamp()]
+    return page(
+        selected,
+        req,
+        name=lambda i: i.name,
+        created=lambda i: i.created,
+        sort_keys={
+            "Name": lambda i: i.name.lower(),
+            "CreationTime": lambda i: i.created,
+            "Status": lambda i: i.status.value,
+        },
+    )
 
 
 def _in_window(created: float, req: dict[str, Any]) -> bool:

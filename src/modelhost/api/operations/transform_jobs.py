@@ -11,7 +11,7 @@ from typing import Any
 
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.deployments import deployed_containers
-from modelhost.api.operations.listing import page
+from modelhost.api.operations.listing import page_tracked
 from modelhost.errors import ResourceInUse, ValidationException, not_found
 from modelhost.jobs.dataprocessing import FilterError
 from modelhost.jobs.dataprocessing import check as check_filter
@@ -180,24 +180,7 @@ def describe_transform_job(ctx: Context, req: Request) -> Response:
 
 
 def list_transform_jobs(ctx: Context, req: Request) -> Response:
-    jobs = all_jobs(ctx.store)
-    if status := req.get("StatusEquals"):
-        jobs = [j for j in jobs if j.status.value == status]
-    if before := req.get("LastModifiedTimeBefore"):
-        jobs = [j for j in jobs if j.modified < before.timestamp()]
-    if after := req.get("LastModifiedTimeAfter"):
-        jobs = [j for j in jobs if j.modified > after.timestamp()]
-    items, token = page(
-        jobs,
-        req,
-        name=lambda j: j.name,
-        created=lambda j: j.created,
-        sort_keys={
-            "Name": lambda j: j.name.lower(),
-            "CreationTime": lambda j: j.created,
-            "Status": lambda j: j.status.value,
-        },
-    )
+    items, token = page_tracked(all_jobs(ctx.store), req)
     summaries = []
     for j in items:
         item: dict[str, Any] = {
