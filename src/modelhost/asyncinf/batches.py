@@ -84,18 +84,24 @@ PREFETCH_BYTES = 1 << 20  # local inputs up to this size are read in the claim's
 Input = bytes | None  # the input, read in the claim's hop; None: to be read on its own
 
 
+Claimed = tuple[AsyncRequest, Input]
+Want = tuple[str, int]  # (endpoint, how many requests)
+
+
 @dataclass(frozen=True, slots=True)
 class Ending:
     """A request to end: write ``data`` to ``location`` (none: nothing to write), then set
-    ``status``. A result that cannot be written leaves a DONE request running (the caller
-    fails it); a failure document that cannot be written still fails the request, with the
-    write's error added to the reason."""
+    ``status``; with ``then_claim``, claim that endpoint's next request in the same
+    transaction (for the slot this one leaves). A result that cannot be written leaves a DONE
+    request running (the caller fails it, and nothing is claimed); a failure document that
+    cannot be written still fails the request, with the write's error added to the reason."""
 
     req: AsyncRequest
     status: RequestStatus
     location: str | None
     data: bytes
     reason: str | None
+    then_claim: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,13 @@ class Ended:
     error: ObjectIOError | None  # the object could not be written
     ended: bool  # the request ended (False: not written, or the lease was lost)
     reason: str | None  # the reason recorded
+    next: list[Claimed] | None  # claimed for ``then_claim`` (None: no claim was made)
 
 
 class Batches:
-    """The workers' group commits: claims (with their small local inputs read in the same
-    hop) and endings (objects written, then every request ended in one transaction)."""
+    """The workers' group commit: claims (with their small local inputs read in the same
+    hop) and endings (objects written, then every request ended) that arrive together share
+    one thread hop and one transaction."""
 
     def __init__(
         self,
@@ -120,50 +128,61 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.claims: GroupCommit[tuple[str, int], list[tuple[AsyncRequest, Input]]]
-        self.claims = GroupCommit(self._claim)
-        self.ends: GroupCommit[Ending, Ended] = GroupCommit(self._end)
+        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(self._run)
 
-    def _claim(self, wants: list[tuple[str, int]]) -> list[list[tuple[AsyncRequest, Input]]]:
-        """Each (endpoint, limit) gets up to ``limit`` of that endpoint's oldest requests; one
-        claim per endpoint for the batch's wants together."""
-        totals: dict[str, int] = {}
-        for endpoint, limit in wants:
-            totals[endpoint.lower()] = totals.get(endpoint.lower(), 0) + max(0, limit)
-        now = self._clock()
-        claimed = {
-            endpoint: self.queue.claim(endpoint, self.owner, now, self._lease_s, total)
-            for endpoint, total in totals.items()
-        }
-        out: list[list[tuple[AsyncRequest, Input]]] = []
-        for endpoint, limit in wants:
-            mine = claimed[endpoint.lower()]
-            share, claimed[endpoint.lower()] = mine[: max(0, limit)], mine[max(0, limit) :]
-            out.append([(req, self._prefetch(req)) for req in share])
+    async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
+        """Up to ``limit`` of the endpoint's oldest requests, claimed."""
+        result = await self.commits.submit((endpoint, limit))
+        assert isinstance(result, list)
+        return result
+
+    async def end(self, ending: Ending) -> Ended:
+        result = await self.commits.submit(ending)
+        assert isinstance(result, Ended)
+        return result
+
+    def _run(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]]:
+        written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
+        ends: list[tuple[str, RequestStatus, str | None]] = []
+        wants: list[Want] = []
+        asked: dict[int, int] = {}  # item -> its index in wants
+        for i, item in enumerate(items):
+            if not isinstance(item, Ending):
+                asked[i] = len(wants)
+                wants.append(item)
+                continue
+            error, reason = self._write(item)
+            written[i] = (error, reason)
+            if error is None or item.status is RequestStatus.FAILED:
+                ends.append((item.req.request_id, item.status, reason))
+                if item.then_claim is not None:
+                    asked[i] = len(wants)
+                    wants.append((item.then_claim, 1))
+        done, shares = self.queue.finish_and_claim(
+            ends, self.owner, self._clock(), wants, self._lease_s
+        )
+        out: list[Ended | list[Claimed]] = []
+        for i, item in enumerate(items):
+            claimed = [(r, self._prefetch(r)) for r in shares[asked[i]]] if i in asked else None
+            if isinstance(item, Ending):
+                error, reason = written[i]
+                out.append(Ended(error, item.req.request_id in done, reason, claimed))
+            else:
+                out.append(claimed or [])
         return out
+
+    def _write(self, e: Ending) -> tuple[ObjectIOError | None, str | None]:
+        if e.location is None:
+            return None, e.reason
+        try:
+            write_object(self.objects, e.location, e.data)
+        except ObjectIOError as exc:
+            if e.status is RequestStatus.FAILED:
+                return exc, f"{e.reason} The failure object could not be written: {exc}"
+            return exc, e.reason
+        return None, e.reason
 
     def _prefetch(self, req: AsyncRequest) -> Input:
         if req.body is not None:
             return None
         return read_small_local(req.input_location, min(PREFETCH_BYTES, self._max_input))
-
-    def _end(self, endings: list[Ending]) -> list[Ended]:
-        results: list[tuple[ObjectIOError | None, str | None]] = []
-        ends: list[tuple[str, RequestStatus, str | None]] = []
-        for e in endings:
-            error, reason = None, e.reason
-            if e.location is not None:
-                try:
-                    write_object(self.objects, e.location, e.data)
-                except ObjectIOError as exc:
-                    error = exc
-            if error is not None and e.status is RequestStatus.FAILED:
-                reason = f"{reason} The failure object could not be written: {error}"
-            if error is None or e.status is RequestStatus.FAILED:
-                ends.append((e.req.request_id, e.status, reason))
-            results.append((error, reason))
-        done = self.queue.finish_many(ends, self.owner, self._clock()) if ends else set()
-        return [
-            Ended(error, e.req.request_id in done, reason)
-            for e, (error, reason) in zip(endings, results, strict=True)
-        ]

@@ -32,6 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
 from modelhost.state.store import Store
@@ -179,10 +180,17 @@ class AsyncQueue:
     ) -> list[AsyncRequest]:
         """Up to ``limit`` of the endpoint's oldest claimable requests (queued, or running
         under a lease that ran out), now running under ``owner``'s lease."""
+        with self._store.transaction() as conn:
+            return self._claim_in(conn, endpoint, owner, now, lease_s, limit)
+
+    def _claim_in(
+        self, conn: Connection, endpoint: str, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[AsyncRequest]:
         if limit <= 0:
             return []
         params = {"p_endpoint": endpoint.lower(), "p_now": now, "p_limit": limit}
-        return self._take([(_QUEUED, params), (_LAPSED, params)], owner, now, lease_s, limit)
+        selects = [(_QUEUED, params), (_LAPSED, params)]
+        return self._take_in(conn, selects, owner, now, lease_s, limit)
 
     def claim_expired(
         self, owner: str, now: float, lease_s: float, limit: int
@@ -190,10 +198,12 @@ class AsyncQueue:
         """Queued requests whose TTL passed before any worker started them, now running under
         ``owner``'s lease (to be failed)."""
         params = {"p_now": now, "p_limit": limit}
-        return self._take([(_EXPIRED, params)], owner, now, lease_s, limit)
+        with self._store.transaction() as conn:
+            return self._take_in(conn, [(_EXPIRED, params)], owner, now, lease_s, limit)
 
-    def _take(
+    def _take_in(
         self,
+        conn: Connection,
         selects: Sequence[tuple[Select[Any], dict[str, Any]]],
         owner: str,
         now: float,
@@ -201,18 +211,17 @@ class AsyncQueue:
         limit: int,
     ) -> list[AsyncRequest]:
         """The first ``limit`` requests (by arrival) that any of ``selects`` finds (each
-        reads one index range in order, rather than an OR over the table)."""
-        with self._store.transaction() as conn:
-            found: list[int] = []
-            for stmt, params in selects:
-                found += conn.execute(stmt, params).scalars()
-            seqs = sorted(found)[:limit]
-            if not seqs:
-                return []
-            claimed = conn.execute(
-                _TAKE,
-                {"p_seqs": seqs, "p_owner": owner, "p_until": now + lease_s, "p_now": now},
-            ).all()
+        reads one index range in order, rather than an OR over the table), now running
+        under ``owner``'s lease; inside the caller's transaction."""
+        found: list[int] = []
+        for stmt, params in selects:
+            found += conn.execute(stmt, params).scalars()
+        seqs = sorted(found)[:limit]
+        if not seqs:
+            return []
+        claimed = conn.execute(
+            _TAKE, {"p_seqs": seqs, "p_owner": owner, "p_until": now + lease_s, "p_now": now}
+        ).all()
         return sorted((_request(r._mapping) for r in claimed), key=lambda r: r.seq)
 
     def renew(self, request_ids: Sequence[str], owner: str, until: float) -> None:
@@ -241,9 +250,24 @@ class AsyncQueue:
     ) -> set[str]:
         """End several requests held under ``owner``'s lease in one transaction: each
         (request id, final status, reason). The ids whose lease was still held (those ended)."""
+        return self.finish_and_claim(ends, owner, now, [], 0.0)[0]
+
+    def finish_and_claim(
+        self,
+        ends: Sequence[tuple[str, RequestStatus, str | None]],
+        owner: str,
+        now: float,
+        wants: Sequence[tuple[str, int]],
+        lease_s: float,
+    ) -> tuple[set[str], list[list[AsyncRequest]]]:
+        """``finish_many``, then ``claim`` for each (endpoint, limit) of ``wants``, all in one
+        transaction (the workers' group commit): the ids ended, and each want's requests."""
         groups: dict[tuple[RequestStatus, str | None], list[str]] = {}
         for request_id, status, reason in ends:
             groups.setdefault((status, reason), []).append(request_id)
+        totals: dict[str, int] = {}
+        for endpoint, limit in wants:
+            totals[endpoint.lower()] = totals.get(endpoint.lower(), 0) + max(0, limit)
         ended: set[str] = set()
         with self._store.transaction() as conn:
             for (status, reason), ids in groups.items():
@@ -255,7 +279,17 @@ class AsyncQueue:
                     "p_reason": reason,
                 }
                 ended.update(conn.execute(_END, params).scalars())
-        return ended
+            claimed = {
+                endpoint: self._claim_in(conn, endpoint, owner, now, lease_s, total)
+                for endpoint, total in totals.items()
+            }
+        shares: list[list[AsyncRequest]] = []
+        for endpoint, limit in wants:  # in order: the first wants get the oldest requests
+            mine = claimed[endpoint.lower()]
+            n = max(0, limit)
+            shares.append(mine[:n])
+            claimed[endpoint.lower()] = mine[n:]
+        return ended, shares
 
     def release(self, request_id: str, owner: str, reason: str | None = None) -> bool:
         """Put a held request back in the queue (in its place: FIFO by arrival)."""
