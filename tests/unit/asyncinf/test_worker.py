@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
 from modelhost.asyncinf import worker as worker_module
+from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.router.forwarder import (
     UpstreamConnectError,
