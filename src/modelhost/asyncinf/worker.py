@@ -290,6 +290,11 @@ class AsyncInference:
                 self._held.pop(current.request_id, None)
                 await asyncio.to_thread(self.queue.release, current.request_id, self.owner)
         finally:
+            if current is not None and not self._stopping:
+                # The slot failed after its ending claimed: those leases are left to lapse
+                # (not renewed), then any worker claims the requests again.
+                for left_over, _ in self._chained.pop(current.request_id, None) or []:
+                    self._held.pop(left_over.request_id, None)
             left = self.loads.get(pool.instance_id, 1) - 1
             if left > 0:
                 self.loads[pool.instance_id] = left
