@@ -8,6 +8,8 @@ deploys the echo fixture twice (1 instance each): a real-time endpoint and an as
             output object exists -> req/s, and the ratio to real-time (issue 10: >= 0.5)
   latency:  --probes requests sent one at a time to the idle async endpoint: enqueue-to-start
             (the queue's created -> started, from its state store), p50 and p90 (goal: p50 <= 20 ms)
+  cpu:      CPU milliseconds per request of the server process, the instances and this client
+            in each phase (*_cpu_ms_per_req): steadier than req/s on a shared machine
 Prints one JSON object. Every wait is bounded by --timeout.
 Not run in CI:  .venv/bin/python bench/async_throughput.py [--requests 2000 --concurrency 8]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -27,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import HOST, REPO, Server, load_average
+from _harness import HOST, REPO, Server, cpu_seconds, instance_pids, load_average
 
 ECHO = REPO / "tests" / "fixtures" / "models" / "echo"
 BODY = b'{"instances": [[1.0, 2.0, 3.0, 4.0]]}'
@@ -81,13 +84,45 @@ def run_clients(
     return time.perf_counter() - started
 
 
+def count_outputs(output: Path) -> int:
+    """Output objects written (whole: a file under its final name; temp names start with .)."""
+    try:
+        return sum(1 for e in os.scandir(output) if e.name.endswith(".out"))
+    except FileNotFoundError:
+        return 0
+
+
 def wait_outputs(output: Path, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sum(1 for p in output.glob("*.out")) >= count:
+        if count_outputs(output) >= count:
             return
         time.sleep(0.01)
-    raise RuntimeError(f"only {len(list(output.glob('*.out')))} of {count} outputs appeared")
+    raise RuntimeError(f"only {count_outputs(output)} of {count} outputs appeared")
+
+
+class CpuMeter:
+    """CPU seconds spent by the server, its instances and this process since ``start``."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.start()
+
+    def _now(self) -> tuple[float, float, float]:
+        assert self.server.process is not None
+        return (
+            cpu_seconds([self.server.process.pid]),
+            cpu_seconds(instance_pids(self.server.data_dir)),
+            time.process_time(),
+        )
+
+    def start(self) -> None:
+        self._at = self._now()
+
+    def per_request(self, prefix: str, requests: int, out: dict[str, object]) -> None:
+        now = self._now()
+        for name, a, b in zip(("server", "instances", "client"), self._at, now, strict=True):
+            out[f"{prefix}_{name}_cpu_ms_per_req"] = round((b - a) * 1000.0 / requests, 3)
 
 
 def main() -> None:
@@ -105,10 +140,12 @@ def main() -> None:
         server.deploy("bench-realtime", str(ECHO))
         deploy_async(server, "bench-async", work / "out", args.concurrency)
         rt_headers = [{"Content-Type": "application/json"}] * args.requests
+        meter = CpuMeter(server)
         seconds = run_clients(
             server, "/endpoints/bench-realtime/invocations", rt_headers, BODY, args.concurrency
         )
         out["realtime_rps"] = round(args.requests / seconds, 1)
+        meter.per_request("realtime", args.requests, out)
 
         def async_headers(prefix: str, n: int) -> list[dict[str, str]]:
             return [
@@ -120,6 +157,7 @@ def main() -> None:
                 for i in range(n)
             ]
 
+        meter.start()
         started = time.perf_counter()
         enqueue_s = run_clients(
             server,
@@ -130,6 +168,7 @@ def main() -> None:
         )
         wait_outputs(work / "out", args.requests, args.timeout)
         total_s = time.perf_counter() - started
+        meter.per_request("async", args.requests, out)
         out["async_enqueue_rps"] = round(args.requests / enqueue_s, 1)
         out["async_rps"] = round(args.requests / total_s, 1)
         out["async_vs_realtime"] = round(args.requests / total_s * seconds / args.requests, 2)

@@ -14,6 +14,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from modelhost.api.shapes import shapes_for
+from modelhost.asyncinf.batches import GroupCommit
 from modelhost.asyncinf.policy import result_locations
 from modelhost.asyncinf.records import (
     DEFAULT_INVOCATION_TIMEOUT_S,
@@ -142,6 +143,8 @@ class AsyncInvocations:
         self.account_id = account_id
         self.clock = clock
         self._shapes = shapes_for("sagemaker-runtime")
+        # Requests accepted together share one transaction; each 202 waits for its commit.
+        self._queued = GroupCommit(self._enqueue)
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
@@ -164,7 +167,11 @@ class AsyncInvocations:
             )
         if "InputLocation" in members and body:
             raise ValidationError("Give the input in InputLocation or in the body, not both.")
-        req = await asyncio.to_thread(self._accept, name, members, body or None)
+        config = self.known().get(name.lower())
+        if config is None:  # not (yet) among the workers' endpoints: read the store
+            config = await asyncio.to_thread(self._config, name)
+        req = self._request(config, members, body or None)
+        await self._queued.submit(req)  # committed: the request is durable from here on
         self.on_queued()
         payload = json.dumps({"InferenceId": req.inference_id}).encode()
         headers = [
@@ -177,19 +184,22 @@ class AsyncInvocations:
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    def _accept(self, name: str, members: dict[str, Any], body: bytes | None) -> AsyncRequest:
-        """Queue the request (off the event loop: the store is synchronous)."""
-        config = self.known().get(name.lower())
+    def _config(self, name: str) -> AsyncEndpointConfig:
+        """The endpoint's async config from the store (off the event loop: it is synchronous)."""
+        ep = self.store.endpoint(name)
+        if ep is None:
+            raise ValidationError(f"Endpoint {name} of account {self.account_id} not found.")
+        config = async_config(ep)
         if config is None:
-            ep = self.store.endpoint(name)
-            if ep is None:
-                raise ValidationError(f"Endpoint {name} of account {self.account_id} not found.")
-            config = async_config(ep)
-            if config is None:
-                raise ValidationError(
-                    f"Endpoint {ep.name} is not an asynchronous inference endpoint (its "
-                    "endpoint config has no AsyncInferenceConfig); use InvokeEndpoint."
-                )
+            raise ValidationError(
+                f"Endpoint {ep.name} is not an asynchronous inference endpoint (its "
+                "endpoint config has no AsyncInferenceConfig); use InvokeEndpoint."
+            )
+        return config
+
+    def _request(
+        self, config: AsyncEndpointConfig, members: dict[str, Any], body: bytes | None
+    ) -> AsyncRequest:
         inference_id = members.get("InferenceId") or str(uuid.uuid4())
         output, failure = result_locations(
             config, inference_id, members.get("S3OutputPathExtension"), members.get("Filename")
@@ -210,8 +220,12 @@ class AsyncInvocations:
             custom_attributes=members.get("CustomAttributes"),
             body=body,
         )
-        self.queue.enqueue(req)
         return req
+
+    def _enqueue(self, reqs: list[AsyncRequest]) -> list[None]:
+        """One batch of accepted requests, queued in one transaction (group commit)."""
+        self.queue.enqueue_many(reqs)
+        return [None] * len(reqs)
 
 
 def _members(raw: list[tuple[bytes, bytes]]) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 store (``s3://``) or, as modelhost's extension, local files (``file:///abs`` or ``/abs``).
 
 Writes never expose a partial object: the object store's writes are atomic, and a local file
-is written beside its place and renamed into it.
+is written beside its place (a dot-name of its own, created exclusively) and renamed into it.
+Local paths stay strings (os calls, no pathlib): these run once per request on the busy path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-import tempfile
-from pathlib import Path
 
 from modelhost.storage import ObjectStore, StorageError, parse_s3_url
 
@@ -18,11 +19,14 @@ class ObjectIOError(Exception):
     """An input could not be read or a result could not be written; ``str()`` says why."""
 
 
-def _local(url: str) -> Path | None:
+_TEMP_NAMES = itertools.count()  # with the pid: a writer's temp names do not collide
+
+
+def _local(url: str) -> str | None:
     if url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
+        return url.removeprefix("file://")
     if url.startswith("/"):
-        return Path(url)
+        return url
     return None
 
 
@@ -43,7 +47,7 @@ def read_input(store: ObjectStore, url: str, limit: int) -> bytes:
     path = _local(url)
     try:
         if path is not None:
-            with path.open("rb") as f:
+            with open(path, "rb") as f:
                 data = f.read(limit + 1)
         else:
             bucket, key = _s3(url)
@@ -58,11 +62,27 @@ def read_input(store: ObjectStore, url: str, limit: int) -> bytes:
     return data
 
 
+def read_small_local(url: str, limit: int) -> bytes | None:
+    """The whole of ``url`` when it is a local file of at most ``limit`` bytes, else None (to
+    be read by ``read_input``, which says why it cannot be)."""
+    path = _local(url)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                return None
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
 def exists(store: ObjectStore, url: str) -> bool:
     path = _local(url)
     try:
         if path is not None:
-            return path.is_file()
+            return os.path.isfile(path)
         bucket, key = _s3(url)
         return store.head(bucket, key) is not None
     except (OSError, StorageError, ObjectIOError):
@@ -77,14 +97,30 @@ def write_object(store: ObjectStore, url: str, data: bytes) -> None:
             bucket, key = _s3(url)
             store.put_bytes(bucket, key, data)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_local(path, data)
     except (OSError, StorageError) as exc:
         raise ObjectIOError(f"{url} could not be written: {exc}") from None
+
+
+def _write_local(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):  # bounded: a name taken (O_EXCL) or a folder made, then again
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_TEMP_NAMES)}")
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            break
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+    else:
+        raise OSError(f"no temporary name free beside {path}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

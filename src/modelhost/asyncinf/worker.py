@@ -26,7 +26,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from modelhost.asyncinf import policy
-from modelhost.asyncinf.objects import ObjectIOError, exists, read_input, write_object
+from modelhost.asyncinf.batches import Batches, Claimed, Ended, Ending, Input
+from modelhost.asyncinf.objects import ObjectIOError, exists, read_input
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
 from modelhost.asyncinf.stats import AsyncStats
 from modelhost.router.forwarder import (
@@ -101,6 +102,11 @@ class AsyncInference:
         self._wake = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Claims and endings made together share one thread hop and one transaction; a
+        # slot's ending claims its next request in the same one.
+        self._batches = Batches(queue, objects, self.owner, clock, LEASE_S, max_input_bytes)
+        self._slots: dict[str, tuple[AsyncEndpointConfig, UpstreamPool]] = {}  # running
+        self._chained: dict[str, list[Claimed]] = {}  # request id -> what its ending claimed
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -236,10 +242,8 @@ class AsyncInference:
         free = policy.free_slots(loads, config.max_concurrent)
         if free <= 0:
             return
-        claimed = await asyncio.to_thread(
-            self.queue.claim, config.endpoint, self.owner, self._clock(), LEASE_S, free
-        )
-        for req in claimed:
+        claimed = await self._batches.claim(config.endpoint, free)
+        for req, prefetched in claimed:
             self._held[req.request_id] = req
             if policy.expired(req):
                 self._spawn(self._expired(config, req))
@@ -252,12 +256,12 @@ class AsyncInference:
             loads[i] += 1
             pool = pools[i]
             self.loads[pool.instance_id] = self.loads.get(pool.instance_id, 0) + 1
-            self._spawn(self._process(config, req, pool))
+            self._spawn(self._process(config, req, pool, prefetched))
 
     # -- one request ---------------------------------------------------------------------
 
     async def _process(
-        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
+        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool, given: Input
     ) -> None:
         """Run ``req`` on ``pool``, then, while the instance is still routed and the queue has
         more, the endpoint's next requests in the same slot (no dispatcher pass between)."""
@@ -266,16 +270,31 @@ class AsyncInference:
             for _ in range(CHAIN_MAX):
                 if current is None:
                     break
+                self._slots[current.request_id] = (config, pool)
                 try:
-                    await self._attempt(config, current, pool)
+                    await self._attempt(config, current, pool, given)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.exception("asynchronous request %s failed", current.request_id)
                     reason = f"The request failed inside modelhost: {exc!r}"
                     await self._fail(config, current, reason, "InternalFailure")
-                current = await self._next(config, pool)
+                finally:
+                    self._slots.pop(current.request_id, None)
+                chained = self._chained.pop(current.request_id, None)
+                if chained is not None:  # claimed with its ending (maybe nothing was queued)
+                    current, given = self._take_next(config, chained)
+                else:
+                    current, given = await self._next(config, pool)
+            if current is not None:  # CHAIN_MAX ran out: back in its place, for the next pass
+                self._held.pop(current.request_id, None)
+                await asyncio.to_thread(self.queue.release, current.request_id, self.owner)
         finally:
+            if current is not None and not self._stopping:
+                # The slot failed after its ending claimed: those leases are left to lapse
+                # (not renewed), then any worker claims the requests again.
+                for left_over, _ in self._chained.pop(current.request_id, None) or []:
+                    self._held.pop(left_over.request_id, None)
             left = self.loads.get(pool.instance_id, 1) - 1
             if left > 0:
                 self.loads[pool.instance_id] = left
@@ -283,32 +302,75 @@ class AsyncInference:
                 self.loads.pop(pool.instance_id, None)
             self._wake.set()
 
-    async def _next(self, config: AsyncEndpointConfig, pool: UpstreamPool) -> AsyncRequest | None:
-        """The endpoint's next queued request, claimed for ``pool``'s slot, or None."""
+    async def _next(
+        self, config: AsyncEndpointConfig, pool: UpstreamPool
+    ) -> tuple[AsyncRequest | None, Input]:
+        """The endpoint's next queued request, claimed for ``pool``'s slot (with its input
+        when it was read in the claim), or None."""
         if self._stopping or self.configs.get(config.endpoint.lower()) is None:
-            return None
+            return None, None
         if pool not in self._pools(config.endpoint):  # gone, avoided, or moved
-            return None
-        claimed = await asyncio.to_thread(
-            self.queue.claim, config.endpoint, self.owner, self._clock(), LEASE_S, 1
-        )
+            return None, None
+        claimed = await self._batches.claim(config.endpoint, 1)
+        for req, _ in claimed:
+            self._held[req.request_id] = req
+        return self._take_next(config, claimed)
+
+    def _take_next(
+        self, config: AsyncEndpointConfig, claimed: list[Claimed]
+    ) -> tuple[AsyncRequest | None, Input]:
+        """The slot's next request from what was claimed for it (held already), or None."""
         if not claimed:
-            return None
-        req = claimed[0]
-        self._held[req.request_id] = req
+            return None, None
+        req, given = claimed[0]
         if policy.expired(req):
             self._spawn(self._expired(config, req))
+            return None, None
+        return req, given
+
+    def _then_claim(self, req: AsyncRequest) -> str | None:
+        """The endpoint whose next request ``req``'s ending should claim for its slot: while
+        ``_process`` runs it, the slot goes on (as ``_next`` decides) and nothing was claimed
+        for it yet; else None."""
+        slot = self._slots.get(req.request_id)
+        if slot is None or req.request_id in self._chained:
             return None
-        return req
+        config, pool = slot
+        if self._stopping or self.configs.get(config.endpoint.lower()) is None:
+            return None
+        if pool not in self._pools(config.endpoint):
+            return None
+        return config.endpoint
+
+    async def _end(
+        self,
+        req: AsyncRequest,
+        status: RequestStatus,
+        location: str | None,
+        data: bytes,
+        reason: str | None,
+    ) -> Ended:
+        """Write the object (if any) and end the request (one group commit), claiming the
+        slot's next request in the same transaction."""
+        self._held.pop(req.request_id, None)
+        then = self._then_claim(req)
+        result = await self._batches.end(Ending(req, status, location, data, reason, then))
+        if result.next is not None:  # a claim was made (maybe of nothing: none queued)
+            for claimed, _ in result.next:
+                self._held[claimed.request_id] = claimed
+            self._chained[req.request_id] = result.next
+        if result.error is None and not result.ended:
+            log.warning("asynchronous request %s had lost its lease", req.request_id)
+        return result
 
     async def _attempt(
-        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool
+        self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool, given: Input
     ) -> None:
         if req.attempts > 1 and await self._ended_before(config, req):
             return
         self.stats.started(req.endpoint, self._clock() - req.created)
         try:
-            body = req.body
+            body = req.body if req.body is not None else given
             if body is None:
                 body = await asyncio.to_thread(
                     read_input, self.objects, req.input_location, self._max_input
@@ -405,16 +467,18 @@ class AsyncInference:
         output: bytes,
         response_type: bytes | None = None,
     ) -> None:
-        try:
-            await asyncio.to_thread(write_object, self.objects, req.output_location, output)
-        except ObjectIOError as exc:
+        result = await self._end(req, RequestStatus.DONE, req.output_location, output, None)
+        if result.error is not None:
+            self._held[req.request_id] = req  # still running under its lease
             self.stats.upload_failed(req.endpoint)
             await self._fail(
-                config, req, f"The result could not be written: {exc}", "ResponseUploadFailure"
+                config,
+                req,
+                f"The result could not be written: {result.error}",
+                "ResponseUploadFailure",
             )
             return
         self.stats.processed(req.endpoint, self._clock() - req.created)
-        await self._finish(req, RequestStatus.DONE, None)
         if self.notify is not None:
             kind = response_type.decode("latin-1") if response_type else None
             self._spawn(self.notify.result(config, req, output, kind))
@@ -424,24 +488,16 @@ class AsyncInference:
     ) -> None:
         """Write the failure object (``policy.failure_document``), then end the request."""
         document = policy.failure_document(code, reason)
-        try:
-            await asyncio.to_thread(write_object, self.objects, req.failure_location, document)
-        except ObjectIOError as exc:
+        result = await self._end(req, RequestStatus.FAILED, req.failure_location, document, reason)
+        if result.error is not None:
             self.stats.upload_failed(req.endpoint)
-            log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, exc)
-            reason = f"{reason} The failure object could not be written: {exc}"
-        req.reason = reason
-        await self._finish(req, RequestStatus.FAILED, reason)
+            log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, result.error)
+        req.reason = result.reason
         if self.notify is not None and config is not None:
             self._spawn(self.notify.result(config, req, None, None))
 
     async def _finish(self, req: AsyncRequest, status: RequestStatus, reason: str | None) -> None:
-        self._held.pop(req.request_id, None)
-        ended = await asyncio.to_thread(
-            self.queue.finish, req.request_id, self.owner, status, self._clock(), reason
-        )
-        if not ended:
-            log.warning("asynchronous request %s had lost its lease", req.request_id)
+        await self._end(req, status, None, b"", reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -18,19 +18,21 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     Text,
-    and_,
+    bindparam,
     func,
     insert,
-    or_,
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
 from modelhost.state.store import Store
@@ -62,8 +64,72 @@ async_requests = Table(
     Column("reason", Text),
     Column("body", LargeBinary),  # an inline input (InvokeEndpointAsync's Body)
 )
+# A claim reads an endpoint's queued requests in order from here, and its running ones (to
+# find lapsed leases), without visiting the requests that ended (the table keeps them).
+_by_state = Index(
+    "ix_async_requests_endpoint_status_seq",
+    async_requests.c.endpoint,
+    async_requests.c.status,
+    async_requests.c.seq,
+)
 
 _OPEN = (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value)
+
+# The busy path's statements, built once with bound parameters: building a statement costs more
+# than running it, and a statement object's compiled form is cached. (Parameter names are not
+# column names: those are reserved for the SET clause.)
+_t = async_requests
+_INSERT = insert(_t)
+_QUEUED = (
+    select(_t.c.seq)
+    .where(_t.c.endpoint == bindparam("p_endpoint"), _t.c.status == RequestStatus.QUEUED.value)
+    .order_by(_t.c.seq)
+    .limit(bindparam("p_limit"))
+)
+_LAPSED = (  # running under a lease that ran out: its worker died
+    select(_t.c.seq)
+    .where(
+        _t.c.endpoint == bindparam("p_endpoint"),
+        _t.c.status == RequestStatus.RUNNING.value,
+        _t.c.lease_until < bindparam("p_now"),
+    )
+    .order_by(_t.c.seq)
+    .limit(bindparam("p_limit"))
+)
+_EXPIRED = (  # queued past its TTL
+    select(_t.c.seq)
+    .where(_t.c.status == RequestStatus.QUEUED.value, _t.c.expires < bindparam("p_now"))
+    .order_by(_t.c.seq)
+    .limit(bindparam("p_limit"))
+)
+_TAKE = (
+    update(_t)
+    .where(_t.c.seq.in_(bindparam("p_seqs", expanding=True)))
+    .values(
+        status=RequestStatus.RUNNING.value,
+        lease_owner=bindparam("p_owner"),
+        lease_until=bindparam("p_until"),
+        attempts=_t.c.attempts + 1,
+        started=func.coalesce(_t.c.started, bindparam("p_now")),
+    )
+    .returning(*_t.c)
+)
+_END = (
+    update(_t)
+    .where(
+        _t.c.request_id.in_(bindparam("p_ids", expanding=True)),
+        _t.c.lease_owner == bindparam("p_owner"),
+        _t.c.status == RequestStatus.RUNNING.value,
+    )
+    .values(
+        status=bindparam("p_status"),
+        finished=bindparam("p_now"),
+        reason=bindparam("p_reason"),
+        lease_owner=None,
+        lease_until=None,
+    )
+    .returning(_t.c.request_id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +145,17 @@ class AsyncQueue:
         self._store = store
         with store.transaction() as conn:
             metadata.create_all(conn)
+            _by_state.create(conn, checkfirst=True)  # (tables made before it had it)
 
     def enqueue(self, req: AsyncRequest) -> None:
-        row = _row(req)
+        self.enqueue_many([req])
+
+    def enqueue_many(self, reqs: Sequence[AsyncRequest]) -> None:
+        """Queue ``reqs`` in one transaction (group commit): all are committed, or none."""
+        if not reqs:
+            return
         with self._store.transaction() as conn:
-            result = conn.execute(insert(async_requests).values(**row))
-        pk = result.inserted_primary_key
-        req.seq = int(pk[0]) if pk else 0
+            conn.execute(_INSERT, [_row(req) for req in reqs])
 
     def get(self, request_id: str) -> AsyncRequest | None:
         with self._store.transaction() as conn:
@@ -110,48 +180,48 @@ class AsyncQueue:
     ) -> list[AsyncRequest]:
         """Up to ``limit`` of the endpoint's oldest claimable requests (queued, or running
         under a lease that ran out), now running under ``owner``'s lease."""
+        with self._store.transaction() as conn:
+            return self._claim_in(conn, endpoint, owner, now, lease_s, limit)
+
+    def _claim_in(
+        self, conn: Connection, endpoint: str, owner: str, now: float, lease_s: float, limit: int
+    ) -> list[AsyncRequest]:
         if limit <= 0:
             return []
-        t = async_requests
-        claimable = or_(
-            t.c.status == RequestStatus.QUEUED.value,
-            and_(t.c.status == RequestStatus.RUNNING.value, t.c.lease_until < now),
-        )
-        return self._take(
-            and_(t.c.endpoint == endpoint.lower(), claimable), owner, now, lease_s, limit
-        )
+        params = {"p_endpoint": endpoint.lower(), "p_now": now, "p_limit": limit}
+        selects = [(_QUEUED, params), (_LAPSED, params)]
+        return self._take_in(conn, selects, owner, now, lease_s, limit)
 
     def claim_expired(
         self, owner: str, now: float, lease_s: float, limit: int
     ) -> list[AsyncRequest]:
         """Queued requests whose TTL passed before any worker started them, now running under
         ``owner``'s lease (to be failed)."""
-        t = async_requests
-        expired = and_(t.c.status == RequestStatus.QUEUED.value, t.c.expires < now)
-        return self._take(expired, owner, now, lease_s, limit)
-
-    def _take(
-        self, where: Any, owner: str, now: float, lease_s: float, limit: int
-    ) -> list[AsyncRequest]:
-        t = async_requests
+        params = {"p_now": now, "p_limit": limit}
         with self._store.transaction() as conn:
-            seqs = list(
-                conn.execute(select(t.c.seq).where(where).order_by(t.c.seq).limit(limit)).scalars()
-            )
-            if not seqs:
-                return []
-            claimed = conn.execute(
-                update(t)
-                .where(t.c.seq.in_(seqs))
-                .values(
-                    status=RequestStatus.RUNNING.value,
-                    lease_owner=owner,
-                    lease_until=now + lease_s,
-                    attempts=t.c.attempts + 1,
-                    started=func.coalesce(t.c.started, now),
-                )
-                .returning(*t.c)
-            ).all()
+            return self._take_in(conn, [(_EXPIRED, params)], owner, now, lease_s, limit)
+
+    def _take_in(
+        self,
+        conn: Connection,
+        selects: Sequence[tuple[Select[Any], dict[str, Any]]],
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+    ) -> list[AsyncRequest]:
+        """The first ``limit`` requests (by arrival) that any of ``selects`` finds (each
+        reads one index range in order, rather than an OR over the table), now running
+        under ``owner``'s lease; inside the caller's transaction."""
+        found: list[int] = []
+        for stmt, params in selects:
+            found += conn.execute(stmt, params).scalars()
+        seqs = sorted(found)[:limit]
+        if not seqs:
+            return []
+        claimed = conn.execute(
+            _TAKE, {"p_seqs": seqs, "p_owner": owner, "p_until": now + lease_s, "p_now": now}
+        ).all()
         return sorted((_request(r._mapping) for r in claimed), key=lambda r: r.seq)
 
     def renew(self, request_ids: Sequence[str], owner: str, until: float) -> None:
@@ -174,6 +244,52 @@ class AsyncQueue:
     ) -> bool:
         """End a request held under ``owner``'s lease; False when the lease was lost."""
         return self._end_lease(request_id, owner, status=status.value, finished=now, reason=reason)
+
+    def finish_many(
+        self, ends: Sequence[tuple[str, RequestStatus, str | None]], owner: str, now: float
+    ) -> set[str]:
+        """End several requests held under ``owner``'s lease in one transaction: each
+        (request id, final status, reason). The ids whose lease was still held (those ended)."""
+        return self.finish_and_claim(ends, owner, now, [], 0.0)[0]
+
+    def finish_and_claim(
+        self,
+        ends: Sequence[tuple[str, RequestStatus, str | None]],
+        owner: str,
+        now: float,
+        wants: Sequence[tuple[str, int]],
+        lease_s: float,
+    ) -> tuple[set[str], list[list[AsyncRequest]]]:
+        """``finish_many``, then ``claim`` for each (endpoint, limit) of ``wants``, all in one
+        transaction (the workers' group commit): the ids ended, and each want's requests."""
+        groups: dict[tuple[RequestStatus, str | None], list[str]] = {}
+        for request_id, status, reason in ends:
+            groups.setdefault((status, reason), []).append(request_id)
+        totals: dict[str, int] = {}
+        for endpoint, limit in wants:
+            totals[endpoint.lower()] = totals.get(endpoint.lower(), 0) + max(0, limit)
+        ended: set[str] = set()
+        with self._store.transaction() as conn:
+            for (status, reason), ids in groups.items():
+                params = {
+                    "p_ids": ids,
+                    "p_owner": owner,
+                    "p_status": status.value,
+                    "p_now": now,
+                    "p_reason": reason,
+                }
+                ended.update(conn.execute(_END, params).scalars())
+            claimed = {
+                endpoint: self._claim_in(conn, endpoint, owner, now, lease_s, total)
+                for endpoint, total in totals.items()
+            }
+        shares: list[list[AsyncRequest]] = []
+        for endpoint, limit in wants:  # in order: the first wants get the oldest requests
+            mine = claimed[endpoint.lower()]
+            n = max(0, limit)
+            shares.append(mine[:n])
+            claimed[endpoint.lower()] = mine[n:]
+        return ended, shares
 
     def release(self, request_id: str, owner: str, reason: str | None = None) -> bool:
         """Put a held request back in the queue (in its place: FIFO by arrival)."""

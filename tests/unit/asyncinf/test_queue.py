@@ -94,3 +94,30 @@ def test_backlogs_and_orphans(queue: AsyncQueue) -> None:
     assert queue.orphans({"ep"}, before=95.0) == ["gone"]
     assert queue.orphans({"ep"}, before=80.0) == []
     assert [r.request_id for r in queue.open_requests("EP")] == ["r1", "r2"]
+
+
+def test_enqueue_many_and_finish_and_claim_share_one_transaction(queue: AsyncQueue) -> None:
+    queue.enqueue_many([_req(n) for n in range(4)] + [_req(9, "Other")])
+    held = queue.claim("ep", "me", 101.0, 30.0, 2)
+    assert [r.request_id for r in held] == ["r0", "r1"]
+    ends = [("r0", RequestStatus.DONE, None), ("r1", RequestStatus.FAILED, "bad")]
+    ended, shares = queue.finish_and_claim(
+        ends, "me", 102.0, [("EP", 1), ("other", 2), ("ep", 5)], 30.0
+    )
+    assert ended == {"r0", "r1"}
+    assert [[r.request_id for r in s] for s in shares] == [["r2"], ["r9"], ["r3"]]
+    r1 = queue.get("r1")
+    assert r1 is not None and r1.status is RequestStatus.FAILED and r1.reason == "bad"
+    assert queue.finish_many([("r0", RequestStatus.DONE, None)], "me", 103.0) == set()  # once
+
+
+def test_a_claim_skips_ended_requests_and_takes_lapsed_leases_in_order(
+    queue: AsyncQueue,
+) -> None:
+    queue.enqueue_many([_req(n) for n in range(6)])
+    ended = queue.claim("ep", "me", 100.0, 30.0, 2)  # r0, r1
+    queue.finish_many([(r.request_id, RequestStatus.DONE, None) for r in ended], "me", 100.5)
+    queue.claim("ep", "dead", 101.0, 30.0, 1)  # r2: its lease runs out at 131
+    assert [r.request_id for r in queue.claim("ep", "me", 120.0, 30.0, 2)] == ["r3", "r4"]
+    again = queue.claim("ep", "me", 140.0, 30.0, 2)  # r2 (lapsed) before r5 (queued)
+    assert [(r.request_id, r.attempts) for r in again] == [("r2", 2), ("r5", 1)]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from modelhost.asyncinf import worker as worker_module
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.router.forwarder import (
@@ -266,3 +267,30 @@ def test_requests_of_a_deleted_endpoint_fail(tmp_path: Path) -> None:
     asyncio.run(h.run())
     status, text = h.result(req)
     assert status is RequestStatus.FAILED and b"was deleted" in (text or b"")
+
+
+def test_a_slot_runs_the_queue_back_to_back_in_shared_commits(tmp_path: Path) -> None:
+    h = Harness(tmp_path, FakePool("i1", ok), max_concurrent=1)
+    reqs = [h.enqueue(str(n).encode()) for n in range(5)]
+    asyncio.run(h.run())
+    assert [h.result(r) for r in reqs] == [
+        (RequestStatus.DONE, b"echo:" + str(n).encode()) for n in range(5)
+    ]
+    # one claim by the dispatcher, then each ending claimed the next in its own commit
+    assert h.worker._batches.commits.batches == 1 + 5
+    assert not h.worker._held and not h.worker._chained
+
+
+def test_a_request_claimed_when_the_chain_ends_goes_back_to_the_queue(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(worker_module, "CHAIN_MAX", 2)
+    h = Harness(tmp_path, FakePool("i1", ok), max_concurrent=1)
+    reqs = [h.enqueue(str(n).encode()) for n in range(3)]
+    asyncio.run(h.run())
+    assert [h.result(r)[0] for r in reqs[:2]] == [RequestStatus.DONE] * 2
+    third = h.queue.get(reqs[2].request_id)
+    assert third is not None and third.status is RequestStatus.QUEUED  # not held forever
+    assert not h.worker._held
+    asyncio.run(h.run())
+    assert h.result(reqs[2]) == (RequestStatus.DONE, b"echo:2")

@@ -1,0 +1,188 @@
+"""Group commit for the asynchronous inference path: calls that arrive while a batch is in
+the store go together in the next one, so concurrent requests share one thread hop and one
+transaction.
+
+There is no window: a call made while nothing is running starts its batch on the event loop's
+next turn (it waits only for the calls made in the same turn), so a lone request pays no added
+latency; under load a batch collects whatever arrived while the previous one ran. Each caller
+gets its own item's result, or the batch's exception, once the batch function has returned
+(for a store write: once it is committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from modelhost.asyncinf.objects import ObjectIOError, read_small_local, write_object
+from modelhost.asyncinf.records import AsyncRequest, RequestStatus
+from modelhost.state.async_queue import AsyncQueue
+from modelhost.storage import ObjectStore
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_BATCH = 256  # items per batch (and per transaction)
+
+
+class GroupCommit(Generic[T, R]):
+    """Run ``run`` (synchronous: off the event loop, in a thread) over batches of items; it
+    returns one result per item, in order."""
+
+    def __init__(self, run: Callable[[list[T]], Sequence[R]], max_batch: int = MAX_BATCH) -> None:
+        self._run = run
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches run (tests and benchmarks read it)
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            for _ in range(1 << 30):  # bounded: every pass takes at least one item
+                if not self._pending:
+                    break
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                await self._one(batch)
+        finally:
+            self._task = None
+            for _, future in self._pending:  # only when cancelled (the loop is stopping)
+                future.cancel()
+            self._pending.clear()
+
+    async def _one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.batches += 1
+        try:
+            results = await asyncio.to_thread(self._run, [item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+# -- the workers' batches (each runs in one thread hop) ------------------------------------
+
+PREFETCH_BYTES = 1 << 20  # local inputs up to this size are read in the claim's thread hop
+
+Input = bytes | None  # the input, read in the claim's hop; None: to be read on its own
+
+
+Claimed = tuple[AsyncRequest, Input]
+Want = tuple[str, int]  # (endpoint, how many requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A request to end: write ``data`` to ``location`` (none: nothing to write), then set
+    ``status``; with ``then_claim``, claim that endpoint's next request in the same
+    transaction (for the slot this one leaves). A result that cannot be written leaves a DONE
+    request running (the caller fails it, and nothing is claimed); a failure document that
+    cannot be written still fails the request, with the write's error added to the reason."""
+
+    req: AsyncRequest
+    status: RequestStatus
+    location: str | None
+    data: bytes
+    reason: str | None
+    then_claim: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    error: ObjectIOError | None  # the object could not be written
+    ended: bool  # the request ended (False: not written, or the lease was lost)
+    reason: str | None  # the reason recorded
+    next: list[Claimed] | None  # claimed for ``then_claim`` (None: no claim was made)
+
+
+class Batches:
+    """The workers' group commit: claims (with their small local inputs read in the same
+    hop) and endings (objects written, then every request ended) that arrive together share
+    one thread hop and one transaction."""
+
+    def __init__(
+        self,
+        queue: AsyncQueue,
+        objects: ObjectStore,
+        owner: str,
+        clock: Callable[[], float],
+        lease_s: float,
+        max_input: int,
+    ) -> None:
+        self.queue, self.objects, self.owner = queue, objects, owner
+        self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
+        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(self._run)
+
+    async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
+        """Up to ``limit`` of the endpoint's oldest requests, claimed."""
+        result = await self.commits.submit((endpoint, limit))
+        assert isinstance(result, list)
+        return result
+
+    async def end(self, ending: Ending) -> Ended:
+        result = await self.commits.submit(ending)
+        assert isinstance(result, Ended)
+        return result
+
+    def _run(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]]:
+        written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
+        ends: list[tuple[str, RequestStatus, str | None]] = []
+        wants: list[Want] = []
+        asked: dict[int, int] = {}  # item -> its index in wants
+        for i, item in enumerate(items):
+            if not isinstance(item, Ending):
+                asked[i] = len(wants)
+                wants.append(item)
+                continue
+            error, reason = self._write(item)
+            written[i] = (error, reason)
+            if error is None or item.status is RequestStatus.FAILED:
+                ends.append((item.req.request_id, item.status, reason))
+                if item.then_claim is not None:
+                    asked[i] = len(wants)
+                    wants.append((item.then_claim, 1))
+        done, shares = self.queue.finish_and_claim(
+            ends, self.owner, self._clock(), wants, self._lease_s
+        )
+        out: list[Ended | list[Claimed]] = []
+        for i, item in enumerate(items):
+            claimed = [(r, self._prefetch(r)) for r in shares[asked[i]]] if i in asked else None
+            if isinstance(item, Ending):
+                error, reason = written[i]
+                out.append(Ended(error, item.req.request_id in done, reason, claimed))
+            else:
+                out.append(claimed or [])
+        return out
+
+    def _write(self, e: Ending) -> tuple[ObjectIOError | None, str | None]:
+        if e.location is None:
+            return None, e.reason
+        try:
+            write_object(self.objects, e.location, e.data)
+        except ObjectIOError as exc:
+            if e.status is RequestStatus.FAILED:
+                return exc, f"{e.reason} The failure object could not be written: {exc}"
+            return exc, e.reason
+        return None, e.reason
+
+    def _prefetch(self, req: AsyncRequest) -> Input:
+        if req.body is not None:
+            return None
+        return read_small_local(req.input_location, min(PREFETCH_BYTES, self._max_input))

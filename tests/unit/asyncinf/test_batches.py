@@ -1,0 +1,81 @@
+"""Group commit: calls made together share one batch; a lone call goes at once; a batch's
+failure reaches each of its callers. And the local object writes the batches make."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from modelhost.asyncinf.batches import GroupCommit
+from modelhost.asyncinf.objects import read_small_local, write_object
+from modelhost.storage.local import LocalObjectStore
+
+
+def test_concurrent_calls_share_a_batch_and_each_gets_its_result() -> None:
+    seen: list[list[int]] = []
+    release = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        if len(seen) == 1:
+            assert release.wait(5.0)  # hold the first batch while more calls arrive
+        return [i * 10 for i in items]
+
+    async def scenario() -> list[int]:
+        commit: GroupCommit[int, int] = GroupCommit(run)
+        first = asyncio.ensure_future(commit.submit(1))
+        for _ in range(200):  # poll until the first batch is in its thread
+            if seen:
+                break
+            await asyncio.sleep(0.005)
+        rest = [asyncio.ensure_future(commit.submit(n)) for n in (2, 3, 4)]
+        await asyncio.sleep(0)
+        release.set()
+        return list(await asyncio.gather(first, *rest))
+
+    assert asyncio.run(scenario()) == [10, 20, 30, 40]
+    assert seen == [[1], [2, 3, 4]]  # the lone call went alone; the waiting ones together
+
+
+def test_a_batch_is_bounded_and_its_failure_reaches_every_caller() -> None:
+    def run(items: list[int]) -> list[int]:
+        if 99 in items:
+            raise RuntimeError("store down")
+        return items
+
+    async def scenario() -> tuple[list[object], int]:
+        commit: GroupCommit[int, int] = GroupCommit(run, max_batch=2)
+        calls = [commit.submit(n) for n in (1, 2, 99, 4)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        return list(results), commit.batches
+
+    results, batches = asyncio.run(scenario())
+    assert results[:2] == [1, 2] and batches == 2
+    assert all(isinstance(r, RuntimeError) for r in results[2:])  # (99, 4): one batch
+
+
+def test_local_writes_are_whole_and_make_their_folder(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    target = tmp_path / "new" / "folder" / "id.out"
+    write_object(store, f"file://{target}", b"first")
+    write_object(store, str(target), b"second")  # replaced whole
+    assert target.read_bytes() == b"second"
+    assert os.listdir(target.parent) == ["id.out"]  # no temporary names left
+    assert read_small_local(str(target), 6) == b"second"
+    assert read_small_local(str(target), 5) is None  # too large: read on its own
+    assert read_small_local(str(tmp_path / "missing"), 5) is None
+    assert read_small_local("s3://bucket/key", 5) is None
+
+
+def test_a_local_write_that_fails_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "id.out").mkdir()  # the name is taken by a folder: the rename fails
+    with pytest.raises(Exception, match="could not be written"):
+        write_object(store, str(folder / "id.out"), b"x")
+    assert sorted(os.listdir(folder)) == ["id.out"]
