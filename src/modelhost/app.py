@@ -74,6 +74,8 @@ class Services:
         return [part for part in loops if part is not None]
 
     async def start(self) -> None:
+        if self.settings.zygote:  # first: its imports overlap the controller's start
+            self.controller.fleets.backend.start_zygote(self.settings.data_dir / "zygote.log")
         await self.controller.start()
         if self.cloudwatch is not None:
             self.cloudwatch.start()

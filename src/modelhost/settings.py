@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # instance has its own /opt/ml/model, when the model is at most this big; a bigger one is
     # shared with the artifact cache (containers always get the cache's copy, read-only).
     model_copy_max_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # Built-in model server instances are forked from a process that has imported numpy,
+    # scikit-learn and the server already (runtime/zygote.py): milliseconds instead of about
+    # a second of interpreter start and imports. Off: every instance starts a new interpreter.
+    zygote: bool = True
 
     # CloudWatch metrics: minutes of 1-minute history kept (in <data_dir>/metrics.db), and how
     # often the invocation counters are folded into it.
