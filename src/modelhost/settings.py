@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # measured over (CloudWatch's one minute; short in tests).
     autoscaling_interval_s: float = Field(default=5.0, gt=0)
     autoscaling_window_s: float = Field(default=60.0, gt=0)
+    # A serverless variant (without ProvisionedConcurrency) with no invocation for this long
+    # scales to zero; its next request waits for an instance. 0: never.
+    serverless_idle_s: float = Field(default=300.0, ge=0)
     max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
     # Engine for container images: "docker", "podman" or a path; None: docker if `docker info`
     # answers, else podman.

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 LOG_TAIL_LINES = 20
+# /ping is polled every 2 ms at first (an instance forked from the zygote is ready in tens of
+# milliseconds), then less and less often, up to every 50 ms.
+READY_POLL_FIRST_S = 0.002
+READY_POLL_MAX_S = 0.05
 
 
 class InstanceFailed(Exception):
@@ -205,6 +209,7 @@ class LocalBackend:
     async def wait_ready(self, inst: Instance, timeout: float) -> None:
         """Poll GET /ping until 200; fail with the cause and the log's last lines."""
         deadline = time.monotonic() + timeout
+        pause = READY_POLL_FIRST_S
         while True:
             code = inst.exited()
             if code is not None:
@@ -220,7 +225,8 @@ class LocalBackend:
                     f"The instance did not pass the /ping health check within {timeout:.0f} s. "
                     f"Last lines of its log:\n{tail(inst.spec.log_path)}"
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, READY_POLL_MAX_S)
 
     def watch(self, inst: Instance) -> None:
         """Count ``inst`` as running and, when an ``on_exit`` callback is set, call it as soon
