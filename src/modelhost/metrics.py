@@ -65,6 +65,8 @@ class Slot:
     model_errors: int = 0
     model_latency: Histogram = field(default_factory=Histogram)
     overhead_latency: Histogram = field(default_factory=Histogram)
+    # Serverless: from the request that found the variant at zero to its instance being ready
+    model_setup: Histogram = field(default_factory=Histogram)
     instances: int | None = None
 
 
@@ -82,6 +84,11 @@ _COUNTERS = (
 _HISTOGRAMS = (
     ("sagemaker_ModelLatency", "Time the container took, microseconds.", "model_latency"),
     ("sagemaker_OverheadLatency", "Time modelhost added, microseconds.", "overhead_latency"),
+    (
+        "sagemaker_ModelSetupTime",
+        "Serverless: time to get an instance ready from zero, microseconds.",
+        "model_setup",
+    ),
 )
 
 
@@ -131,6 +138,10 @@ class Recorder(Collector):
         s.per_instance += 1.0 / (instances or 1)
         s.model_latency.observe(model_us)
         s.overhead_latency.observe(total_us - model_us if total_us > model_us else 0.0)
+
+    def record_setup(self, endpoint: str, variant: str, setup_us: float) -> None:
+        """A serverless variant was started from zero for a request that waited this long."""
+        self._slot(endpoint, variant).model_setup.observe(setup_us)
 
     def set_instances(self, endpoint: str, variant: str, count: int) -> None:
         self._slot(endpoint, variant).instances = count

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,6 +86,12 @@ def test_idle_variant_scales_to_zero_and_the_next_request_waits_for_it(
         pids = list(pool.map(lambda _: _pid(rt, name), range(3)))
     assert len(set(pids)) == 1 and pids[0] != first
     assert "started from zero" in idle_server.log_tail(200)
+    with urllib.request.urlopen(f"{idle_server.url}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    setup = [
+        line for line in metrics.splitlines() if line.startswith("sagemaker_ModelSetupTime_count")
+    ]
+    assert any(name in line and line.endswith(" 1.0") for line in setup), setup
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
 
     # Busy is not idle: a request that outlasts IDLE_S keeps the instance.

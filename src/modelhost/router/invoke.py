@@ -281,9 +281,13 @@ class InvokePath:
         """Hold a request for a variant that scaled to zero until an instance is ready (the
         controller is asked for one), at most the invocation timeout; False: not held."""
         loop = self._loop or asyncio.get_running_loop()
+        first = not self.routes.waiting.get((call.name.lower(), variant.name))
+        held_at = perf_counter()
 
         def resume(ready: VariantRoute | None) -> None:
             timer.cancel()
+            if first and ready is not None:  # the request that woke it: ModelSetupTime
+                self.metrics.record_setup(call.name, ready.name, (perf_counter() - held_at) * 1e6)
             if ready is None:  # the endpoint is no longer routed (deleted, or failed)
                 self._spawn(self._reply_missing(call.name, call.rid, call.reply))
             else:
