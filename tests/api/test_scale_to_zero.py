@@ -97,6 +97,14 @@ def test_idle_variant_scales_to_zero_and_the_next_request_waits_for_it(
     # Busy is not idle: a request that outlasts IDLE_S keeps the instance.
     assert _pid(rt, name, str(IDLE_S * 2).encode()) == pids[0]
     assert _pid(rt, name) == pids[0]
+
+    # InvokeEndpointWithResponseStream at zero waits the same way.
+    _wait_dead(pids[0], 30)
+    out = rt.invoke_endpoint_with_response_stream(
+        EndpointName=name, Body=b"x", ContentType="text/plain"
+    )
+    data = b"".join(e["PayloadPart"]["Bytes"] for e in out["Body"] if "PayloadPart" in e)
+    assert json.loads(data)["pid"] not in (first, pids[0])
     sm.delete_endpoint(EndpointName=name)
 
 
