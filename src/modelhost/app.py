@@ -157,6 +157,7 @@ def build_services(settings: Settings) -> Services:
         controller.wake,
         interval_s=settings.autoscaling_interval_s,
         window_s=settings.autoscaling_window_s,
+        backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
     )
     return services
 
