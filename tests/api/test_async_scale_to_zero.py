@@ -4,6 +4,9 @@ take them, as SageMaker documents for async inference; no queued request is lost
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,6 +95,18 @@ def test_async_endpoint_scales_to_zero_and_back_on_backlog(
     desired = [a["Description"] for a in activities["ScalingActivities"]]
     assert "Setting desired instance count to 0." in desired
     assert "Setting desired instance count to 1." in desired
+
+    # `modelhost endpoints` shows each variant's latest scaling activity.
+    listed = subprocess.run(
+        [sys.executable, "-m", "modelhost.cli.main", "endpoints", "--json", "--url", fast.url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    [row] = [r for r in json.loads(listed.stdout) if r["name"] == name]
+    last = row["variants"][0]["last_scaling"]
+    assert last["description"].startswith("Setting desired instance count to "), last
+    assert "policy backlog" in last["cause"] and last["status"] in ("InProgress", "Successful")
     sm.delete_endpoint(EndpointName=name)
 
 
