@@ -129,6 +129,7 @@ def build_services(settings: Settings) -> Services:
     )
     backend.on_exit = controller.instance_exited
     routes.waker = controller.wake_variant
+    routes.meter = runtime.metrics.set_memory
     jobs = JobManager(store, job_deps(settings, fleets, objects), settings.reconcile_interval_s)
 
     def wake() -> None:

@@ -47,6 +47,8 @@ class PublishedVariant:
     # A variant that scales to zero: with no instances, the router holds its requests and
     # asks for one (``Publisher.waker``) instead of answering "not ready".
     wakes: bool = False
+    # A serverless variant's MemorySizeInMB (its compute is metered in GB-seconds); 0: none.
+    memory_mb: int = 0
 
 
 # What the router calls to ask the controller for the instances of a variant that scaled to

@@ -92,6 +92,12 @@ def test_idle_variant_scales_to_zero_and_the_next_request_waits_for_it(
         line for line in metrics.splitlines() if line.startswith("sagemaker_ModelSetupTime_count")
     ]
     assert any(name in line and line.endswith(" 1.0") for line in setup), setup
+    metered = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("modelhost_ServerlessComputeGBSeconds_total") and name in line
+    ]
+    assert metered and 0 < metered[0] < 60, metered  # 1 GB x the model's busy seconds
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
 
     # Busy is not idle: a request that outlasts IDLE_S keeps the instance.

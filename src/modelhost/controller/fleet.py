@@ -55,6 +55,7 @@ class VariantPlan:
     max_concurrency: int = 0  # a serverless variant's MaxConcurrency; 0: no limit
     # A serverless variant without ProvisionedConcurrency: it scales to zero when idle.
     scales_to_zero: bool = False
+    serverless_memory_mb: int = 0  # a serverless variant's MemorySizeInMB
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -94,6 +95,7 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
             ),
             plan.max_concurrency,
             plan.scales_to_zero,
+            plan.serverless_memory_mb,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -148,6 +150,7 @@ class Fleets:
             container.hostname,
             dv.max_concurrency or 0,
             dv.serverless_memory_mb is not None and not dv.provisioned_concurrency,
+            dv.serverless_memory_mb or 0,
         )
 
     def _container(self, dv: DeployedVariant) -> DeployedContainer:

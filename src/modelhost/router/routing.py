@@ -132,6 +132,8 @@ class RouteTable:
         # and who is asked to wake such a variant (the controller; None: nobody).
         self.waiting: dict[tuple[str, str], list[Resume]] = {}
         self.waker: Waker | None = None
+        # Told each serverless variant's memory size as it is published (the metering).
+        self.meter: Callable[[str, str, int], None] | None = None
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -203,6 +205,10 @@ class RouteTable:
             for v in variants
         ]
         route = self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        if self.meter is not None:
+            for v in variants:
+                if v.memory_mb:
+                    self.meter(endpoint, v.name, v.memory_mb)
         self.by_path.clear()
         self._retire_unrouted()
         if self.waiting:
