@@ -34,11 +34,12 @@ from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
-from modelhost.controller.loop import Controller
+from modelhost.controller.loop import Activity, Controller
 from modelhost.controller.scaling_loop import Scaler
 from modelhost.jobs.manager import JobManager
 from modelhost.jobs.transform import JobDeps
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from modelhost.metrics import Recorder
 from modelhost.model_data import model_data_checker
 from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
@@ -74,6 +75,8 @@ class Services:
         return [part for part in loops if part is not None]
 
     async def start(self) -> None:
+        if self.settings.zygote:  # first: its imports overlap the controller's start
+            self.controller.fleets.backend.start_zygote(self.settings.data_dir / "zygote.log")
         await self.controller.start()
         if self.cloudwatch is not None:
             self.cloudwatch.start()
@@ -116,8 +119,17 @@ def build_services(settings: Settings) -> Services:
         platform_env=instance_env(settings),
     )
     fleets = Fleets(settings, store, backend, artifacts)
-    controller = Controller(fleets, routes, settings.reconcile_interval_s)
+    runtime = RuntimeApp(routes, store, settings)
+    controller = Controller(
+        fleets,
+        routes,
+        settings.reconcile_interval_s,
+        idle_s=settings.serverless_idle_s,
+        activity=variant_activity(routes, runtime.fast.metrics),
+    )
     backend.on_exit = controller.instance_exited
+    routes.waker = controller.wake_variant
+    routes.meter = runtime.metrics.set_memory
     jobs = JobManager(store, job_deps(settings, fleets, objects), settings.reconcile_interval_s)
 
     def wake() -> None:
@@ -133,7 +145,6 @@ def build_services(settings: Settings) -> Services:
         objects=objects,
     )
     dispatcher = Dispatcher(ctx, "sagemaker", "SageMaker", OPERATIONS)
-    runtime = RuntimeApp(routes, store, settings)
     workers = async_inference(settings, store, objects, runtime)
     services = Services(
         settings, store, controller, dispatcher, runtime, jobs=jobs, async_inference=workers
@@ -147,6 +158,7 @@ def build_services(settings: Settings) -> Services:
         controller.wake,
         interval_s=settings.autoscaling_interval_s,
         window_s=settings.autoscaling_window_s,
+        backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
     )
     return services
 
@@ -186,6 +198,21 @@ def job_deps(settings: Settings, fleets: Fleets, objects: ObjectStore) -> JobDep
         settings.data_dir / "jobs",
         settings.stop_grace_s,
     )
+
+
+def variant_activity(routes: RouteTable, recorder: Recorder) -> Activity:
+    """What the controller reads to tell an idle serverless variant: the invocations the
+    router answered for it, and its requests in flight (held ones included)."""
+
+    def activity(endpoint: str, variant: str) -> tuple[int, int]:
+        slot = recorder.slots.get((endpoint, variant))
+        route = routes.get(endpoint)
+        chosen = route.variant(variant) if route is not None else None
+        in_flight = sum(t.in_flight for t in chosen.targets) if chosen is not None else 0
+        held = len(routes.waiting.get((endpoint.lower(), variant), ()))
+        return (slot.invocations if slot is not None else 0), in_flight + held
+
+    return activity
 
 
 def scrape_metrics(services: Services) -> bytes:

@@ -65,7 +65,10 @@ class Slot:
     model_errors: int = 0
     model_latency: Histogram = field(default_factory=Histogram)
     overhead_latency: Histogram = field(default_factory=Histogram)
+    # Serverless: from the request that found the variant at zero to its instance being ready
+    model_setup: Histogram = field(default_factory=Histogram)
     instances: int | None = None
+    memory_mb: int | None = None  # a serverless variant's MemorySizeInMB (its metering)
 
 
 _COUNTERS = (
@@ -82,6 +85,11 @@ _COUNTERS = (
 _HISTOGRAMS = (
     ("sagemaker_ModelLatency", "Time the container took, microseconds.", "model_latency"),
     ("sagemaker_OverheadLatency", "Time modelhost added, microseconds.", "overhead_latency"),
+    (
+        "sagemaker_ModelSetupTime",
+        "Serverless: time to get an instance ready from zero, microseconds.",
+        "model_setup",
+    ),
 )
 
 
@@ -132,6 +140,14 @@ class Recorder(Collector):
         s.model_latency.observe(model_us)
         s.overhead_latency.observe(total_us - model_us if total_us > model_us else 0.0)
 
+    def record_setup(self, endpoint: str, variant: str, setup_us: float) -> None:
+        """A serverless variant was started from zero for a request that waited this long."""
+        self._slot(endpoint, variant).model_setup.observe(setup_us)
+
+    def set_memory(self, endpoint: str, variant: str, memory_mb: int) -> None:
+        """A serverless variant's memory size: its compute is metered in GB-seconds."""
+        self._slot(endpoint, variant).memory_mb = memory_mb
+
     def set_instances(self, endpoint: str, variant: str, count: int) -> None:
         self._slot(endpoint, variant).instances = count
 
@@ -164,6 +180,16 @@ class Recorder(Collector):
             if slot.instances is not None:
                 gauge.add_metric(list(key), slot.instances)
         yield gauge
+        metered = CounterMetricFamily(
+            "modelhost_ServerlessComputeGBSeconds",
+            "Serverless variants: memory (GB) x time spent invoking the model (s), as billed.",
+            labels=LABELS,
+        )
+        for key, slot in slots:
+            if slot.memory_mb is not None:
+                seconds = slot.model_latency.total / 1e6
+                metered.add_metric(list(key), seconds * slot.memory_mb / 1024)
+        yield metered
 
     def exposition(self) -> bytes:
         data: bytes = generate_latest(self.registry)

@@ -10,7 +10,7 @@ publishes an endpoint's variants as ``PublishedVariant``s; the router (router/ro
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +44,16 @@ class PublishedVariant:
     instances: tuple[PublishedInstance, ...] = ()
     # A serverless variant's MaxConcurrency (requests beyond it are throttled); 0: no limit.
     max_concurrency: int = 0
+    # A variant that scales to zero: with no instances, the router holds its requests and
+    # asks for one (``Publisher.waker``) instead of answering "not ready".
+    wakes: bool = False
+    # A serverless variant's MemorySizeInMB (its compute is metered in GB-seconds); 0: none.
+    memory_mb: int = 0
+
+
+# What the router calls to ask the controller for the instances of a variant that scaled to
+# zero: (endpoint, variant). Called on the event loop; returns at once.
+Waker = Callable[[str, str], None]
 
 
 class Publisher(Protocol):

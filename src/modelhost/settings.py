@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # measured over (CloudWatch's one minute; short in tests).
     autoscaling_interval_s: float = Field(default=5.0, gt=0)
     autoscaling_window_s: float = Field(default=60.0, gt=0)
+    # A serverless variant (without ProvisionedConcurrency) with no invocation for this long
+    # scales to zero; its next request waits for an instance. 0: never.
+    serverless_idle_s: float = Field(default=300.0, ge=0)
     max_artifact_bytes: int = 20 * 1024 * 1024 * 1024
     # Engine for container images: "docker", "podman" or a path; None: docker if `docker info`
     # answers, else podman.
@@ -58,6 +61,10 @@ class Settings(BaseSettings):
     # instance has its own /opt/ml/model, when the model is at most this big; a bigger one is
     # shared with the artifact cache (containers always get the cache's copy, read-only).
     model_copy_max_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # Built-in model server instances are forked from a process that has imported numpy,
+    # scikit-learn and the server already (runtime/zygote.py): milliseconds instead of about
+    # a second of interpreter start and imports. Off: every instance starts a new interpreter.
+    zygote: bool = True
 
     # CloudWatch metrics: minutes of 1-minute history kept (in <data_dir>/metrics.db), and how
     # often the invocation counters are folded into it.

@@ -108,6 +108,7 @@ def test_endpoints_json_lists_it_in_service(server: LiveServer, echo: str) -> No
             "desired_instance_count": 1,
             "current_weight": 1.0,
             "desired_weight": 1.0,
+            "last_scaling": None,
         }
     ]
 

@@ -314,3 +314,72 @@ def test_delete_withdraws_drains_then_stops(h: Harness) -> None:
         assert h.running() == [] and "ep" not in h.publisher.routes
 
     asyncio.run(run())
+
+
+def test_an_idle_serverless_variant_sleeps_then_wakes_on_request(tmp_path: Path) -> None:
+    """Idle for idle_s on the injected timer: drained, stopped, published with no instance
+    (and ``wakes``); the router's waker starts one again without a reconcile pass."""
+    h = Harness(tmp_path)
+    answered = {"n": 0}
+    h.controller.idle_s = 60.0
+    h.controller.activity = lambda endpoint, variant: (answered["n"], 0)
+    create_model(h.ctx, {"ModelName": "sl", "PrimaryContainer": {}})
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": "sl",
+        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+    }
+    create_endpoint_config(h.ctx, {"EndpointConfigName": "sl", "ProductionVariants": [variant]})
+    create_endpoint(h.ctx, {"EndpointName": "sl", "EndpointConfigName": "sl"})
+
+    async def run() -> None:
+        await h.converge("sl")
+        [first] = h.running()
+        await h.converge("sl")  # seen idle from now
+        h.now += 59.0
+        answered["n"] += 1  # an invocation: idle again from here
+        await h.converge("sl")
+        h.now += 59.0
+        await h.converge("sl")
+        assert h.running() == [first]
+        h.now += 2.0
+        await h.converge("sl")
+        assert h.running() == []
+        assert h.events.index(("drain", first.instance_id)) < h.events.index(
+            ("stop", first.instance_id)
+        )
+        [published] = h.publisher.routes["sl"]
+        assert published.instances == () and published.wakes
+        ep = h.store.endpoint("sl")
+        assert ep is not None and ep.status is EndpointStatus.IN_SERVICE
+
+        h.controller.wake_variant("sl", "AllTraffic")
+        live = h.controller.live["sl"]
+        assert live.task is not None
+        await live.task  # started at once, not by a pass
+        [second] = h.running()
+        assert h.publisher.instance_ids("sl") == [second.instance_id]
+        await h.converge("sl")
+        assert h.running() == [second]  # a pass neither stops nor adds one
+
+    asyncio.run(run())
+
+
+def test_provisioned_concurrency_never_sleeps(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.controller.idle_s = 1.0
+    h.controller.activity = lambda endpoint, variant: (0, 0)
+    create_model(h.ctx, {"ModelName": "pc", "PrimaryContainer": {}})
+    config = {"MemorySizeInMB": 1024, "MaxConcurrency": 2, "ProvisionedConcurrency": 1}
+    variant = {"VariantName": "AllTraffic", "ModelName": "pc", "ServerlessConfig": config}
+    create_endpoint_config(h.ctx, {"EndpointConfigName": "pc", "ProductionVariants": [variant]})
+    create_endpoint(h.ctx, {"EndpointName": "pc", "EndpointConfigName": "pc"})
+
+    async def run() -> None:
+        await h.converge("pc")
+        for _ in range(3):
+            h.now += 10.0
+            await h.converge("pc")
+        assert len(h.running()) == 1
+
+    asyncio.run(run())

@@ -223,3 +223,55 @@ def test_remembered_paths_are_bounded() -> None:
 
 def test_variant_header_line_names_the_variant() -> None:
     assert VariantRoute("Blue", 1.0).header_line == b"x-amzn-invoked-production-variant: Blue\r\n"
+
+
+def test_requests_for_a_variant_at_zero_are_held_until_it_has_an_instance() -> None:
+    """A variant that scales to zero holds requests (at most MaxConcurrency), asks the waker
+    once, and resumes them with the route that has an instance; a withdraw resumes with None."""
+
+    async def run() -> None:
+        table = RouteTable()
+        woken: list[tuple[str, str]] = []
+        table.waker = lambda endpoint, variant: woken.append((endpoint, variant))
+        table.publish("Ep", [PublishedVariant("v", 1.0, (), max_concurrency=2, wakes=True)])
+        route = table.get("ep")
+        assert route is not None and route.pick_variant(0.5) is route.variants[0]
+        resumed: list[object] = []
+
+        def first(v: VariantRoute | None) -> None:
+            resumed.append(v)
+
+        def second(v: VariantRoute | None) -> None:
+            resumed.append(("second", v))
+
+        def third(v: VariantRoute | None) -> None:
+            resumed.append(("third", v))
+
+        variant = route.variants[0]
+        assert table.hold("Ep", variant, first) and table.hold("Ep", variant, second)
+        assert not table.hold("Ep", variant, third)  # MaxConcurrency held already
+        assert woken == [("Ep", "v")]
+        assert table.release("Ep", "v", second) and not table.release("Ep", "v", second)
+        inst = PublishedInstance("i-1", Address("127.0.0.1", 1))
+        table.publish("Ep", [PublishedVariant("v", 1.0, (inst,), max_concurrency=2, wakes=True)])
+        await asyncio.sleep(0)
+        [ready] = resumed
+        assert isinstance(ready, VariantRoute) and [t.instance_id for t in ready.targets] == ["i-1"]
+
+        table.publish("Ep", [PublishedVariant("v", 1.0, (), wakes=True)])
+        again = table.get("ep")
+        assert again is not None and table.hold("Ep", again.variants[0], first)
+        table.withdraw("Ep")
+        await asyncio.sleep(0)
+        assert resumed[-1] is None and table.waiting == {}
+        await table.close()
+
+    asyncio.run(run())
+
+
+def test_a_variant_that_does_not_scale_to_zero_holds_nothing() -> None:
+    table = RouteTable()
+    table.waker = lambda endpoint, variant: None
+    table.publish("ep", [PublishedVariant("v", 1.0, ())])
+    route = table.get("ep")
+    assert route is not None and not table.hold("ep", route.variants[0], lambda v: None)

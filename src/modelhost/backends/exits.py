@@ -10,15 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 from collections.abc import Callable
+from typing import Protocol
 
 POLL_INTERVAL_S = 0.1  # the fallback where pidfd_open is not available
 
 Cancel = Callable[[], None]
 
 
-def watch_exit(process: subprocess.Popen[bytes], on_exit: Callable[[], None]) -> Cancel:
+class Process(Protocol):
+    """What the backends use of an instance's process: a ``subprocess.Popen``, or a
+    ``ZygoteChild`` (a process the zygote forked). Either leads its own process group."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def watch_exit(process: Process, on_exit: Callable[[], None]) -> Cancel:
     """Call ``on_exit`` once when ``process`` exits; the result cancels the watch (idempotent).
     Must run on the loop thread."""
     loop = asyncio.get_running_loop()
@@ -45,9 +57,7 @@ def _watch_fd(loop: asyncio.AbstractEventLoop, fd: int, on_exit: Callable[[], No
     return cancel
 
 
-def _poll(
-    loop: asyncio.AbstractEventLoop, process: subprocess.Popen[bytes], on_exit: Callable[[], None]
-) -> Cancel:
+def _poll(loop: asyncio.AbstractEventLoop, process: Process, on_exit: Callable[[], None]) -> Cancel:
     async def poll() -> None:
         while process.poll() is None:  # ends with the process, or when cancelled
             await asyncio.sleep(POLL_INTERVAL_S)

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelhost.backends.exits import Cancel, watch_exit
+from modelhost.backends.exits import Cancel, Process, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
+from modelhost.backends.zygote import Zygote
 from modelhost.children import die_with_parent
 from modelhost.instance_types import Profile
 from modelhost.ports import free_port
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 LOG_TAIL_LINES = 20
+# /ping is polled every 2 ms at first (an instance forked from the zygote is ready in tens of
+# milliseconds), then less and less often, up to every 50 ms.
+READY_POLL_FIRST_S = 0.002
+READY_POLL_MAX_S = 0.05
 
 
 class InstanceFailed(Exception):
@@ -58,7 +63,7 @@ class Instance:
     """A started instance: its spec, its process, its GPUs and where it listens."""
 
     spec: InstanceSpec
-    process: subprocess.Popen[bytes]
+    process: Process
     gpus: list[int]
     address: Address
     started: float = field(default_factory=time.monotonic)
@@ -111,6 +116,18 @@ class LocalBackend:
         self.gpu_count = detect_gpus() if gpu_count is None else gpu_count
         self._gpus_free = list(range(self.gpu_count))
         self.instances: set[Instance] = set()
+        # Forks built-in model servers from a process that imported their frameworks already
+        # (runtime/zygote.py); None: every instance starts a fresh interpreter.
+        self.zygote: Zygote | None = None
+
+    def start_zygote(self, log_path: Path) -> None:
+        """Start the zygote; built-in instances started once it is ready are forked from it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        env.update({k: str(os.cpu_count() or 1) for k in THREAD_VARS})
+        env.update(self.platform_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.zygote = Zygote(env, log_path)
+        self.zygote.start()
 
     def start(self, spec: InstanceSpec) -> Instance:
         """Start the process (returns at once; see ``wait_ready``). Must run on the loop thread:
@@ -123,17 +140,7 @@ class LocalBackend:
             env["MODELHOST_UNIX_SOCKET"] = str(self.sockets_dir / f"{spec.instance_id}.sock")
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with spec.log_path.open("ab") as logf:
-                proc = subprocess.Popen(
-                    command.argv,
-                    env=env,
-                    cwd=spec.model_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_limits(spec.profile),
-                )
+            proc = self._spawn(spec, command.argv, env, command.builtin)
         except OSError:
             self._gpus_free.extend(gpus)
             raise
@@ -145,6 +152,26 @@ class LocalBackend:
             "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
         )
         return inst
+
+    def _spawn(
+        self, spec: InstanceSpec, argv: list[str], env: dict[str, str], builtin: bool
+    ) -> Process:
+        cpus, memory = _limit_values(spec.profile)
+        if builtin and self.zygote is not None:
+            child = self.zygote.spawn(env, spec.model_dir, spec.log_path, cpus, memory)
+            if child is not None:
+                return child
+        with spec.log_path.open("ab") as logf:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=spec.model_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_limits(cpus, memory),
+            )
 
     def _environment(self, spec: InstanceSpec, port: int, gpus: list[int]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
@@ -182,6 +209,7 @@ class LocalBackend:
     async def wait_ready(self, inst: Instance, timeout: float) -> None:
         """Poll GET /ping until 200; fail with the cause and the log's last lines."""
         deadline = time.monotonic() + timeout
+        pause = READY_POLL_FIRST_S
         while True:
             code = inst.exited()
             if code is not None:
@@ -197,7 +225,8 @@ class LocalBackend:
                     f"The instance did not pass the /ping health check within {timeout:.0f} s. "
                     f"Last lines of its log:\n{tail(inst.spec.log_path)}"
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, READY_POLL_MAX_S)
 
     def watch(self, inst: Instance) -> None:
         """Count ``inst`` as running and, when an ``on_exit`` callback is set, call it as soon
@@ -243,6 +272,8 @@ class LocalBackend:
             self.forget(inst)
             if inst.exited() is None:
                 signal_group(inst.process, signal.SIGKILL)
+        if self.zygote is not None:
+            self.zygote.close()
         shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
 
@@ -252,7 +283,7 @@ def _prefer_unix_socket(inst: Instance) -> None:
         inst.address = ready
 
 
-def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def signal_group(proc: Process, sig: int) -> None:
     """Send ``sig`` to the process group ``proc`` leads (each instance starts its own)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
@@ -283,11 +314,14 @@ def detect_gpus() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def _limits(profile: Profile) -> Callable[[], None]:
+def _limit_values(profile: Profile) -> tuple[list[int], int]:
+    """The CPUs an instance of ``profile`` may run on, and its address-space limit in bytes."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     want = cpus[: max(1, min(profile.vcpus, len(cpus)))] if cpus else []
-    memory = int(profile.memory_gib * 2**30)
+    return want, int(profile.memory_gib * 2**30)
 
+
+def _limits(want: list[int], memory: int) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         die_with_parent()
         if want:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
+SCALING_ACTIVITIES = 500  # the most `modelhost endpoints` reads to find each latest
+
 
 def register(app: typer.Typer) -> None:
     app.command()(deploy)
@@ -147,6 +149,7 @@ def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
     table = Table()
     for title in ("Name", "Status", "Variants (current/desired)", "Instance type", "Created"):
         table.add_column(title, no_wrap=True, min_width=len(title) if title == "Status" else None)
+    table.add_column("Last scaling", overflow="fold")
     table.add_column("Failure reason", overflow="fold")
     for r in rows:
         variants = r["variants"]
@@ -160,6 +163,7 @@ def _endpoints_table(rows: list[dict[str, Any]]) -> Table:
             ),
             "\n".join(escape(v["instance_type"] or "-") for v in variants),
             _short(r["created"]),
+            "\n".join(_scaling_text(v.get("last_scaling")) for v in variants),
             f"[red]{escape(_brief(r['failure_reason']))}[/red]" if r["failure_reason"] else "",
         )
     return table
@@ -183,14 +187,54 @@ def _rows(
 
 
 def endpoints(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
-    """List endpoints: status, variants with instance counts, instance types."""
+    """List endpoints: status, variants with instance counts, instance types, the latest
+    scaling activity of each variant."""
     rows = _rows(url, "list_endpoints", "Endpoints", "EndpointName", _endpoint_row)
+    if rows:
+        _add_scaling(Server.from_options(url), rows)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
         err.print("No endpoints. Deploy one with `modelhost deploy DIR --name NAME`.")
     else:
         console.print(_endpoints_table(rows))
+
+
+def _add_scaling(server: Server, rows: list[dict[str, Any]]) -> None:
+    """Each variant's latest scaling activity (Application Auto Scaling), or None."""
+    latest: dict[str, dict[str, Any]] = {}
+    with reporting(server):
+        aas: Any = server.autoscaling()
+        pages = aas.get_paginator("describe_scaling_activities").paginate(
+            ServiceNamespace="sagemaker", PaginationConfig={"MaxItems": SCALING_ACTIVITIES}
+        )
+        for page in pages:
+            for a in page["ScalingActivities"]:
+                seen = latest.get(a["ResourceId"])
+                if seen is None or a["StartTime"] > seen["StartTime"]:
+                    latest[a["ResourceId"]] = a
+    for r in rows:
+        for v in r["variants"]:
+            a = latest.get(f"endpoint/{r['name']}/variant/{v['name']}")
+            v["last_scaling"] = (
+                None
+                if a is None
+                else {
+                    "description": a["Description"],
+                    "status": a["StatusCode"],
+                    "cause": a["Cause"],
+                    "start": _when(a["StartTime"]),
+                }
+            )
+
+
+def _scaling_text(activity: dict[str, Any] | None) -> str:
+    if activity is None:
+        return "-"
+    return (
+        f"{_short(activity['start'])} {escape(activity['description'])} "
+        f"({escape(activity['status'])})"
+    )
 
 
 def _model_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:

@@ -53,6 +53,9 @@ class VariantPlan:
     startup_timeout: float
     hostname: str | None = None
     max_concurrency: int = 0  # a serverless variant's MaxConcurrency; 0: no limit
+    # A serverless variant without ProvisionedConcurrency: it scales to zero when idle.
+    scales_to_zero: bool = False
+    serverless_memory_mb: int = 0  # a serverless variant's MemorySizeInMB
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -91,6 +94,8 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
                 if i.exited() is None
             ),
             plan.max_concurrency,
+            plan.scales_to_zero,
+            plan.serverless_memory_mb,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -144,6 +149,8 @@ class Fleets:
             self.settings.startup_health_timeout_s if timeout is None else timeout,
             container.hostname,
             dv.max_concurrency or 0,
+            dv.serverless_memory_mb is not None and not dv.provisioned_concurrency,
+            dv.serverless_memory_mb or 0,
         )
 
     def _container(self, dv: DeployedVariant) -> DeployedContainer:

@@ -30,6 +30,9 @@ from modelhost.state.records import Endpoint, EndpointStatus, UpdateKind
 log = logging.getLogger(__name__)
 
 HEAL_BACKOFF_S = 10.0
+# What the router has seen of a variant: (endpoint, variant) -> (invocations answered so far,
+# requests in flight now).
+Activity = Callable[[str, str], tuple[int, int]]
 
 
 @dataclass
@@ -43,6 +46,11 @@ class Live:
     # Instances out of the fleet and not stopped yet (drained first): a step cancelled
     # meanwhile (by a DeleteEndpoint) leaves them here for the delete step to stop.
     retiring: set[Instance] = field(default_factory=set)
+    # Serverless variants scaled to zero, those a request asked to wake, and each serving
+    # one's last activity seen: (invocations answered, when that count last changed).
+    asleep: set[str] = field(default_factory=set)
+    waking: set[str] = field(default_factory=set)
+    idle: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def busy(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -57,7 +65,11 @@ class Live:
             return False
         if any(i.exited() is not None for i in self.fleet.all()):
             return True
-        return any(len(self.fleet.instances.get(v.name, [])) < v.desired_count for v in ep.variants)
+        return any(
+            len(self.fleet.instances.get(v.name, [])) < v.desired_count
+            for v in ep.variants
+            if v.name not in self.asleep
+        )
 
 
 class Controller:
@@ -69,6 +81,8 @@ class Controller:
         *,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        idle_s: float = 0.0,
+        activity: Activity | None = None,
     ) -> None:
         self.fleets = fleets
         self.store = fleets.store
@@ -77,6 +91,10 @@ class Controller:
         self.clock = clock  # wall time: LastModifiedTime
         self.timer = timer  # monotonic: backoff
         self.live: dict[str, Live] = {}
+        # Serverless variants with no invocation for this long scale to zero (0: never);
+        # ``activity`` tells (the router's counts) whether a variant is in use.
+        self.idle_s = idle_s
+        self.activity = activity
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -91,6 +109,18 @@ class Controller:
         """Thread-safe nudge (operations run in worker threads)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def wake_variant(self, endpoint: str, variant: str) -> None:
+        """The router's ``Waker`` (on the loop): a request waits for a variant that scaled to
+        zero. The next pass starts its instances."""
+        live = self.live.get(endpoint.lower())
+        if live is None or variant not in live.asleep:
+            return
+        live.waking.add(variant)
+        if live.busy():  # going to sleep, say: the pass after it wakes the variant
+            self._wake.set()
+        else:  # now, without waiting for a pass to read the store
+            live.task = asyncio.create_task(self._guard(endpoint, self._wake_up(endpoint, live)))
 
     def instance_exited(self, inst: Instance) -> None:
         """The backend's ``on_exit`` (on the loop): an instance died unasked. It leaves its
@@ -156,8 +186,12 @@ class Controller:
                 return self._capacity(ep, live)
             case EndpointStatus.IN_SERVICE | EndpointStatus.SYSTEM_UPDATING if live.fleet is None:
                 return self._recover(ep, live)
+            case EndpointStatus.IN_SERVICE if live.waking:
+                return self._wake_up(ep.name, live)
             case EndpointStatus.IN_SERVICE if live.needs_healing(ep, self.timer()):
                 return self._heal(ep, live)
+            case EndpointStatus.IN_SERVICE if idle := self._idle_variants(ep, live):
+                return self._sleep(ep, live, idle)
             case EndpointStatus.SYSTEM_UPDATING:  # has a fleet: recovered, or marked by another
                 return self._settle(ep, live)
             case _:
@@ -188,6 +222,7 @@ class Controller:
         if not await self._adopt(ep, live, fleet):
             return
         live.fleet = fleet
+        live.asleep.clear()  # a new fleet: every variant has its instances
         self.publisher.publish(ep.name, published(fleet))
         await self._finish(ep.name, Finish(EndpointStatus.IN_SERVICE), fleet)
 
@@ -218,6 +253,7 @@ class Controller:
             return
         old = live.fleet.all() if live.fleet is not None else []
         live.fleet = fleet
+        live.asleep.clear()
         live.retiring.update(old)
         self.publisher.publish(ep.name, published(fleet))
         await self._finish(ep.name, Finish(EndpointStatus.IN_SERVICE, adopt_pending=True), fleet)
@@ -275,6 +311,8 @@ class Controller:
         await self._retire(live, dead, drain=False)
         await self._record_counts(ep.name, fleet)
         for v in ep.variants:
+            if v.name in live.asleep:
+                continue
             try:
                 await self._resize(ep.name, live, fleet, v.name, v.desired_count)
             except FleetFailed as exc:
@@ -282,6 +320,62 @@ class Controller:
                 log.error("could not replace instances of %s/%s: %s", ep.name, v.name, exc)
         self.publisher.publish(ep.name, published(fleet))
         await self._record_counts(ep.name, fleet)
+
+    # --- serverless variants: to zero when idle, back on the first request -----------------
+
+    def _idle_variants(self, ep: Endpoint, live: Live) -> list[str]:
+        """Serverless variants (no ProvisionedConcurrency) with instances and no invocation
+        answered or in flight for ``idle_s``."""
+        fleet = live.fleet
+        if self.idle_s <= 0 or self.activity is None or fleet is None:
+            return []
+        now, idle = self.timer(), []
+        for name, plan in fleet.plans.items():
+            if not plan.scales_to_zero or name in live.asleep or not fleet.instances.get(name):
+                continue
+            answered, in_flight = self.activity(ep.name, name)
+            seen = live.idle.get(name)
+            if seen is None or in_flight or seen[0] != answered:
+                live.idle[name] = (answered, now)
+            elif now - seen[1] >= self.idle_s:
+                idle.append(name)
+        return idle
+
+    async def _sleep(self, ep: Endpoint, live: Live, variants: list[str]) -> None:
+        """Scale idle serverless variants to zero: out of the routes (which then hold their
+        requests and wake them), drained, stopped. The endpoint stays InService."""
+        fleet = live.fleet
+        assert fleet is not None
+        stopping: list[Instance] = []
+        for name in variants:
+            live.asleep.add(name)
+            live.idle.pop(name, None)
+            stopping += fleet.instances.get(name, [])
+            fleet.instances[name] = []
+            log.info("%s/%s is idle: scaling it to zero", ep.name, name)
+        self.publisher.publish(ep.name, published(fleet))
+        await self._retire(live, stopping)
+        await self._record_counts(ep.name, fleet)
+
+    async def _wake_up(self, endpoint: str, live: Live) -> None:
+        """Start an instance of each variant a request is waiting for; publishing it sends
+        the held requests."""
+        fleet = live.fleet
+        waking, live.waking = live.waking & live.asleep, set()
+        if fleet is None:
+            return
+        for name in waking:
+            started = self.timer()
+            try:
+                await self.fleets.grow(endpoint, fleet, name, 1)
+            except FleetFailed as exc:
+                log.error("could not start %s/%s from zero: %s", endpoint, name, exc)
+                continue
+            live.asleep.discard(name)
+            self.publisher.publish(endpoint, published(fleet))
+            took = (self.timer() - started) * 1e3
+            log.info("%s/%s started from zero in %.0f ms", endpoint, name, took)
+        await self._record_counts(endpoint, fleet)
 
     async def _delete(self, ep: Endpoint, live: Live) -> None:
         self.publisher.withdraw(ep.name)

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from modelhost.controller.autoscaler import (
@@ -42,6 +42,9 @@ from modelhost.state.store import Store
 log = logging.getLogger(__name__)
 
 INSTANCES = "sagemaker:variant:DesiredInstanceCount"
+BACKLOG = "ApproximateBacklogSize"
+# Requests queued or running per asynchronous endpoint (lower-cased name).
+Backlogs = Callable[[], Mapping[str, int]]
 # Samples kept per series: a window of up to this many intervals (bounded memory).
 MAX_SAMPLES = 1000
 
@@ -88,8 +91,12 @@ class Scaler:
         window_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        backlogs: Backlogs | None = None,
     ) -> None:
         self.store = store
+        # Asynchronous endpoints' queued and running requests, by lower-cased endpoint name
+        # (the ApproximateBacklogSize metrics); read in the evaluating thread.
+        self.backlogs = backlogs
         self.scaling = ScalingStore(store)
         self.recorder = recorder
         self.wake = wake
@@ -147,6 +154,7 @@ class Scaler:
         policies: dict[str, list[ScalingPolicy]] = {}
         for p in self.scaling.policies():
             policies.setdefault(_key(p.resource_id, p.dimension), []).append(p)
+        backlog = self._backlogs(policies)
         watched: set[tuple[str, str]] = set()
         for target in self.scaling.targets():
             ep = self.store.endpoint(target.endpoint)
@@ -160,8 +168,15 @@ class Scaler:
             if ep.status is not EndpointStatus.IN_SERVICE or target.dimension != INSTANCES:
                 continue
             mine = policies.get(_key(target.resource_id, target.dimension), [])
-            self._evaluate(target, ep, mine, current.get((ep.name.lower(), target.variant)))
+            rates_now = current.get((ep.name.lower(), target.variant))
+            self._evaluate(target, ep, mine, rates_now, backlog.get(ep.name.lower(), 0))
         return watched
+
+    def _backlogs(self, policies: dict[str, list[ScalingPolicy]]) -> dict[str, int]:
+        wanted = any(p.metric == BACKLOG for group in policies.values() for p in group)
+        if not wanted or self.backlogs is None:
+            return {}
+        return dict(self.backlogs())
 
     def _evaluate(
         self,
@@ -169,6 +184,7 @@ class Scaler:
         ep: Endpoint,
         policies: list[ScalingPolicy],
         rates_now: Rates | None,
+        backlog: int = 0,
     ) -> None:
         variant = ep.variant(target.variant)
         if variant is None:
@@ -176,7 +192,7 @@ class Scaler:
         current = variant.desired_count
         now = self.timer()
         history = self.history.get(target.key, History())
-        inputs = [(_tracking(p), _metric(p, rates_now)) for p in policies]
+        inputs = [(_tracking(p), _metric(p, rates_now, backlog, current)) for p in policies]
         decision = decide_all(inputs, current, Bounds(target.min, target.max), history, now)
         if decision is None or _suspended(target, decision, current):
             return
@@ -228,10 +244,11 @@ class Scaler:
                     (a["AlarmName"] for a in p.alarms if f"-Alarm{side}-" in a["AlarmName"]),
                     f"TargetTracking-{target.resource_id}-Alarm{side}",
                 )
+                unit = "" if p.metric == BACKLOG else " per minute"
                 return (
                     f"monitor alarm {alarm} in state ALARM triggered policy {p.name} "
                     f"({p.metric}{'PerInstance' if p.per_instance else ''} "
-                    f"{metric:.2f} per minute, target {p.target:g})"
+                    f"{metric:.2f}{unit}, target {p.target:g})"
                 )
         return f"scaling policies on {target.resource_id}"
 
@@ -285,9 +302,14 @@ def _tracking(p: ScalingPolicy) -> TargetTracking:
     )
 
 
-def _metric(p: ScalingPolicy, r: Rates | None) -> float | None:
+def _metric(p: ScalingPolicy, r: Rates | None, backlog: int, instances: int) -> float | None:
+    """The policy's metric now: an invocation rate over the window, or the async backlog (a
+    gauge; per instance with at least one instance counted, so that a backlog at zero
+    instances asks for one, as HasBacklogWithoutCapacity does on SageMaker)."""
+    if p.metric == BACKLOG:
+        return backlog / max(1, instances) if p.per_instance else float(backlog)
     if r is None or p.metric != "Invocations":
-        return None  # the backlog metrics arrive with async inference
+        return None
     return r.per_instance if p.per_instance else r.invocations
 
 

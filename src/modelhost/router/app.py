@@ -161,6 +161,9 @@ class RuntimeApp:
         fast = self.fast
         for attempt in range(CONNECT_RETRIES + 1):
             pool = pick_target(variant.targets, self.routes.next_start())
+            if pool is None and attempt == 0 and variant.wakes:
+                variant = await self._woken(name, variant)
+                pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
             head = pool.head(b"POST", INVOCATIONS, headers, len(body))
@@ -177,6 +180,28 @@ class RuntimeApp:
                 raise fast.model_error(name, upstream.status, await error_text(upstream))
             return upstream
         raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+
+    async def _woken(self, name: str, variant: VariantRoute) -> VariantRoute:
+        """``variant`` once it has an instance, for a variant that scaled to zero (the route
+        table holds the request and wakes it), within the invocation timeout."""
+        ready: asyncio.Future[VariantRoute | None] = asyncio.get_running_loop().create_future()
+
+        def resume(route: VariantRoute | None) -> None:
+            if not ready.done():
+                ready.set_result(route)
+
+        if not self.routes.hold(name, variant, resume):
+            return variant
+        try:
+            woken = await asyncio.wait_for(ready, self.timeout)
+        except TimeoutError:
+            self.routes.release(name, variant.name, resume)
+            raise ModelNotReadyException(
+                f"Endpoint {name} did not get an instance ready to serve within {self.timeout:g} s."
+            ) from None
+        if woken is None:
+            raise await asyncio.to_thread(self.fast.missing, name)
+        return woken
 
 
 def _request_headers(

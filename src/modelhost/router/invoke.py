@@ -263,6 +263,8 @@ class InvokePath:
             pool = targets[0]
         else:
             chosen = pick_target(targets, self.routes.next_start())
+            if chosen is None and self.hold(call, variant):
+                return
             if chosen is None:
                 err = ModelNotReadyException(
                     f"Endpoint {call.name} has no instance ready to serve."
@@ -274,6 +276,36 @@ class InvokePath:
         call.variant = variant
         call.sent = perf_counter()
         pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
+
+    def hold(self, call: _Call, variant: VariantRoute) -> bool:
+        """Hold a request for a variant that scaled to zero until an instance is ready (the
+        controller is asked for one), at most the invocation timeout; False: not held."""
+        loop = self._loop or asyncio.get_running_loop()
+        first = not self.routes.waiting.get((call.name.lower(), variant.name))
+        held_at = perf_counter()
+
+        def resume(ready: VariantRoute | None) -> None:
+            timer.cancel()
+            if first and ready is not None:  # the request that woke it: ModelSetupTime
+                self.metrics.record_setup(call.name, ready.name, (perf_counter() - held_at) * 1e6)
+            if ready is None:  # the endpoint is no longer routed (deleted, or failed)
+                self._spawn(self._reply_missing(call.name, call.rid, call.reply))
+            else:
+                self.send(call, ready)
+
+        def expire() -> None:
+            if self.routes.release(call.name, variant.name, resume):
+                err = ModelNotReadyException(
+                    f"Endpoint {call.name} did not get an instance ready to serve within "
+                    f"{self.timeout:g} s."
+                )
+                self._record(call, variant, http_status(err), perf_counter(), False)
+                call.error(err)
+
+        if not self.routes.hold(call.name, variant, resume):
+            return False
+        timer = loop.call_later(self.timeout, expire)
+        return True
 
     def limited(self, call: _Call, variant: VariantRoute) -> bool:
         """A serverless variant's limits (off the path of other variants): the payload size,

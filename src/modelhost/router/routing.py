@@ -11,11 +11,11 @@ import asyncio
 import bisect
 import itertools
 import logging
-from collections.abc import Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from modelhost.publish import PublishedInstance, PublishedVariant
+from modelhost.publish import PublishedInstance, PublishedVariant, Waker
 from modelhost.router.forwarder import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class Target(Protocol):
 
 
 T = TypeVar("T", bound=Target)
+# A request held for a variant at zero instances: called once, with the variant's route when
+# it has instances again, or None when the endpoint stopped being routed.
+Resume = Callable[["VariantRoute | None"], None]
 
 
 @dataclass(slots=True)
@@ -50,6 +53,8 @@ class VariantRoute:
     # in flight at once (MaxConcurrency) and the payload size. 0: none.
     max_concurrency: int = 0
     max_payload: int = 0
+    # Scales to zero: with no targets, requests wait for an instance (RouteTable.hold).
+    wakes: bool = False
     # The response header that names the variant, ready to write (the hot path's bytes).
     header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -79,8 +84,8 @@ class EndpointRoute:
 
     def pick_variant(self, u: float) -> VariantRoute | None:
         """Traffic splits in proportion to weight; ``u`` is uniform in [0, 1)."""
-        if not self._cumulative or self._cumulative[-1] <= 0.0:
-            return next((v for v in self.variants if v.targets), None)
+        if not self._cumulative or self._cumulative[-1] <= 0.0:  # none has an instance
+            return next((v for v in self.variants if v.targets or v.wakes), None)
         i = bisect.bisect_right(self._cumulative, u * self._cumulative[-1])
         return self.variants[min(i, len(self.variants) - 1)]
 
@@ -123,6 +128,12 @@ class RouteTable:
         # Asynchronous inference endpoints (lower-cased names): InvokeEndpoint refuses them,
         # so their paths are never cached in ``by_path`` (asyncinf/worker.py keeps this).
         self.async_only: frozenset[str] = frozenset()
+        # Requests held for variants that scaled to zero, by (endpoint lower-cased, variant),
+        # and who is asked to wake such a variant (the controller; None: nobody).
+        self.waiting: dict[tuple[str, str], list[Resume]] = {}
+        self.waker: Waker | None = None
+        # Told each serverless variant's memory size as it is published (the metering).
+        self.meter: Callable[[str, str, int], None] | None = None
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -136,6 +147,41 @@ class RouteTable:
 
     def next_start(self) -> int:
         return next(self._counter)
+
+    def hold(self, endpoint: str, variant: VariantRoute, resume: Resume) -> bool:
+        """Hold a request for ``variant``, which has no instance now, until it has one: ask
+        the controller for it. False: the variant does not scale to zero (nobody will come),
+        or it holds MaxConcurrency requests already."""
+        if not variant.wakes or self.waker is None:
+            return False
+        key = (endpoint.lower(), variant.name)
+        held = self.waiting.setdefault(key, [])
+        if variant.max_concurrency and len(held) >= variant.max_concurrency:
+            return False
+        held.append(resume)
+        if len(held) == 1:
+            self.waker(endpoint, variant.name)
+        return True
+
+    def release(self, endpoint: str, variant: str, resume: Resume) -> bool:
+        """Stop holding ``resume`` (its caller gave up); False when it was not held."""
+        held = self.waiting.get((endpoint.lower(), variant), [])
+        if resume not in held:
+            return False
+        held.remove(resume)
+        return True
+
+    def _resume(self, endpoint: str, route: EndpointRoute | None) -> None:
+        """Send the requests held for ``endpoint``'s variants that have instances now (all of
+        them, with None, when it is no longer routed)."""
+        lower = endpoint.lower()
+        for key in [k for k in self.waiting if k[0] == lower]:
+            variant = None if route is None else route.variant(key[1])
+            if variant is not None and not variant.targets:
+                continue
+            loop = asyncio.get_running_loop()
+            for resume in self.waiting.pop(key):
+                loop.call_soon(resume, variant)
 
     def mark_async(self, endpoints: Collection[str]) -> None:
         """The asynchronous inference endpoints are now ``endpoints``."""
@@ -154,17 +200,26 @@ class RouteTable:
                 [self._pool(i) for i in v.instances],
                 v.max_concurrency,
                 SERVERLESS_MAX_PAYLOAD if v.max_concurrency else 0,
+                v.wakes,
             )
             for v in variants
         ]
-        self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        route = self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        if self.meter is not None:
+            for v in variants:
+                if v.memory_mb:
+                    self.meter(endpoint, v.name, v.memory_mb)
         self.by_path.clear()
         self._retire_unrouted()
+        if self.waiting:
+            self._resume(endpoint, route)
 
     def withdraw(self, endpoint: str) -> None:
         self._routes.pop(endpoint.lower(), None)
         self.by_path.clear()
         self._retire_unrouted()
+        if self.waiting:
+            self._resume(endpoint, None)
 
     def lost(self, instance_id: str) -> None:
         self._unroute({instance_id})

@@ -241,8 +241,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["serve"], help="serve the model in the model dir")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        choices=["serve", "zygote"],
+        help="serve the model in the model dir; or (zygote) fork servers on request",
+    )
+    parser.add_argument("--fd", type=int, help="zygote: the control socket's descriptor")
+    args = parser.parse_args(argv)
+    if args.command == "zygote":
+        from modelhost.runtime import zygote
+
+        return zygote.main(args.fd)
     return serve(os.environ)
 
 

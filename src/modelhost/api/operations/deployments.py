@@ -76,6 +76,9 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
         initial_weight=float(pv.get("InitialVariantWeight", 1.0)),
         startup_timeout_s=None if timeout is None else float(timeout),
         max_concurrency=None if serverless is None else serverless.get("MaxConcurrency"),
+        provisioned_concurrency=(
+            None if serverless is None else serverless.get("ProvisionedConcurrency")
+        ),
     )
 
 
