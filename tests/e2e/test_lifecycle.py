@@ -20,7 +20,7 @@ import pytest
 from modelhost.backends.exits import watch_exit
 from modelhost.backends.local import InstanceSpec, LocalBackend
 from modelhost.instance_types import Profile
-from tests.e2e.procs import instance_pids
+from tests.e2e.procs import instance_env, instance_pids, wait_zygote
 from tests.fixtures.server import (
     FIXTURE_MODELS,
     LiveServer,
@@ -269,19 +269,16 @@ def test_failed_update_rolls_back_and_keeps_serving(server: LiveServer) -> None:
 
 def test_instance_type_sets_threads_and_memory_limit(own_server: LiveServer) -> None:
     own_server.start()
+    wait_zygote(own_server.log_path)  # a forked instance gets its limits too
     sm = own_server.client("sagemaker")
     name = unique("limits")
-    desc = deploy(sm, name, str(FIXTURE_MODELS / "echo"), instance_type="ml.t2.medium")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "environ"), instance_type="ml.t2.medium")
     assert desc["EndpointStatus"] == "InService"
     [pid] = instance_pids(own_server.data_dir)
-    environ = dict(
-        item.split("=", 1)
-        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
-        if "=" in item
-    )
+    rt = own_server.client("sagemaker-runtime")
+    seen = instance_env(rt, name, ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"])
     threads = str(min(2, len(os.sched_getaffinity(0))))
-    assert environ["OMP_NUM_THREADS"] == threads
-    assert environ["OPENBLAS_NUM_THREADS"] == threads
+    assert seen[pid] == {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
     limits = Path(f"/proc/{pid}/limits").read_text()
     line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
     assert line.split()[3] == str(4 * 2**30)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from modelhost.backends.exits import Cancel, Process, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
-from modelhost.backends.zygote import Zygote
+from modelhost.backends.zygote import Zygote, ZygoteChild
 from modelhost.children import die_with_parent
 from modelhost.instance_types import Profile
 from modelhost.ports import free_port
@@ -148,8 +148,14 @@ class LocalBackend:
         if (path := env.get("MODELHOST_UNIX_SOCKET")) is not None:
             inst.ready_address = Address(self.host, port, path, pipelined=not _batching(env))
         self.watch(inst)
+        how = "forked from the zygote" if isinstance(proc, ZygoteChild) else "a new process"
         log.info(
-            "started %s for %s/%s on port %d", spec.instance_id, spec.endpoint, spec.variant, port
+            "started %s for %s/%s on port %d (%s)",
+            spec.instance_id,
+            spec.endpoint,
+            spec.variant,
+            port,
+            how,
         )
         return inst
 
