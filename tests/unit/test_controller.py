@@ -362,6 +362,26 @@ def test_an_idle_serverless_variant_sleeps_then_wakes_on_request(tmp_path: Path)
         await h.converge("sl")
         assert h.running() == [second]  # a pass neither stops nor adds one
 
+        # Woken while a step still runs (the end of going to sleep, say): at its end.
+        h.now += 61.0
+        await h.converge("sl")
+        assert h.running() == []
+        step_done = asyncio.Event()
+
+        async def step() -> None:
+            await step_done.wait()
+
+        live.task = asyncio.create_task(step())
+        h.controller.wake_variant("sl", "AllTraffic")
+        assert h.running() == []
+        busy = live.task
+        step_done.set()
+        await busy
+        await asyncio.sleep(0)  # the done callback starts the wake-up
+        assert live.task is not busy and live.task is not None
+        await live.task
+        assert len(h.running()) == 1
+
     asyncio.run(run())
 
 

@@ -117,9 +117,15 @@ class Controller:
         if live is None or variant not in live.asleep:
             return
         live.waking.add(variant)
-        if live.busy():  # going to sleep, say: the pass after it wakes the variant
-            self._wake.set()
-        else:  # now, without waiting for a pass to read the store
+        if live.busy():  # still going to sleep, say: wake it the moment that step ends
+            assert live.task is not None
+            live.task.add_done_callback(lambda _: self._wake_now(endpoint, live))
+        else:
+            self._wake_now(endpoint, live)
+
+    def _wake_now(self, endpoint: str, live: Live) -> None:
+        """Start the wake-up step at once, without waiting for a pass to read the store."""
+        if live.waking and not live.busy() and self.live.get(endpoint.lower()) is live:
             live.task = asyncio.create_task(self._guard(endpoint, self._wake_up(endpoint, live)))
 
     def instance_exited(self, inst: Instance) -> None:
