@@ -18,7 +18,8 @@ from modelhost.cluster.leader import Step, decide
 from modelhost.cluster.routes import RouteFollower, SharedRoutes
 from modelhost.publish import Address, PublishedInstance, PublishedVariant
 from modelhost.router.routing import RouteTable
-from modelhost.state import async_queue, migrate, store as store_module
+from modelhost.state import async_queue, migrate
+from modelhost.state import store as store_module
 from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.leases import Lease
 from modelhost.state.routes import RouteStore
