@@ -24,7 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from modelhost.api.async_invocations import AsyncInvocations, async_endpoint_configs
+from modelhost.api.async_invocations import (
+    AsyncInvocations,
+    async_config,
+    async_endpoint_configs,
+)
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
 from modelhost.api.operations.autoscaling import HANDLERS as AUTOSCALING_OPERATIONS
@@ -197,7 +201,20 @@ def shared_state(settings: Settings, store: Store, routes: RouteTable) -> Cluste
     if not store.shared:
         return None
     owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    return Cluster(store, routes, owner, settings.leader_lease_s, settings.route_poll_interval_s)
+
+    def is_async(name: str) -> bool:
+        ep = store.endpoint(name)
+        return ep is not None and async_config(ep) is not None
+
+    return Cluster(
+        store,
+        routes,
+        owner,
+        settings.leader_lease_s,
+        settings.route_poll_interval_s,
+        is_async=is_async,
+        marks=routes,
+    )
 
 
 def async_inference(

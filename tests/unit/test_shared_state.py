@@ -245,13 +245,20 @@ def test_a_follower_learns_what_the_leader_publishes(store: Store) -> None:
     async def scenario() -> None:
         leader_table, follower_table = RouteTable(), RouteTable()
         shared = SharedRoutes(leader_table, RouteStore(store, "controller", "a"))
-        follower = RouteFollower(follower_table, RouteStore(store, "controller", "b"), 0.05)
+        follower = RouteFollower(
+            follower_table,
+            RouteStore(store, "controller", "b"),
+            0.05,
+            is_async=lambda name: name == "myep",
+            marks=follower_table,
+        )
         shared.publish("MyEp", VARIANTS)
         await shared.flush()
         await follower.poll_once()
         route = follower_table.get("myep")
         assert route is not None and route.name == "MyEp"
         assert [t.instance_id for t in route.variants[0].targets] == ["i-1", "i-2"]
+        assert follower_table.async_only == {"myep"}  # InvokeEndpoint refuses it here too
 
         shared.lost("i-1")
         await shared.flush()
@@ -264,6 +271,7 @@ def test_a_follower_learns_what_the_leader_publishes(store: Store) -> None:
         await shared.flush()
         await follower.poll_once()
         assert follower_table.get("myep") is None
+        assert follower_table.async_only == frozenset()
         await leader_table.close()
         await follower_table.close()
 

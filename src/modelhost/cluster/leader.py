@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
-from modelhost.cluster.routes import RouteFollower, SharedRoutes
+from modelhost.cluster.routes import AsyncMarks, RouteFollower, SharedRoutes
 from modelhost.publish import Publisher
 from modelhost.state.leases import Lease
 from modelhost.state.routes import RouteStore
@@ -67,13 +67,15 @@ class Cluster:
         lease_s: float,
         poll_s: float,
         *,
+        is_async: Callable[[str], bool] | None = None,
+        marks: AsyncMarks | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.owner = owner
         self.lease = Lease(store, CONTROLLER_LEASE, owner, lease_s)
         routes = RouteStore(store, CONTROLLER_LEASE, owner)
         self.publisher = SharedRoutes(table, routes)  # the controller's Publisher
-        self.follower = RouteFollower(table, routes, poll_s)
+        self.follower = RouteFollower(table, routes, poll_s, is_async, marks)
         self.leading = False
         self.valid_until = 0.0
         self.timer = timer

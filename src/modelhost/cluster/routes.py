@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
 
 from modelhost.publish import PublishedVariant, Publisher
 from modelhost.state.routes import RouteStore, from_doc
@@ -104,15 +104,34 @@ class SharedRoutes:
                 await asyncio.sleep(0.5)
 
 
+class AsyncMarks(Protocol):
+    """Where a follower records which endpoints are asynchronous (InvokeEndpoint refuses
+    them): the route table's ``mark_async``, which the controller's server has its async
+    workers keep."""
+
+    def mark_async(self, endpoints: Collection[str]) -> None: ...
+
+
 class RouteFollower:
     """Keeps a route table in step with the routes in the store (on a server that does not
-    run the controller)."""
+    run the controller). ``is_async`` (called off the loop, for each endpoint whose routes
+    changed) says whether it is an asynchronous inference endpoint."""
 
-    def __init__(self, table: Publisher, store: RouteStore, interval: float) -> None:
+    def __init__(
+        self,
+        table: Publisher,
+        store: RouteStore,
+        interval: float,
+        is_async: Callable[[str], bool] | None = None,
+        marks: AsyncMarks | None = None,
+    ) -> None:
         self.table = table
         self.store = store
         self.interval = interval
         self.seen: dict[str, dict[str, Any]] = {}
+        self.is_async = is_async
+        self.marks = marks
+        self.async_only: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -131,13 +150,27 @@ class RouteFollower:
 
     async def poll_once(self) -> None:
         stored = await asyncio.to_thread(self.store.read)
-        for name in [n for n in self.seen if n not in stored]:
+        gone = [n for n in self.seen if n not in stored]
+        for name in gone:
             self.table.withdraw(name)
             del self.seen[name]
-        for name, doc in stored.items():
-            if self.seen.get(name) != doc:
-                self.table.publish(doc["endpoint"], from_doc(doc["variants"]))
-                self.seen[name] = doc
+        changed = [name for name, doc in stored.items() if self.seen.get(name) != doc]
+        for name in changed:
+            doc = stored[name]
+            self.table.publish(doc["endpoint"], from_doc(doc["variants"]))
+            self.seen[name] = doc
+        if (gone or changed) and self.is_async is not None and self.marks is not None:
+            await asyncio.to_thread(self._recheck_async, gone, changed)
+            self.marks.mark_async(self.async_only)
+
+    def _recheck_async(self, gone: list[str], changed: list[str]) -> None:
+        assert self.is_async is not None
+        self.async_only.difference_update(gone)
+        for name in changed:
+            if self.is_async(name):
+                self.async_only.add(name)
+            else:
+                self.async_only.discard(name)
 
     async def _run(self) -> None:
         while True:
