@@ -234,7 +234,11 @@ def test_only_the_lease_holder_writes_routes(store: Store) -> None:
     assert mine.write({"MyEp": VARIANTS})
     assert not other.write({"MyEp": ()})
     assert other.clear_others() == 0
-    assert mine.read()["myep"]["endpoint"] == "MyEp"
+    assert mine.read()["myep"][1]["endpoint"] == "MyEp"
+    stamp = mine.stamps()["myep"]
+    assert mine.write({"MyEp": VARIANTS})
+    assert mine.stamps()["myep"] != stamp  # every write: a new stamp
+    assert set(mine.read(["myep", "other"])) == {"myep"}
     assert mine.write({"MyEp": None})
     assert mine.read() == {}
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from modelhost.publish import PublishedVariant, Publisher
 from modelhost.state.routes import RouteStore, from_doc
@@ -128,7 +128,7 @@ class RouteFollower:
         self.table = table
         self.store = store
         self.interval = interval
-        self.seen: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, str] = {}  # lower-cased endpoint -> the stamp of its routes
         self.is_async = is_async
         self.marks = marks
         self.async_only: set[str] = set()
@@ -149,16 +149,19 @@ class RouteFollower:
         self.seen = {}
 
     async def poll_once(self) -> None:
-        stored = await asyncio.to_thread(self.store.read)
-        gone = [n for n in self.seen if n not in stored]
+        """Read the stamps; read and publish the routes whose stamp changed, withdraw those
+        gone (one short query when nothing changed)."""
+        stamps = await asyncio.to_thread(self.store.stamps)
+        gone = [n for n in self.seen if n not in stamps]
         for name in gone:
             self.table.withdraw(name)
             del self.seen[name]
-        changed = [name for name, doc in stored.items() if self.seen.get(name) != doc]
-        for name in changed:
-            doc = stored[name]
+        changed = [name for name, stamp in stamps.items() if self.seen.get(name) != stamp]
+        stored = await asyncio.to_thread(self.store.read, changed) if changed else {}
+        for name, (stamp, doc) in stored.items():  # one deleted meanwhile: next poll
             self.table.publish(doc["endpoint"], from_doc(doc["variants"]))
-            self.seen[name] = doc
+            self.seen[name] = stamp
+        changed = list(stored)
         if (gone or changed) and self.is_async is not None and self.marks is not None:
             await asyncio.to_thread(self._recheck_async, gone, changed)
             self.marks.mark_async(self.async_only)

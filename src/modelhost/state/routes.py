@@ -8,7 +8,8 @@ controller lease, so a deposed runner cannot overwrite its successor's routes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, MetaData, String, Table, delete, insert, select
@@ -25,7 +26,10 @@ routes = Table(
     Column("endpoint", String(64), primary_key=True),  # lower-cased
     Column("owner", String(64), nullable=False),
     Column("variants", JSON, nullable=False),  # {"endpoint": name, "variants": [...]}
+    # New on every write: a reader compares stamps and reads only the routes that changed.
+    Column("stamp", String(32), nullable=False),
 )
+READ_CHUNK = 500  # endpoints per IN (...) list
 
 
 class RouteStore:
@@ -47,6 +51,7 @@ class RouteStore:
                     "endpoint": name.lower(),
                     "owner": self.owner,
                     "variants": {"endpoint": name, "variants": to_doc(variants)},
+                    "stamp": uuid.uuid4().hex,
                 }
                 for name, variants in changes.items()
                 if variants is not None
@@ -63,12 +68,30 @@ class RouteStore:
             result = conn.execute(delete(routes).where(routes.c.owner != self.owner))
         return int(result.rowcount)
 
-    def read(self) -> dict[str, dict[str, Any]]:
-        """Every endpoint's routes as stored: lower-cased name -> ``{"endpoint": name as
-        published, "variants": [...]}`` (``from_doc`` makes them ``PublishedVariant``s)."""
+    def stamps(self) -> dict[str, str]:
+        """Every endpoint's (lower-cased) current stamp: what changed since the last look."""
         with self.store.transaction() as conn:
-            rows = conn.execute(select(routes.c.endpoint, routes.c.variants)).all()
-        return {r[0]: dict(r[1]) for r in rows}
+            rows = conn.execute(select(routes.c.endpoint, routes.c.stamp)).all()
+        return {r[0]: r[1] for r in rows}
+
+    def read(self, names: Collection[str] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+        """These endpoints' (every one's, for None) routes as stored: lower-cased name ->
+        (stamp, ``{"endpoint": name as published, "variants": [...]}``; ``from_doc`` makes
+        the variants ``PublishedVariant``s)."""
+        query = select(routes.c.endpoint, routes.c.stamp, routes.c.variants)
+        if names is None:
+            chunks = [query]
+        else:
+            wanted = sorted(names)
+            chunks = [
+                query.where(routes.c.endpoint.in_(wanted[i : i + READ_CHUNK]))
+                for i in range(0, len(wanted), READ_CHUNK)
+            ]
+        out = {}
+        with self.store.transaction() as conn:
+            for chunk in chunks:
+                out.update({r[0]: (r[1], dict(r[2])) for r in conn.execute(chunk)})
+        return out
 
     def _holds(self, conn: Connection) -> bool:
         owner = conn.execute(

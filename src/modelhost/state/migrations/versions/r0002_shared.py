@@ -26,4 +26,5 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.String(64), primary_key=True),  # lower-cased
         sa.Column("owner", sa.String(64), nullable=False),  # the lease holder that wrote it
         sa.Column("variants", sa.JSON, nullable=False),
+        sa.Column("stamp", sa.String(32), nullable=False),  # new on every write
     )
