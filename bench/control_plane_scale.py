@@ -117,12 +117,17 @@ async def steady(controller: Controller, seconds: float) -> dict[str, float]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(seconds)
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    passes = []
+    passes, pass_cpu = [], []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await controller.reconcile_once()
         passes.append(time.perf_counter() - t0)
-    return {"cpu_per_s": round(cpu, 3), "pass_ms": round(statistics.median(passes) * 1e3, 1)}
+        pass_cpu.append(time.process_time() - c0)
+    return {
+        "cpu_per_s": round(cpu, 3),
+        "pass_ms": round(statistics.median(passes) * 1e3, 1),
+        "pass_cpu_ms": round(statistics.median(pass_cpu) * 1e3, 1),
+    }
 
 
 def latency(fn: Any, repeat: int) -> dict[str, float]:
@@ -177,9 +182,12 @@ async def run(url: str, n: int, per: int, data: Path) -> dict[str, Any]:
     t1 = time.perf_counter()
     await follower.poll_once()  # first read: every route published into its table
     out["follower_first_read_s"] = round(time.perf_counter() - t1, 3)
-    t1 = time.perf_counter()
-    await follower.poll_once()  # nothing changed: the read and compare only
+    t1, c1 = time.perf_counter(), time.process_time()
+    await follower.poll_once()  # nothing changed: the stamps' read and compare only
     out["follower_poll_ms"] = round((time.perf_counter() - t1) * 1e3, 1)
+    out["follower_poll_cpu_ms"] = round((time.process_time() - c1) * 1e3, 1)
+    doc = await asyncio.to_thread(store.get, "endpoint", describe["EndpointName"])
+    out["endpoint_doc_bytes"] = len(json.dumps(doc))
 
     # A restart: a new controller (its instances gone with the old one) on the same state.
     first.fleets.backend.kill_all()

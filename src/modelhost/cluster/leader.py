@@ -117,7 +117,14 @@ class Cluster:
                 self.valid_until = started + self.lease.length_s
             step = decide(self.leading, held, self.timer(), self.valid_until)
             if step is Step.TAKE:
-                await self._take()
+                try:
+                    await self._take()
+                except Exception:  # half started: nothing is left running, the server ends
+                    log.exception("could not start the controller after taking the lease")
+                    with contextlib.suppress(Exception):
+                        await self._stand_down()
+                    self._on_lost()
+                    return
             elif step is Step.STEP_DOWN:
                 log.error("lost the controller lease; stopping this server's instances")
                 await self._stand_down()

@@ -88,6 +88,7 @@ class SharedRoutes:
                 log.warning("not writing routes: this server no longer holds the controller")
         except Exception:
             self._dirty |= names  # written on the next pass
+            self._changed.set()
             raise
 
     def _mark(self, endpoint: str) -> None:
