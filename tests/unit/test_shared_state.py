@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, insert
 
 from modelhost.asyncinf.records import AsyncRequest
-from modelhost.cluster.leader import Step, decide
+from modelhost.cluster.leader import Cluster, Step, decide
 from modelhost.cluster.routes import RouteFollower, SharedRoutes
 from modelhost.publish import Address, PublishedInstance, PublishedVariant
 from modelhost.router.routing import RouteTable
@@ -280,3 +282,62 @@ def test_a_follower_learns_what_the_leader_publishes(store: Store) -> None:
         await follower_table.close()
 
     asyncio.run(scenario())
+
+
+# --- two servers' clusters on one store --------------------------------------------------------
+
+
+def test_the_lease_passes_on_a_clean_stop_and_after_a_crash(postgres_url: str) -> None:
+    """Three servers' ``Cluster``s: one leads; it stops cleanly and another leads at once;
+    that one 'crashes' (stops renewing, keeps the lease) and the third leads once it runs
+    out. Never two at a time."""
+    stores = [Store(postgres_url) for _ in range(3)]
+    leading: list[str] = []
+    log: list[str] = []
+
+    def actions(name: str) -> tuple[Any, Any]:
+        async def lead() -> None:
+            assert not leading, f"{name} leads beside {leading}"
+            leading.append(name)
+            log.append(name)
+
+        async def unlead() -> None:
+            leading.remove(name)
+
+        return lead, unlead
+
+    async def until(cond: Any, timeout: float) -> float:
+        t0 = time.monotonic()
+        while not cond():
+            assert time.monotonic() - t0 < timeout, (leading, log)
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    async def scenario() -> None:
+        clusters = [
+            Cluster(s, RouteTable(), f"s{k}", lease_s=1.0, poll_s=0.05)
+            for k, s in enumerate(stores)
+        ]
+        for k, c in enumerate(clusters):
+            await c.start(*actions(f"s{k}"), on_lost=lambda: None)
+        await until(lambda: len(leading) == 1, 5.0)
+        first = clusters[int(leading[0][1])]
+        await first.stop()  # releases the lease
+        assert await until(lambda: len(leading) == 1, 5.0) < 0.9  # before it could run out
+        second = clusters[int(leading[0][1])]
+        assert second is not first
+        assert second._task is not None
+        second._task.cancel()  # a crash: no renewal, no release
+        leading.clear()
+        waited = await until(lambda: len(leading) == 1, 5.0)
+        assert 0.5 < waited < 2.0, waited  # the lease (1 s) ran out, then one try (0.2 s)
+        assert len(set(log)) == 3
+        third = clusters[int(leading[0][1])]
+        await third.stop()
+        await second.follower.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for s in stores:
+            s.close()
