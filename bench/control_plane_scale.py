@@ -1,7 +1,7 @@
 """Control-plane scale by simulation: the real controller, API operations and state store, a
 fake backend that starts no processes (an instance is ready as soon as it is asked for).
 
-    PYTHONPATH=src:. python bench/control_plane_scale.py [--endpoints 1000] [--per 10]
+    PYTHONPATH=$PWD/src:$PWD python bench/control_plane_scale.py [--endpoints 1000] [--per 10]
         [--url postgresql://...]      # default: a throwaway PostgreSQL (tests/fixtures)
         [--sqlite]                    # the default store instead
 

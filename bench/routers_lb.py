@@ -1,6 +1,6 @@
 """Two routers behind HAProxy vs one, on one PostgreSQL state store, at c=64.
 
-    PYTHONPATH=src:. python bench/routers_lb.py [--duration 10] [--runs 3]
+    PYTHONPATH=$PWD/src:$PWD python bench/routers_lb.py [--duration 10] [--runs 3]
 
 One endpoint (the echo fixture model, 2 instances) served by router A (it holds the controller
 lease, so its instances are A's children); router B follows A's routes. wrk (keep-alive,

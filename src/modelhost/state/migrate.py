@@ -6,6 +6,7 @@ transaction first takes an advisory lock, so servers starting together migrate o
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -31,15 +32,21 @@ def head() -> str:
     return found
 
 
+log = logging.getLogger(__name__)
+
+
 def upgrade(engine: Engine) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin list at every start
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         if current(conn) == head():
             return
+        was = current(conn)
         cfg = config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+        log.info("state store schema: revision %s -> %s", was, head())
 
 
 def current(conn: Connection) -> str | None:
