@@ -11,12 +11,14 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, free_port, unique
 
 pytestmark = pytest.mark.e2e
@@ -25,15 +27,15 @@ LEASE_S = 2.0
 HAPROXY_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "examples" / "haproxy.cfg"
 
 
-@pytest.fixture
-def routers(postgres_url: str, tmp_path: Path) -> Iterator[list[LiveServer]]:
-    """Two servers, each with its own data directory, on one fresh database."""
+@contextmanager
+def two_routers(url: str, data: Path) -> Iterator[list[LiveServer]]:
+    """Two servers, each with its own data directory, on one database."""
     env = {
-        "MODELHOST_STATE_URL": postgres_url,
+        "MODELHOST_STATE_URL": url,
         "MODELHOST_LEADER_LEASE_S": str(LEASE_S),
         "MODELHOST_ROUTE_POLL_INTERVAL_S": "0.2",
     }
-    servers = [LiveServer(tmp_path / name, env=env) for name in ("a", "b")]
+    servers = [LiveServer(data / name, env=env) for name in ("a", "b")]
     try:
         for s in servers:
             s.start()
@@ -42,6 +44,22 @@ def routers(postgres_url: str, tmp_path: Path) -> Iterator[list[LiveServer]]:
         for s in servers:
             if s.process is not None:
                 s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_db(postgres_server: PostgresServer) -> Iterator[str]:
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def routers(shared_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LiveServer]]:
+    """Two routers for the tests that leave both running (unique endpoint names)."""
+    with two_routers(shared_db, tmp_path_factory.mktemp("routers")) as servers:
+        yield servers
 
 
 def leader(servers: list[LiveServer], url: str, timeout: float = 30.0) -> LiveServer:
@@ -86,9 +104,9 @@ def invocations(server: LiveServer, endpoint: str) -> float:
 
 
 def test_create_on_one_router_invoke_through_the_other(
-    routers: list[LiveServer], postgres_url: str
+    routers: list[LiveServer], shared_db: str
 ) -> None:
-    runner = leader(routers, postgres_url)
+    runner = leader(routers, shared_db)
     other = next(s for s in routers if s is not runner)
     name = unique("pg-echo")
     desc = deploy(other.client("sagemaker"), name, str(FIXTURE_MODELS / "echo"))
@@ -100,8 +118,13 @@ def test_create_on_one_router_invoke_through_the_other(
 
 
 def test_another_router_takes_over_when_the_controller_dies(
-    routers: list[LiveServer], postgres_url: str
+    postgres_url: str, tmp_path: Path
 ) -> None:
+    with two_routers(postgres_url, tmp_path) as routers:
+        kill_the_controller(routers, postgres_url)
+
+
+def kill_the_controller(routers: list[LiveServer], postgres_url: str) -> None:
     runner = leader(routers, postgres_url)
     other = next(s for s in routers if s is not runner)
     sm, rt = other.client("sagemaker"), other.client("sagemaker-runtime")
