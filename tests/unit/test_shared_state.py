@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, insert, inspect
 
 from modelhost.asyncinf.records import AsyncRequest
 from modelhost.cluster.leader import Cluster, Step, decide
@@ -84,6 +84,8 @@ def test_a_data_directory_made_before_migrations_opens_with_its_data(tmp_path: P
 def test_a_new_database_gets_every_revision_and_reopens(store: Store, state_url: str) -> None:
     with store.engine.connect() as conn:
         assert migrate.current(conn) == migrate.head()
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
+    assert "ix_async_requests_endpoint_status_seq" in indexes  # revision 0003
     Store(state_url).close()  # at head already: opening again changes nothing
 
 
