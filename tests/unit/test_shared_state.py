@@ -24,7 +24,7 @@ from modelhost.state import async_queue, migrate
 from modelhost.state import store as store_module
 from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.leases import Lease
-from modelhost.state.routes import RouteStore
+from modelhost.state.routes import RouteStore, from_doc
 from modelhost.state.store import Store
 
 
@@ -228,6 +228,9 @@ VARIANTS = (
             PublishedInstance("i-1", Address("127.0.0.1", 9001, "/tmp/i-1.sock", True)),
             PublishedInstance("i-2", Address("127.0.0.1", 9002)),
         ),
+        max_concurrency=5,
+        wakes=True,
+        memory_mb=2048,
     ),
 )
 
@@ -239,6 +242,7 @@ def test_only_the_lease_holder_writes_routes(store: Store) -> None:
     assert not other.write({"MyEp": ()})
     assert other.clear_others() == 0
     assert mine.read()["myep"][1]["endpoint"] == "MyEp"
+    assert from_doc(mine.read()["myep"][1]["variants"]) == list(VARIANTS)  # every field
     stamp = mine.stamps()["myep"]
     assert mine.write({"MyEp": VARIANTS})
     assert mine.stamps()["myep"] != stamp  # every write: a new stamp

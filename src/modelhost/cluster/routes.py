@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
@@ -189,4 +190,4 @@ def _without(variant: PublishedVariant, instance_id: str) -> PublishedVariant:
     kept = tuple(i for i in variant.instances if i.instance_id != instance_id)
     if len(kept) == len(variant.instances):
         return variant
-    return PublishedVariant(variant.name, variant.weight, kept, variant.max_concurrency)
+    return dataclasses.replace(variant, instances=kept)

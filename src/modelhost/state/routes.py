@@ -106,6 +106,8 @@ def to_doc(variants: Sequence[PublishedVariant]) -> list[dict[str, Any]]:
             "name": v.name,
             "weight": v.weight,
             "max_concurrency": v.max_concurrency,
+            "wakes": v.wakes,
+            "memory_mb": v.memory_mb,
             "instances": [
                 {
                     "id": i.instance_id,
@@ -133,6 +135,8 @@ def from_doc(doc: Sequence[Mapping[str, Any]]) -> list[PublishedVariant]:
                 for i in v["instances"]
             ),
             v["max_concurrency"],
+            v.get("wakes", False),
+            v.get("memory_mb", 0),
         )
         for v in doc
     ]
