@@ -31,6 +31,7 @@ run: $(RUN_STAMP)
 
 test: $(STAMP)
 	@sh scripts/ensure-podman.sh
+	@sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
 
 check: $(STAMP)

@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.seaweed",
     "tests.fixtures.server",
+    "tests.fixtures.postgres",
     "tests.fixtures.containers",
     "tests.fixtures.sagemaker_sdk",
     # The plugin the package ships (modelhost_server); its pytest11 entry point has this same

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import signal
+import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from modelhost.api.async_invocations import AsyncInvocations, async_endpoint_configs
+from modelhost.api.async_invocations import (
+    AsyncInvocations,
+    async_config,
+    async_endpoint_configs,
+)
 from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations import OPERATIONS, Context
 from modelhost.api.operations.autoscaling import HANDLERS as AUTOSCALING_OPERATIONS
@@ -33,6 +41,7 @@ from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
+from modelhost.cluster.leader import Cluster
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.loop import Activity, Controller
 from modelhost.controller.scaling_loop import Scaler
@@ -67,6 +76,9 @@ class Services:
     scaler: Scaler | None = None
     # CloudWatch Logs and metrics (their history samples the Recorder in the background)
     cloudwatch: CloudWatch | None = None
+    # Several servers on one PostgreSQL state store: the singletons run on the holder of the
+    # controller lease only (cluster/leader.py); None: this server runs them (SQLite).
+    cluster: Cluster | None = None
 
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
@@ -75,23 +87,42 @@ class Services:
         return [part for part in loops if part is not None]
 
     async def start(self) -> None:
+        if self.cloudwatch is not None:
+            self.cloudwatch.start()
+        if self.cluster is None:
+            await self.start_singletons()
+        else:
+            await self.cluster.start(self.start_singletons, self.stop_singletons, _exit)
+
+    async def start_singletons(self) -> None:
+        """What must run on one server only: it owns the instances, or acts on the whole
+        state (jobs, the async queue's workers, scaling)."""
         if self.settings.zygote:  # first: its imports overlap the controller's start
             self.controller.fleets.backend.start_zygote(self.settings.data_dir / "zygote.log")
         await self.controller.start()
-        if self.cloudwatch is not None:
-            self.cloudwatch.start()
         for part in self.loops():
             await part.start()
 
-    async def stop(self) -> None:
+    async def stop_singletons(self) -> None:
         for part in reversed(self.loops()):
             await part.stop()
         log.info("stopping every instance")
         await self.controller.stop()
+
+    async def stop(self) -> None:
+        if self.cluster is None:
+            await self.stop_singletons()
+        else:
+            await self.cluster.stop()
         if self.cloudwatch is not None:
             await self.cloudwatch.stop()  # after the instances: their last requests are counted
         await self.runtime.routes.close()
         self.store.close()
+
+
+def _exit() -> None:
+    """This server lost the controller lease: stop it (a supervisor restarts it)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Background(Protocol):
@@ -112,6 +143,7 @@ def build_services(settings: Settings) -> Services:
     objects = platform_store(settings)
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
+    cluster = shared_state(settings, store, routes)
     backend = Backends(
         host="127.0.0.1",
         container_engine=settings.container_engine,
@@ -122,7 +154,7 @@ def build_services(settings: Settings) -> Services:
     runtime = RuntimeApp(routes, store, settings)
     controller = Controller(
         fleets,
-        routes,
+        routes if cluster is None else cluster.publisher,
         settings.reconcile_interval_s,
         idle_s=settings.serverless_idle_s,
         activity=variant_activity(routes, runtime.fast.metrics),
@@ -149,6 +181,7 @@ def build_services(settings: Settings) -> Services:
     services = Services(
         settings, store, controller, dispatcher, runtime, jobs=jobs, async_inference=workers
     )
+    services.cluster = cluster
     services.autoscaling = Dispatcher(
         ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS
     )
@@ -161,6 +194,27 @@ def build_services(settings: Settings) -> Services:
         backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
     )
     return services
+
+
+def shared_state(settings: Settings, store: Store, routes: RouteTable) -> Cluster | None:
+    """On a shared (PostgreSQL) store: this server's place among the others."""
+    if not store.shared:
+        return None
+    owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def is_async(name: str) -> bool:
+        ep = store.endpoint(name)
+        return ep is not None and async_config(ep) is not None
+
+    return Cluster(
+        store,
+        routes,
+        owner,
+        settings.leader_lease_s,
+        settings.route_poll_interval_s,
+        is_async=is_async,
+        marks=routes,
+    )
 
 
 def async_inference(

@@ -71,9 +71,24 @@ class Settings(BaseSettings):
     metrics_retention_minutes: int = Field(default=360, ge=1)
     metrics_sample_interval_s: float = Field(default=10.0, gt=0, le=60)
 
+    # The state store: unset, SQLite in <data_dir>/state.db (one server); a postgresql://
+    # URL (psycopg 3) lets several servers share it: any answers the API and routes, one at a
+    # time (the holder of the controller lease) runs the instances (docs/architecture.md).
+    state_url: str | None = None
+    # Several servers on PostgreSQL: the controller lease's length (another server takes over
+    # at most this long after the holder stops renewing it, which it does every third of it),
+    # and how often a server that does not hold it reads the published routes.
+    leader_lease_s: float = Field(default=6.0, ge=1.0, le=300.0)
+    route_poll_interval_s: float = Field(default=0.5, gt=0, le=30.0)
+
     @property
     def state_db_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'state.db'}"
+        return self.state_url or f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
+    def shared_state(self) -> bool:
+        """Whether the state store may be shared by several servers (PostgreSQL)."""
+        return self.state_db_url.startswith("postgres")
 
     @property
     def s3_credentials(self) -> tuple[str, str] | None:

@@ -5,8 +5,11 @@ A request is ``queued`` until a worker claims it; a claim makes it ``running`` u
 lease that runs out (its worker died) makes the request claimable again. ``done`` and
 ``failed`` are final, and only the lease's owner may set them, so a request ends once.
 
-One server owns a data directory at a time (cli/main.py's lock), so at start-up every lease
-is a dead server's: ``recover`` hands them all back at once.
+Only one server runs the workers at a time (the one data directory's server, cli/main.py's
+lock; or, with several servers on PostgreSQL, the holder of the controller lease), so when
+they start every lease is a dead or deposed server's: ``recover`` hands them all back at once.
+Claims skip rows another transaction has locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
+claimers never wait on each other nor take the same request.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ _QUEUED = (
     .where(_t.c.endpoint == bindparam("p_endpoint"), _t.c.status == RequestStatus.QUEUED.value)
     .order_by(_t.c.seq)
     .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
 )
 _LAPSED = (  # running under a lease that ran out: its worker died
     select(_t.c.seq)
@@ -95,12 +99,14 @@ _LAPSED = (  # running under a lease that ran out: its worker died
     )
     .order_by(_t.c.seq)
     .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
 )
 _EXPIRED = (  # queued past its TTL
     select(_t.c.seq)
     .where(_t.c.status == RequestStatus.QUEUED.value, _t.c.expires < bindparam("p_now"))
     .order_by(_t.c.seq)
     .limit(bindparam("p_limit"))
+    .with_for_update(skip_locked=True)
 )
 _TAKE = (
     update(_t)
@@ -142,10 +148,7 @@ class Backlog:
 
 class AsyncQueue:
     def __init__(self, store: Store) -> None:
-        self._store = store
-        with store.transaction() as conn:
-            metadata.create_all(conn)
-            _by_state.create(conn, checkfirst=True)  # (tables made before it had it)
+        self._store = store  # its migrations (state/migrations/) made the table
 
     def enqueue(self, req: AsyncRequest) -> None:
         self.enqueue_many([req])

@@ -113,11 +113,7 @@ class ScalingStore:
         return [ScalableTarget(**d) for d in self.store.all(TARGET)]
 
     def put_target(self, t: ScalableTarget) -> None:
-        with self.store._lock:
-            if self.store.get(TARGET, t.key) is None:
-                self.store.insert(TARGET, t.key, t.created, asdict(t))
-            else:
-                self.store.put(TARGET, t.key, asdict(t))
+        self.store.upsert(TARGET, t.key, t.created, asdict(t))
 
     def delete_target(self, t: ScalableTarget) -> None:
         with self.store._lock:
@@ -135,11 +131,7 @@ class ScalingStore:
         return [ScalingPolicy(**d) for d in self.store.all(POLICY)]
 
     def put_policy(self, p: ScalingPolicy) -> None:
-        with self.store._lock:
-            if self.store.get(POLICY, p.key) is None:
-                self.store.insert(POLICY, p.key, p.created, asdict(p))
-            else:
-                self.store.put(POLICY, p.key, asdict(p))
+        self.store.upsert(POLICY, p.key, p.created, asdict(p))
 
     def delete_policy(self, p: ScalingPolicy) -> None:
         self.store.delete(POLICY, p.key)

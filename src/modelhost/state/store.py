@@ -1,14 +1,17 @@
-"""The state store: SQLAlchemy Core over SQLite (WAL) by default.
+"""The state store: SQLAlchemy Core over SQLite (WAL) by default, or PostgreSQL (psycopg 3)
+when several servers share it.
 
 Resources are rows of (kind, name) -> JSON document; tags are rows keyed by ARN. Every write is
-one transaction, so an accepted change is either fully there or not at all.
+one transaction, so an accepted change is either fully there or not at all; a read-modify-write
+locks its row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one server and a lock). The
+schema is versioned (state/migrate.py) and brought up to date when the store opens.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +19,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    Engine,
     Float,
     MetaData,
     String,
@@ -29,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from modelhost.state import migrate
 from modelhost.state.records import Endpoint, Resource
 
 T = TypeVar("T")
@@ -61,11 +66,22 @@ class Store:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = create_engine(url)
-        if url.startswith("sqlite"):
+        self.shared = url.startswith("postgres")
+        if self.shared:
+            self._engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=8)
+        else:
+            self._engine = create_engine(url)
             event.listen(self._engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self._engine)
-        self._lock = threading.RLock()
+        migrate.upgrade(self._engine)
+        # SQLite: one writer at a time, so this process's writers take turns here rather than
+        # wait on the database's busy timeout. PostgreSQL locks rows itself.
+        self._lock: AbstractContextManager[Any] = (
+            nullcontext() if self.shared else threading.RLock()
+        )
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -91,6 +107,13 @@ class Store:
         except IntegrityError as exc:
             raise Duplicate(name) from exc
 
+    def upsert(self, kind: str, name: str, created: float, doc: dict[str, Any]) -> None:
+        """Insert the document, or replace the one of that kind and name."""
+        try:
+            self.insert(kind, name, created, doc)
+        except Duplicate:
+            self.put(kind, name, doc)
+
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         with self._tx() as conn:
             row = conn.execute(
@@ -111,23 +134,19 @@ class Store:
 
     def put(self, kind: str, name: str, doc: dict[str, Any]) -> None:
         with self._tx() as conn:
-            conn.execute(
-                update(resources)
-                .where(resources.c.kind == kind, resources.c.name == name.lower())
-                .values(doc=doc)
-            )
+            _put(conn, kind, name, doc)
 
     def update_doc(
         self, kind: str, name: str, change: Callable[[dict[str, Any]], tuple[dict[str, Any], T]]
     ) -> T | None:
         """Read-modify-write one document atomically: ``change`` gets the document and returns
         the new one and a value; None when there is no such document."""
-        with self._lock:
-            doc = self.get(kind, name)
+        with self._tx() as conn:
+            doc = _locked_doc(conn, kind, name)
             if doc is None:
                 return None
             new, result = change(doc)
-            self.put(kind, name, new)
+            _put(conn, kind, name, new)
             return result
 
     def delete(self, kind: str, name: str) -> bool:
@@ -165,12 +184,13 @@ class Store:
     def update_endpoint(self, name: str, change: Callable[[Endpoint], T]) -> T | None:
         """Read-modify-write one endpoint atomically. ``change`` mutates it in place and returns
         a value; None when the endpoint does not exist (anymore)."""
-        with self._lock:
-            ep = self.endpoint(name)
-            if ep is None:
+        with self._tx() as conn:
+            doc = _locked_doc(conn, "endpoint", name)
+            if doc is None:
                 return None
+            ep = Endpoint.from_doc(doc)
             result = change(ep)
-            self.put("endpoint", name, ep.to_doc())
+            _put(conn, "endpoint", name, ep.to_doc())
             return result
 
     # --- tags -----------------------------------------------------------------------------
@@ -194,6 +214,31 @@ class Store:
             if keys is not None:
                 stmt = stmt.where(tags.c.key.in_(keys))
             conn.execute(stmt)
+
+
+def engine_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def _locked_doc(conn: Connection, kind: str, name: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(resources.c.doc)
+        .where(resources.c.kind == kind, resources.c.name == name.lower())
+        .with_for_update()
+    ).first()
+    return None if row is None else dict(row[0])
+
+
+def _put(conn: Connection, kind: str, name: str, doc: dict[str, Any]) -> None:
+    conn.execute(
+        update(resources)
+        .where(resources.c.kind == kind, resources.c.name == name.lower())
+        .values(doc=doc)
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

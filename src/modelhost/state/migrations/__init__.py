@@ -1,0 +1,1 @@
+"""The state store's schema, versioned with Alembic (``migrate.upgrade`` runs at start)."""

@@ -1,0 +1,349 @@
+"""The state store shared by several servers: migrations (old SQLite data directories open),
+PostgreSQL row locking, the controller lease, the stored routes and the follower, the async
+queue's claims. SQLite and a real PostgreSQL server (tests/fixtures/postgres.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, inspect
+
+from modelhost.asyncinf.records import AsyncRequest
+from modelhost.cluster.leader import Cluster, Step, decide
+from modelhost.cluster.routes import RouteFollower, SharedRoutes
+from modelhost.publish import Address, PublishedInstance, PublishedVariant
+from modelhost.router.routing import RouteTable
+from modelhost.state import async_queue, migrate
+from modelhost.state import store as store_module
+from modelhost.state.async_queue import AsyncQueue
+from modelhost.state.leases import Lease
+from modelhost.state.routes import RouteStore, from_doc
+from modelhost.state.store import Store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[Store]:
+    s = Store(state_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def test_a_data_directory_made_before_migrations_opens_with_its_data(tmp_path: Path) -> None:
+    """Tables as older versions made them (create_all, no alembic_version), one endpoint in
+    them: the store opens, keeps the row and records the newest revision."""
+    path = tmp_path / "state.db"
+    engine = create_engine(f"sqlite:///{path}")
+    store_module.metadata.create_all(engine)
+    async_queue.metadata.create_all(engine)
+    doc = {"name": "Old", "arn": "arn:x", "created": 1.0, "spec": {"A": 1}}
+    with engine.begin() as conn:
+        conn.execute(
+            insert(store_module.resources).values(kind="model", name="old", created=1.0, doc=doc)
+        )
+    engine.dispose()
+
+    s = Store(f"sqlite:///{path}")
+    try:
+        assert s.get("model", "OLD") == doc
+        Lease(s, "controller", "me", 5.0).acquire()  # the tables a later revision added
+    finally:
+        s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrate.head(),)]
+    db.close()
+
+
+def test_a_new_database_gets_every_revision_and_reopens(store: Store, state_url: str) -> None:
+    with store.engine.connect() as conn:
+        assert migrate.current(conn) == migrate.head()
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
+    assert "ix_async_requests_endpoint_status_seq" in indexes  # revision 0003
+    Store(state_url).close()  # at head already: opening again changes nothing
+
+
+# --- the store under concurrency --------------------------------------------------------------
+
+
+def test_read_modify_write_loses_no_update_across_stores(postgres_url: str) -> None:
+    """Two stores (two servers) incrementing one document: every increment lands (its row is
+    locked; SQLite has one server per data directory)."""
+    stores = [Store(postgres_url), Store(postgres_url)]
+    stores[0].insert("counter", "c", 0.0, {"n": 0})
+
+    def bump(s: Store) -> None:
+        for _ in range(25):
+            s.update_doc("counter", "c", lambda d: ({"n": d["n"] + 1}, None))
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert stores[0].get("counter", "c") == {"n": 50}
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_claims_by_two_workers_are_disjoint(store: Store) -> None:
+    queue = AsyncQueue(store)
+    for i in range(20):
+        queue.enqueue(_request(f"r{i}"))
+    got: list[list[str]] = [[], []]
+
+    def claim(k: int) -> None:
+        for _ in range(10):
+            got[k] += [r.request_id for r in queue.claim("ep", f"w{k}", 100.0, 60.0, 2)]
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not set(got[0]) & set(got[1])
+    assert sorted(got[0] + got[1]) == sorted(f"r{i}" for i in range(20))
+
+
+def _request(request_id: str) -> AsyncRequest:
+    return AsyncRequest(
+        request_id=request_id,
+        endpoint="ep",
+        inference_id=request_id,
+        input_location="s3://b/in",
+        output_location="s3://b/out",
+        failure_location="s3://b/fail",
+        created=1.0,
+        expires=10_000.0,
+        timeout_s=60.0,
+    )
+
+
+# --- the controller lease --------------------------------------------------------------------
+
+
+def test_one_owner_holds_the_lease_until_it_runs_out(store: Store) -> None:
+    clock = Clock()
+    a = Lease(store, "controller", "a", 5.0, clock)
+    b = Lease(store, "controller", "b", 5.0, clock)
+    assert a.acquire()
+    assert not b.acquire()
+    clock.now += 4.0
+    assert a.acquire()  # renewed: runs to now + 5
+    clock.now += 4.0
+    assert not b.acquire()
+    holder = a.holder()
+    assert holder is not None and (holder.owner, holder.epoch) == ("a", 1)
+    clock.now += 1.5  # a stopped renewing: it ran out
+    assert b.acquire()
+    assert not a.acquire()
+    holder = b.holder()
+    assert holder is not None and (holder.owner, holder.epoch) == ("b", 2)
+
+
+def test_a_released_lease_is_free_at_once(store: Store) -> None:
+    clock = Clock()
+    a = Lease(store, "controller", "a", 60.0, clock)
+    b = Lease(store, "controller", "b", 60.0, clock)
+    assert a.acquire()
+    b.release()  # not b's: changes nothing
+    assert not b.acquire()
+    a.release()
+    assert b.acquire()
+
+
+def test_racing_servers_never_both_take_the_lease(state_url: str) -> None:
+    stores = [Store(state_url) for _ in range(4)]
+    wins: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def race(k: int) -> None:
+        barrier.wait(10)
+        if Lease(stores[k], "controller", f"s{k}", 60.0).acquire():
+            wins.append(f"s{k}")
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert len(wins) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.parametrize(
+    ("leading", "held", "now", "step"),
+    [
+        (False, True, 0.0, Step.TAKE),
+        (True, True, 0.0, Step.KEEP),
+        (False, False, 0.0, Step.KEEP),
+        (False, None, 0.0, Step.KEEP),
+        (True, False, 0.0, Step.STEP_DOWN),  # another took it
+        (True, None, 4.0, Step.KEEP),  # the store did not answer; still ours until 5
+        (True, None, 5.0, Step.STEP_DOWN),
+    ],
+)
+def test_decide(leading: bool, held: bool | None, now: float, step: Step) -> None:
+    assert decide(leading, held, now, valid_until=5.0) is step
+
+
+# --- the stored routes ------------------------------------------------------------------------
+
+VARIANTS = (
+    PublishedVariant(
+        "AllTraffic",
+        1.0,
+        (
+            PublishedInstance("i-1", Address("127.0.0.1", 9001, "/tmp/i-1.sock", True)),
+            PublishedInstance("i-2", Address("127.0.0.1", 9002)),
+        ),
+        max_concurrency=5,
+        wakes=True,
+        memory_mb=2048,
+    ),
+)
+
+
+def test_only_the_lease_holder_writes_routes(store: Store) -> None:
+    Lease(store, "controller", "a", 60.0).acquire()
+    mine, other = RouteStore(store, "controller", "a"), RouteStore(store, "controller", "b")
+    assert mine.write({"MyEp": VARIANTS})
+    assert not other.write({"MyEp": ()})
+    assert other.clear_others() == 0
+    assert mine.read()["myep"][1]["endpoint"] == "MyEp"
+    assert from_doc(mine.read()["myep"][1]["variants"]) == list(VARIANTS)  # every field
+    stamp = mine.stamps()["myep"]
+    assert mine.write({"MyEp": VARIANTS})
+    assert mine.stamps()["myep"] != stamp  # every write: a new stamp
+    assert set(mine.read(["myep", "other"])) == {"myep"}
+    assert mine.write({"MyEp": None})
+    assert mine.read() == {}
+
+
+def test_a_follower_learns_what_the_leader_publishes(store: Store) -> None:
+    Lease(store, "controller", "a", 60.0).acquire()
+
+    async def scenario() -> None:
+        leader_table, follower_table = RouteTable(), RouteTable()
+        shared = SharedRoutes(leader_table, RouteStore(store, "controller", "a"))
+        follower = RouteFollower(
+            follower_table,
+            RouteStore(store, "controller", "b"),
+            0.05,
+            is_async=lambda name: name == "myep",
+            marks=follower_table,
+        )
+        shared.publish("MyEp", VARIANTS)
+        await shared.flush()
+        await follower.poll_once()
+        route = follower_table.get("myep")
+        assert route is not None and route.name == "MyEp"
+        assert [t.instance_id for t in route.variants[0].targets] == ["i-1", "i-2"]
+        assert follower_table.async_only == {"myep"}  # InvokeEndpoint refuses it here too
+
+        shared.lost("i-1")
+        await shared.flush()
+        await follower.poll_once()
+        route = follower_table.get("myep")
+        assert route is not None
+        assert [t.instance_id for t in route.variants[0].targets] == ["i-2"]
+
+        shared.withdraw("MyEp")
+        await shared.flush()
+        await follower.poll_once()
+        assert follower_table.get("myep") is None
+        assert follower_table.async_only == frozenset()
+        await leader_table.close()
+        await follower_table.close()
+
+    asyncio.run(scenario())
+
+
+# --- two servers' clusters on one store --------------------------------------------------------
+
+
+def test_the_lease_passes_on_a_clean_stop_and_after_a_crash(postgres_url: str) -> None:
+    """Three servers' ``Cluster``s: one leads; it stops cleanly and another leads at once;
+    that one 'crashes' (stops renewing, keeps the lease) and the third leads once it runs
+    out. Never two at a time."""
+    stores = [Store(postgres_url) for _ in range(3)]
+    leading: list[str] = []
+    log: list[str] = []
+
+    def actions(name: str) -> tuple[Any, Any]:
+        async def lead() -> None:
+            assert not leading, f"{name} leads beside {leading}"
+            leading.append(name)
+            log.append(name)
+
+        async def unlead() -> None:
+            leading.remove(name)
+
+        return lead, unlead
+
+    async def until(cond: Any, timeout: float) -> float:
+        t0 = time.monotonic()
+        while not cond():
+            assert time.monotonic() - t0 < timeout, (leading, log)
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    async def scenario() -> None:
+        clusters = [
+            Cluster(s, RouteTable(), f"s{k}", lease_s=1.0, poll_s=0.05)
+            for k, s in enumerate(stores)
+        ]
+        for k, c in enumerate(clusters):
+            await c.start(*actions(f"s{k}"), on_lost=lambda: None)
+        await until(lambda: len(leading) == 1, 5.0)
+        first = clusters[int(leading[0][1])]
+        await first.stop()  # releases the lease
+        assert await until(lambda: len(leading) == 1, 5.0) < 0.9  # before it could run out
+        second = clusters[int(leading[0][1])]
+        assert second is not first
+        assert second._task is not None
+        second._task.cancel()  # a crash: no renewal, no release
+        leading.clear()
+        waited = await until(lambda: len(leading) == 1, 5.0)
+        assert 0.5 < waited < 2.0, waited  # the lease (1 s) ran out, then one try (0.2 s)
+        assert len(set(log)) == 3
+        third = clusters[int(leading[0][1])]
+        await third.stop()
+        await second.follower.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for s in stores:
+            s.close()
