@@ -32,9 +32,23 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedContainer:
+    """One container of an instance that runs several: its name (the ContainerHostname, or
+    ``container-<k>``) and where it listens."""
+
+    name: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedInstance:
     instance_id: str
-    address: Address
+    address: Address  # the (first) container's
+    # An instance with several containers: every one, in order, and how they serve
+    # ("Serial": each answer is the next one's request; "Direct": a request names one).
+    # Empty for the ordinary one-container instance.
+    containers: tuple[PublishedContainer, ...] = ()
+    mode: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,7 @@ class PublishedVariant:
     instances: tuple[PublishedInstance, ...] = ()
     # A serverless variant's MaxConcurrency (requests beyond it are throttled); 0: no limit.
     max_concurrency: int = 0
+    mode: str = ""  # its instances' containers: "Serial", "Direct", or "" (one container)
 
 
 class Publisher(Protocol):

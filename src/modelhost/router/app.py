@@ -34,6 +34,7 @@ from modelhost.router.invoke import (
     parse_path,
     too_large,
 )
+from modelhost.router.pipeline import DirectPool, last_container
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
 from modelhost.settings import Settings
@@ -163,6 +164,11 @@ class RuntimeApp:
             pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
+            if isinstance(pool, DirectPool):
+                raise ValidationError(
+                    f"Endpoint {name} is a Direct multi-container endpoint; modelhost does not "
+                    "stream its answers yet (use InvokeEndpoint with TargetContainerHostname)."
+                )
             head = pool.head(b"POST", INVOCATIONS, headers, len(body))
             try:
                 upstream = await pool.stream(head, body, self.stream_timeout, self.timeout)
@@ -174,7 +180,8 @@ class RuntimeApp:
             except UpstreamError as exc:
                 raise fast.upstream_error(name, exc) from None
             if upstream.status >= 300:
-                raise fast.model_error(name, upstream.status, await error_text(upstream))
+                text = await error_text(upstream)
+                raise fast.model_error(name, upstream.status, text, last_container(pool))
             return upstream
         raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
 

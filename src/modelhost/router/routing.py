@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from modelhost.publish import PublishedInstance, PublishedVariant
 from modelhost.router.forwarder import UpstreamPool
+from modelhost.router.pipeline import DIRECT, MultiContainerPool, Sink, pool_for
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class EndpointRoute:
     name: str
     variants: list[VariantRoute]
     _cumulative: list[float] = field(default_factory=list)
+    # A multi-container endpoint invoked directly (TargetContainerHostname): router/invoke.py
+    # sends its requests by the container's name, and never caches its path.
+    direct: bool = False
 
     def __post_init__(self) -> None:
         self.reweigh()
@@ -123,6 +127,8 @@ class RouteTable:
         # Asynchronous inference endpoints (lower-cased names): InvokeEndpoint refuses them,
         # so their paths are never cached in ``by_path`` (asyncinf/worker.py keeps this).
         self.async_only: frozenset[str] = frozenset()
+        # Told each container's latency in multi-container instances (router/pipeline.py).
+        self.container_sink: Sink | None = None
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -157,7 +163,13 @@ class RouteTable:
             )
             for v in variants
         ]
-        self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        for v in routes:
+            for pool in v.targets:
+                if isinstance(pool, MultiContainerPool):
+                    pool.labels = (endpoint, v.name)
+                    pool.sink = self.container_sink
+        direct = any(v.mode == DIRECT for v in variants)
+        self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes, direct=direct)
         self.by_path.clear()
         self._retire_unrouted()
 
@@ -199,7 +211,7 @@ class RouteTable:
         if pool is None or pool.closed or pool.address != inst.address:
             if pool is not None:  # moved (a new address): the old connections go
                 self._spawn(pool.drain(self._retire_timeout))
-            pool = UpstreamPool(inst.address, name=inst.instance_id, on_gone=self._gone)
+            pool = pool_for(inst, self._gone)
             self._pools[inst.instance_id] = pool
         return pool
 

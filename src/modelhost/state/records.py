@@ -84,6 +84,9 @@ class DeployedVariant:
     initial_weight: float = 1.0
     startup_timeout_s: float | None = None  # None: the server's default
     max_concurrency: int | None = None  # a serverless variant's MaxConcurrency
+    # How several containers serve: "Serial" (an inference pipeline) or "Direct" (each
+    # request names its container); "" for a model with one container.
+    mode: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         containers = self.containers
@@ -96,6 +99,7 @@ class DeployedVariant:
             "initial_weight": self.initial_weight,
             "startup_timeout_s": self.startup_timeout_s,
             "max_concurrency": self.max_concurrency,
+            "mode": self.mode,
         }
 
     @classmethod
@@ -110,6 +114,7 @@ class DeployedVariant:
             float(doc.get("initial_weight", 1.0)),
             doc.get("startup_timeout_s"),
             doc.get("max_concurrency"),
+            doc.get("mode", ""),
         )
 
 
