@@ -6,6 +6,7 @@ TargetContainerHostname, whose instance is replaced whole when one container die
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -45,9 +46,7 @@ def _module(name: str) -> ModuleType:
     return module
 
 
-def _create(
-    sm: Any, name: str, containers: list[dict[str, Any]], mode: str | None = None
-) -> dict[str, Any]:
+def _create(sm: Any, name: str, containers: list[dict[str, Any]], mode: str | None = None) -> None:
     extra = {} if mode is None else {"InferenceExecutionConfig": {"Mode": mode}}
     sm.create_model(ModelName=name, Containers=containers, **extra)
     sm.create_endpoint_config(
@@ -62,7 +61,6 @@ def _create(
         ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    return {}
 
 
 class Endpoints:
@@ -119,10 +117,8 @@ class Endpoints:
 
     def delete_all(self) -> None:
         for name in (self.serial, self.failing, self.direct):
-            try:
+            with contextlib.suppress(self.sm.exceptions.ClientError):
                 self.sm.delete_endpoint(EndpointName=name)
-            except self.sm.exceptions.ClientError:
-                pass
 
 
 @pytest.fixture(scope="module")

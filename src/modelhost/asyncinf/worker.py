@@ -37,6 +37,7 @@ from modelhost.router.forwarder import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.router.pipeline import container_of
 from modelhost.router.routing import RouteTable
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.state.async_queue import AsyncQueue
@@ -328,7 +329,8 @@ class AsyncInference:
             await self._fail(
                 config,
                 req,
-                f'Received {kind} error ({result.status}) from primary with message "{text}".',
+                f"Received {kind} error ({result.status}) from {container_of(result)} with "
+                f'message "{text}".',
                 "ModelError",
             )
         elif isinstance(result, UpstreamTimeout):
