@@ -295,7 +295,8 @@ class Fleets:
     async def stop(self, instances: list[Instance], grace: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (the settings' unless given)."""
         wait = self.settings.stop_grace_s if grace is None else grace
-        every = [m for i in instances for m in (i, *i.members)]
+        # An instance with several containers stops them all (controller/pipelines.py).
+        every = [m for i in instances for m in (i, *getattr(i, "members", ()))]
         await asyncio.gather(*(self.backend.stop(m, wait) for m in every))
 
 
