@@ -56,10 +56,11 @@ def _stub_all(pool: SerialPool | DirectPool, answers: list[Any]) -> list[Stub]:
     stubs = [Stub(m, a) for m, a in zip(pool.members, answers, strict=True)]
     for stub in stubs[1:]:
         stub.pool.send = stub.send  # type: ignore[method-assign]
-    first = stubs[0]
-    pool.member_send = (  # type: ignore[method-assign,assignment]
-        lambda i, h, b, t, d: first.send(h, b, t, d) if i == 0 else stubs[i].send(h, b, t, d)
-    )
+
+    def member_send(index: int, head: bytes, body: Any, timeout: float, on_done: Any) -> None:
+        stubs[index].send(head, body, timeout, on_done)
+
+    setattr(pool, "member_send", member_send)  # noqa: B010 (an instance attribute, for the test)
     return stubs
 
 
