@@ -28,6 +28,7 @@ from modelhost.router.invoke import (
     CONNECT_RETRIES,
     FORWARDED,
     INVOCATIONS,
+    TARGET_CONTAINER,
     TARGET_VARIANT,
     InvokePath,
     async_only,
@@ -105,7 +106,10 @@ class RuntimeApp:
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
-        variant = await self._variant(name, variant_name)
+        container = next((v for k, v in scope["headers"] if k == TARGET_CONTAINER), None)
+        route = self.routes.get(name)
+        if route is None or not (route.direct or container is not None):
+            variant = await self._variant(name, variant_name)
         answer: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
         def reply(head: bytes, payload: Payload) -> None:
@@ -114,7 +118,11 @@ class RuntimeApp:
                 answer.set_result((head, body))
 
         lines = b"".join(b"%b: %b\r\n" % pair for pair in headers)
-        self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)
+        if route is not None and (route.direct or container is not None):
+            wanted = None if variant_name is None else variant_name.encode("latin-1")
+            self.fast.direct(route, wanted, container, lines, body, rid.encode(), started, reply)
+        else:
+            self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)
         head, payload = await answer
         status, out = _split_head(head)
         await _respond(send, status, out, payload)
