@@ -289,3 +289,16 @@ def test_one_dead_container_replaces_the_whole_instance(endpoints: Endpoints, rt
     _poll(replaced, 90, "a new instance with both containers")
     new = {p.name for p in logs.iterdir() if p.is_dir()} - before
     assert {p.name for p in (logs / new.pop()).iterdir()} >= {"iris.log", "echo.log"}
+
+
+def test_a_failing_container_is_named_on_the_streaming_road(
+    endpoints: Endpoints, rt: Any
+) -> None:
+    endpoints.wait(endpoints.failing)
+    with pytest.raises(rt.exceptions.ModelError) as info:
+        rt.invoke_endpoint_with_response_stream(
+            EndpointName=endpoints.failing, Body=b"[1, 2]", ContentType="application/json"
+        )
+    err = info.value.response
+    assert "from container-2 with message" in err["Error"]["Message"]
+    assert err["OriginalStatusCode"] == 415
