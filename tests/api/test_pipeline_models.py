@@ -91,3 +91,22 @@ def test_a_valid_pipeline_and_direct_model_are_created_as_given(sm: Any) -> None
     )
     desc = sm.describe_model(ModelName=direct)
     assert desc["InferenceExecutionConfig"] == {"Mode": "Direct"}
+
+
+def test_a_serverless_variant_refuses_a_pipeline_model(sm: Any) -> None:
+    model = unique("serverless-pipe")
+    sm.create_model(ModelName=model, Containers=[_c(), _c()])
+    with pytest.raises(ClientError) as info:
+        sm.create_endpoint_config(
+            EndpointConfigName=model,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model,
+                    "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+                }
+            ],
+        )
+    err = info.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert "serverless endpoints do not support models with multiple containers" in (err["Message"])

@@ -291,9 +291,7 @@ def test_one_dead_container_replaces_the_whole_instance(endpoints: Endpoints, rt
     assert {p.name for p in (logs / new.pop()).iterdir()} >= {"iris.log", "echo.log"}
 
 
-def test_a_failing_container_is_named_on_the_streaming_road(
-    endpoints: Endpoints, rt: Any
-) -> None:
+def test_a_failing_container_is_named_on_the_streaming_road(endpoints: Endpoints, rt: Any) -> None:
     endpoints.wait(endpoints.failing)
     with pytest.raises(rt.exceptions.ModelError) as info:
         rt.invoke_endpoint_with_response_stream(

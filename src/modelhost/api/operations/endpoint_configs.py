@@ -7,6 +7,7 @@ from typing import Any
 from modelhost.api.async_invocations import check_async_config
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
+from modelhost.api.operations.model_containers import check_variant_model
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import Resource
 from modelhost.state.store import Duplicate
@@ -53,8 +54,10 @@ def _check_variants(ctx: Context, variants: list[dict[str, Any]]) -> None:
         model = pv.get("ModelName")
         if model is None:
             raise ValidationException(f"ModelName is required for production variant {vname}.")
-        if ctx.store.get("model", model) is None:
+        doc = ctx.store.get("model", model)
+        if doc is None:
             raise ValidationException(f'Could not find model "{ctx.arns.arn("model", model)}".')
+        check_variant_model(vname, doc.get("spec", {}), "ServerlessConfig" in pv)
         _check_capacity(pv)
 
 

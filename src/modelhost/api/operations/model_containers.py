@@ -45,3 +45,13 @@ def check_containers(req: Mapping[str, object], containers: Sequence[Mapping[str
             f"An inference pipeline can have at most one container with Mode MultiModel; "
             f"this model has {multi}."
         )
+
+
+def check_variant_model(variant: str, spec: Mapping[str, object], serverless: bool) -> None:
+    """CreateEndpointConfig: a serverless variant serves one container only."""
+    containers = spec.get("Containers")
+    if serverless and isinstance(containers, list) and len(containers) > 1:
+        raise ValidationException(
+            f"Production variant {variant} is serverless; serverless endpoints do not support "
+            "models with multiple containers (inference pipelines or Direct invocation)."
+        )
