@@ -300,3 +300,27 @@ def test_a_failing_container_is_named_on_the_streaming_road(endpoints: Endpoints
     err = info.value.response
     assert "from container-2 with message" in err["Error"]["Message"]
     assert err["OriginalStatusCode"] == 415
+
+
+def test_direct_streams_from_the_named_container(endpoints: Endpoints, rt: Any) -> None:
+    endpoints.wait(endpoints.direct)
+    out = rt.invoke_endpoint_with_response_stream(
+        EndpointName=endpoints.direct,
+        Body=b"stream me",
+        ContentType="application/octet-stream",
+        TargetContainerHostname="echo",
+    )
+    parts = b"".join(e["PayloadPart"]["Bytes"] for e in out["Body"] if "PayloadPart" in e)
+    assert parts == b"em maerts"
+    with pytest.raises(rt.exceptions.ValidationError, match="specify TargetContainerHostname"):
+        rt.invoke_endpoint_with_response_stream(
+            EndpointName=endpoints.direct, Body=b"x", ContentType="text/plain"
+        )
+    endpoints.wait(endpoints.serial)
+    with pytest.raises(rt.exceptions.ValidationError, match="not configured for direct"):
+        rt.invoke_endpoint_with_response_stream(
+            EndpointName=endpoints.serial,
+            Body=b"x",
+            ContentType="text/csv",
+            TargetContainerHostname="pre",
+        )

@@ -23,7 +23,12 @@ from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
 from modelhost.http11 import Payload
 from modelhost.metrics import Recorder
-from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamStream
+from modelhost.router.forwarder import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamStream,
+)
 from modelhost.router.invoke import (
     CONNECT_RETRIES,
     FORWARDED,
@@ -32,6 +37,7 @@ from modelhost.router.invoke import (
     TARGET_VARIANT,
     InvokePath,
     async_only,
+    direct_target,
     parse_path,
     too_large,
 )
@@ -145,7 +151,12 @@ class RuntimeApp:
         )
         body = await _read_body(receive, declared, self.max_body)
         variant = await self._variant(name, variant_name)
-        upstream = await self._open_stream(variant, headers, body, name)
+        container = next((v for k, v in scope["headers"] if k == TARGET_CONTAINER), None)
+        route = self.routes.get(name)
+        hostname = None
+        if route is not None and (route.direct or container is not None):
+            hostname = direct_target(route, container)  # ValidationError unless Direct
+        upstream = await self._open_stream(variant, headers, body, name, hostname)
         try:
             out = [
                 (b"content-type", EVENT_STREAM),
@@ -163,23 +174,25 @@ class RuntimeApp:
             await upstream.aclose()
 
     async def _open_stream(
-        self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
+        self,
+        variant: VariantRoute,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        name: str,
+        hostname: str | None = None,
     ) -> UpstreamStream:
-        """The least-loaded instance's stream; the retry rule and the errors are the fast
-        path's (``_Call.done``, ``InvokePath.upstream_error``)."""
+        """The least-loaded instance's stream (of container ``hostname``, on a Direct
+        endpoint); the retry rule and the errors are the fast path's (``_Call.done``,
+        ``InvokePath.upstream_error``)."""
         fast = self.fast
         for attempt in range(CONNECT_RETRIES + 1):
             pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
-            if isinstance(pool, DirectPool):
-                raise ValidationError(
-                    f"Endpoint {name} is a Direct multi-container endpoint; modelhost does not "
-                    "stream its answers yet (use InvokeEndpoint with TargetContainerHostname)."
-                )
-            head = pool.head(b"POST", INVOCATIONS, headers, len(body))
+            target, container = _stream_target(pool, hostname, name)
+            head = target.head(b"POST", INVOCATIONS, headers, len(body))
             try:
-                upstream = await pool.stream(head, body, self.stream_timeout, self.timeout)
+                upstream = await target.stream(head, body, self.stream_timeout, self.timeout)
             except UpstreamConnectError:
                 if attempt == CONNECT_RETRIES:
                     break
@@ -189,9 +202,23 @@ class RuntimeApp:
                 raise fast.upstream_error(name, exc) from None
             if upstream.status >= 300:
                 text = await error_text(upstream)
-                raise fast.model_error(name, upstream.status, text, last_container(pool))
+                raise fast.model_error(name, upstream.status, text, container)
             return upstream
         raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
+
+
+def _stream_target(pool: UpstreamPool, hostname: str | None, name: str) -> tuple[UpstreamPool, str]:
+    """The pool a stream goes to, and the container its errors name: on a Direct endpoint the
+    named container's own pool."""
+    if not isinstance(pool, DirectPool) or hostname is None:
+        return pool, last_container(pool)
+    index = pool.index(hostname)
+    if index is None:
+        raise ValidationError(
+            f"Container hostname {hostname} is not found in endpoint {name}; its containers "
+            f"are {', '.join(pool.names)}."
+        )
+    return pool.members[index], hostname
 
 
 def _request_headers(

@@ -305,7 +305,7 @@ class InvokePath:
     ) -> None:
         """An InvokeEndpoint with TargetContainerHostname, or to a Direct endpoint."""
         try:
-            hostname = _direct_target(route, container)
+            hostname = direct_target(route, container)
             variant = self.choose(route, wanted)
         except ServiceError as err:
             reply(*_error(err, rid))
@@ -481,7 +481,7 @@ class _DirectCall(_Call):
         _Call.done(self, result)
 
 
-def _direct_target(route: EndpointRoute, container: bytes | None) -> str:
+def direct_target(route: EndpointRoute, container: bytes | None) -> str:
     """The container a request names (ValidationError when it must and does not, or names
     one on an endpoint that is not Direct)."""
     if not route.direct:
