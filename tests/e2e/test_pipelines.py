@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.procs import instance_pids
 from tests.fixtures.models import MODELS_DIR, fixture_model_dir, sklearn_iris_dir
 from tests.fixtures.server import LiveServer, pack, unique, wait_status
 
@@ -324,3 +325,31 @@ def test_direct_streams_from_the_named_container(endpoints: Endpoints, rt: Any) 
             ContentType="text/csv",
             TargetContainerHostname="pre",
         )
+
+
+def test_the_containers_of_a_gpu_instance_share_its_gpus(own_server: LiveServer) -> None:
+    own_server.env["MODELHOST_GPU_COUNT"] = "1"  # a simulated one-GPU machine
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    name = unique("pipe-gpu")
+    echo = str(MODELS_DIR / "echo")
+    sm.create_model(ModelName=name, Containers=[{"ModelDataUrl": echo}, {"ModelDataUrl": echo}])
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": "ml.g5.xlarge",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    desc = wait_status(sm, name, {"InService", "Failed"}, timeout=120)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    pids = instance_pids(own_server.data_dir)
+    assert len(pids) == 2
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=0" in environ

@@ -54,6 +54,9 @@ class InstanceSpec:
     # The container's place (1..n) in an instance that runs several (controller/pipelines.py);
     # they share the instance id. 0: the instance's only container.
     container_index: int = 0
+    # A later container of such an instance sees the GPUs its first container took (one
+    # instance's GPUs, shared by its containers) and takes none of its own.
+    shared_gpus: list[int] | None = None
 
 
 @dataclass(eq=False)
@@ -129,8 +132,9 @@ class LocalBackend:
         the child asks to be killed when its parent thread dies."""
         command = command_for(spec.image)
         port = free_port(self.host)
-        gpus = self._take_gpus(spec.profile.gpus)
-        env = self._environment(spec, port, gpus)
+        shared = spec.shared_gpus
+        gpus = self._take_gpus(spec.profile.gpus) if shared is None else []
+        env = self._environment(spec, port, gpus if shared is None else shared)
         if command.builtin:
             suffix = f"-{spec.container_index}" if spec.container_index else ""
             socket = self.sockets_dir / f"{spec.instance_id}{suffix}.sock"

@@ -75,6 +75,7 @@ async def start_group(
                 instance_id=iid,
                 hostname=c.hostname,
                 container_index=k,
+                shared_gpus=None if not started else started[0].gpus,
             )
             spec = await fleets.with_model_copy(spec)
             try:
