@@ -163,10 +163,10 @@ class RouteTable:
             )
             for v in variants
         ]
-        for v in routes:
-            for pool in v.targets:
+        for vr in routes:  # multi-container instances: who their latencies belong to
+            for pool in vr.targets:
                 if isinstance(pool, MultiContainerPool):
-                    pool.labels = (endpoint, v.name)
+                    pool.labels = (endpoint, vr.name)
                     pool.sink = self.container_sink
         direct = any(v.mode == DIRECT for v in variants)
         self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes, direct=direct)
