@@ -110,3 +110,28 @@ def test_a_serverless_variant_refuses_a_pipeline_model(sm: Any) -> None:
     err = info.value.response["Error"]
     assert err["Code"] == "ValidationException"
     assert "serverless endpoints do not support models with multiple containers" in (err["Message"])
+
+
+def test_an_async_endpoint_config_refuses_a_direct_model(sm: Any, tmp_path: Any) -> None:
+    model = unique("async-direct")
+    sm.create_model(
+        ModelName=model,
+        Containers=[_c("a"), _c("b")],
+        InferenceExecutionConfig={"Mode": "Direct"},
+    )
+    with pytest.raises(ClientError) as info:
+        sm.create_endpoint_config(
+            EndpointConfigName=model,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+            AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"file://{tmp_path}"}},
+        )
+    err = info.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert "asynchronous inference endpoints support one container" in err["Message"]

@@ -47,11 +47,22 @@ def check_containers(req: Mapping[str, object], containers: Sequence[Mapping[str
         )
 
 
-def check_variant_model(variant: str, spec: Mapping[str, object], serverless: bool) -> None:
-    """CreateEndpointConfig: a serverless variant serves one container only."""
+def check_variant_model(
+    variant: str, spec: Mapping[str, object], serverless: bool, asynchronous: bool = False
+) -> None:
+    """CreateEndpointConfig: a serverless variant serves one container only, and an
+    asynchronous endpoint cannot name a container (InvokeEndpointAsync has no
+    TargetContainerHostname), so it takes no Direct model."""
     containers = spec.get("Containers")
-    if serverless and isinstance(containers, list) and len(containers) > 1:
+    several = isinstance(containers, list) and len(containers) > 1
+    if serverless and several:
         raise ValidationException(
             f"Production variant {variant} is serverless; serverless endpoints do not support "
             "models with multiple containers (inference pipelines or Direct invocation)."
+        )
+    config = spec.get("InferenceExecutionConfig")
+    if asynchronous and several and isinstance(config, Mapping) and config.get("Mode") == DIRECT:
+        raise ValidationException(
+            f"Production variant {variant} uses a Direct multi-container model; asynchronous "
+            "inference endpoints support one container or a serial inference pipeline."
         )
