@@ -96,6 +96,8 @@ _HISTOGRAMS = (
 class Recorder(Collector):
     def __init__(self) -> None:
         self.slots: dict[tuple[str, str], Slot] = {}
+        # ContainerLatency of multi-container instances: (endpoint, variant, container).
+        self.containers: dict[tuple[str, str, str], Histogram] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -148,6 +150,14 @@ class Recorder(Collector):
         """A serverless variant's memory size: its compute is metered in GB-seconds."""
         self._slot(endpoint, variant).memory_mb = memory_mb
 
+    def record_container(self, endpoint: str, variant: str, container: str, us: float) -> None:
+        """One container's latency in a serial pipeline or a Direct endpoint."""
+        key = (endpoint, variant, container)
+        h = self.containers.get(key)
+        if h is None:
+            h = self.containers[key] = Histogram()
+        h.observe(us)
+
     def set_instances(self, endpoint: str, variant: str, count: int) -> None:
         self._slot(endpoint, variant).instances = count
 
@@ -159,6 +169,8 @@ class Recorder(Collector):
         """Drop an endpoint's series when it is deleted."""
         for key in [k for k in self.slots if k[0] == endpoint]:
             del self.slots[key]
+        for ckey in [k for k in self.containers if k[0] == endpoint]:
+            del self.containers[ckey]
 
     def collect(self) -> Iterator[Metric]:
         slots = list(self.slots.items())
@@ -173,6 +185,14 @@ class Recorder(Collector):
                 h: Histogram = getattr(slot, attr)
                 histogram.add_metric(list(key), h.buckets(), h.total)
             yield histogram
+        containers = HistogramMetricFamily(
+            "sagemaker_ContainerLatency",
+            "Time each container of a multi-container instance took, microseconds.",
+            labels=[*LABELS, "ContainerName"],
+        )
+        for ckey, h in list(self.containers.items()):
+            containers.add_metric(list(ckey), h.buckets(), h.total)
+        yield containers
         gauge = GaugeMetricFamily(
             "sagemaker_CurrentInstanceCount", "Instances serving each variant.", labels=LABELS
         )

@@ -32,9 +32,23 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedContainer:
+    """One container of an instance that runs several: its name (the ContainerHostname, or
+    ``container-<k>``) and where it listens."""
+
+    name: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedInstance:
     instance_id: str
-    address: Address
+    address: Address  # the (first) container's
+    # An instance with several containers: every one, in order, and how they serve
+    # ("Serial": each answer is the next one's request; "Direct": a request names one).
+    # Empty for the ordinary one-container instance.
+    containers: tuple[PublishedContainer, ...] = ()
+    mode: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +63,7 @@ class PublishedVariant:
     wakes: bool = False
     # A serverless variant's MemorySizeInMB (its compute is metered in GB-seconds); 0: none.
     memory_mb: int = 0
+    mode: str = ""  # its instances' containers: "Serial", "Direct", or "" (one container)
 
 
 # What the router calls to ask the controller for the instances of a variant that scaled to

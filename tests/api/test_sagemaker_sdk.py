@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelhost.demo import build_archive
-from tests.fixtures.server import LiveServer, aws_env, unique
+from tests.fixtures.server import FIXTURE_MODELS, LiveServer, aws_env, pack, unique
 
 pytestmark = pytest.mark.api
 
@@ -76,3 +76,27 @@ def test_sdk_v3_resources_from_create_to_delete(
     assert out["prediction"] == {"predictions": ["virginica"]}
     assert out["status"] == "InService"
     assert out["left"] == []
+
+
+def test_sdk_pipeline_model_deploys_and_predicts(server: LiveServer, sdk_python: Path) -> None:
+    name = unique("sdk-pipe")
+    iris = iris_in_object_store(server, name)
+    echo = server.data_dir / "objects" / BUCKET / name / "echo.tar.gz"
+    pack(FIXTURE_MODELS / "echo", echo)
+    done = subprocess.run(
+        [
+            str(sdk_python),
+            str(FLOWS / "pipeline_flow.py"),
+            server.url,
+            f"s3://{BUCKET}/{name}/echo.tar.gz",
+            iris,
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    out = flow_output(done)
+    assert out["containers"] == 2
+    assert out["json"] == {"predictions": ["setosa", "virginica"]}

@@ -38,6 +38,7 @@ from modelhost.router.forwarder import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.router.pipeline import container_of
 from modelhost.router.routing import RouteTable
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.state.async_queue import AsyncQueue
@@ -390,7 +391,8 @@ class AsyncInference:
             await self._fail(
                 config,
                 req,
-                f'Received {kind} error ({result.status}) from primary with message "{text}".',
+                f"Received {kind} error ({result.status}) from {container_of(result)} with "
+                f'message "{text}".',
                 "ModelError",
             )
         elif isinstance(result, UpstreamTimeout):

@@ -91,7 +91,8 @@ class Engine:
 
 
 def container_name(spec: InstanceSpec) -> str:
-    return f"{NAME_PREFIX}{spec.instance_id}"
+    suffix = f"-{spec.container_index}" if spec.container_index else ""
+    return f"{NAME_PREFIX}{spec.instance_id}{suffix}"
 
 
 def probe(name: str) -> Engine:

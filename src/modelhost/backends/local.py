@@ -56,6 +56,12 @@ class InstanceSpec:
     instance_id: str = field(default_factory=lambda: f"i-{uuid.uuid4().hex[:17]}")
     hostname: str | None = None  # the container's ContainerHostname
     work_dir: Path | None = None  # this instance's own files (its model copy): removed at stop
+    # The container's place (1..n) in an instance that runs several (controller/pipelines.py);
+    # they share the instance id. 0: the instance's only container.
+    container_index: int = 0
+    # A later container of such an instance sees the GPUs its first container took (one
+    # instance's GPUs, shared by its containers) and takes none of its own.
+    shared_gpus: list[int] | None = None
 
 
 @dataclass(eq=False)
@@ -69,6 +75,9 @@ class Instance:
     started: float = field(default_factory=time.monotonic)
     # The address it gets once ready: the built-in server's Unix socket, when it makes one.
     ready_address: Address | None = None
+    # An instance with several containers is its first container's process plus the others'
+    # (controller/pipelines.py): they start, stop and die as one.
+    members: tuple[Instance, ...] = ()
 
     @property
     def instance_id(self) -> str:
@@ -79,7 +88,13 @@ class Instance:
         return self.address.port
 
     def exited(self) -> int | None:
-        return self.process.poll()
+        code = self.process.poll()
+        if code is None and self.members:
+            for member in self.members:
+                code = member.process.poll()
+                if code is not None:
+                    break
+        return code
 
 
 # Told, on the event loop, that an instance's process exited while nobody was stopping it.
@@ -134,10 +149,13 @@ class LocalBackend:
         the child asks to be killed when its parent thread dies."""
         command = command_for(spec.image)
         port = free_port(self.host)
-        gpus = self._take_gpus(spec.profile.gpus)
-        env = self._environment(spec, port, gpus)
+        shared = spec.shared_gpus
+        gpus = self._take_gpus(spec.profile.gpus) if shared is None else []
+        env = self._environment(spec, port, gpus if shared is None else shared)
         if command.builtin:
-            env["MODELHOST_UNIX_SOCKET"] = str(self.sockets_dir / f"{spec.instance_id}.sock")
+            suffix = f"-{spec.container_index}" if spec.container_index else ""
+            socket = self.sockets_dir / f"{spec.instance_id}{suffix}.sock"
+            env["MODELHOST_UNIX_SOCKET"] = str(socket)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = self._spawn(spec, command.argv, env, command.builtin)

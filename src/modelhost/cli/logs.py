@@ -19,7 +19,7 @@ def show_logs(
     endpoint: str,
     follow: bool,
     max_seconds: float | None = None,
-    pattern: str = "*/*.log",
+    pattern: str = "**/*.log",  # <variant>/<instance-id>[/<container>].log
 ) -> None:
     """Print (and with ``follow``, keep printing) the lines of the files ``pattern`` finds
     under ``root``, each behind its stream's name (its path under ``root``)."""

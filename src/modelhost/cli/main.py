@@ -184,7 +184,7 @@ def logs(
 
     root = settings_from(None, None, data_dir).logs_dir
     if not (root / endpoint).is_dir() and (root / TRANSFORM_LOGS / endpoint).is_dir():
-        show_logs(root / TRANSFORM_LOGS, endpoint, follow, pattern=f"{endpoint}/*.log")
+        show_logs(root / TRANSFORM_LOGS, endpoint, follow, pattern=f"{endpoint}/**/*.log")
     else:
         show_logs(root / endpoint, endpoint, follow)
 

@@ -267,3 +267,6 @@ class LogCatalog:
 def _files(root: Path) -> Iterator[Path]:
     if root.is_dir():
         yield from root.glob("*/*.log")
+        # An instance with several containers: one stream per container,
+        # <variant>/<instance-id>/<container> (controller/pipelines.py).
+        yield from root.glob("*/*/*.log")

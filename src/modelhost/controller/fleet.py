@@ -13,9 +13,15 @@ from modelhost.artifacts import ArtifactCache, ArtifactError
 from modelhost.artifacts.files import working_copy
 from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
+from modelhost.controller.pipelines import (
+    ContainerPlan,
+    container_name,
+    published_instance,
+    start_group,
+)
 from modelhost.instance_types import Profile, profile_for
 from modelhost.names import Arns
-from modelhost.publish import PublishedInstance, PublishedVariant
+from modelhost.publish import PublishedVariant
 from modelhost.settings import Settings
 from modelhost.state.records import (
     DeployedContainer,
@@ -56,6 +62,10 @@ class VariantPlan:
     # A serverless variant without ProvisionedConcurrency: it scales to zero when idle.
     scales_to_zero: bool = False
     serverless_memory_mb: int = 0  # a serverless variant's MemorySizeInMB
+    # A model with several containers (controller/pipelines.py): every one, and the
+    # InferenceExecutionConfig Mode ("Serial" or "Direct"). Empty for one container.
+    containers: tuple[ContainerPlan, ...] = ()
+    mode: str = ""
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -89,13 +99,14 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
             name,
             plan.weight,
             tuple(
-                PublishedInstance(i.instance_id, i.address)
+                published_instance(i, plan.mode, tuple(c.name for c in plan.containers))
                 for i in fleet.instances.get(name, [])
                 if i.exited() is None
             ),
             plan.max_concurrency,
             plan.scales_to_zero,
             plan.serverless_memory_mb,
+            plan.mode,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -126,18 +137,18 @@ class Fleets:
         self, dv: DeployedVariant, weight: float, known_dir: str | None = None
     ) -> VariantPlan:
         container = self._container(dv)
-        try:
-            command_for(container.image)
-            model_dir = await asyncio.to_thread(
-                self.artifacts.materialize, container.model_data_url, container.model_data_source
+        model_dir = await self._model_dir(container, known_dir)
+        containers: tuple[ContainerPlan, ...] = ()
+        if dv.containers is not None and len(dv.containers) > 1:
+            dirs = [model_dir]
+            for c in dv.containers[1:]:
+                dirs.append(await self._model_dir(c, None))
+            containers = tuple(
+                ContainerPlan(
+                    container_name(c.hostname, k), d, dict(c.environment), c.image, c.hostname
+                )
+                for k, (c, d) in enumerate(zip(dv.containers, dirs, strict=True), 1)
             )
-        except ArtifactError as exc:
-            if known_dir is None or not Path(known_dir).is_dir():
-                raise FleetFailed(str(exc)) from exc
-            log.warning("%s; using the copy unpacked when it was deployed: %s", exc, known_dir)
-            model_dir = Path(known_dir)
-        except UnsupportedImage as exc:
-            raise FleetFailed(str(exc)) from exc
         timeout = dv.startup_timeout_s
         return VariantPlan(
             dv.name,
@@ -151,18 +162,31 @@ class Fleets:
             dv.max_concurrency or 0,
             dv.serverless_memory_mb is not None and not dv.provisioned_concurrency,
             dv.serverless_memory_mb or 0,
+            containers,
+            dv.mode or ("Serial" if containers else ""),
         )
 
+    async def _model_dir(self, container: DeployedContainer, known_dir: str | None) -> Path:
+        """The container's model data, unpacked (FleetFailed naming the cause otherwise)."""
+        try:
+            command_for(container.image)
+            return await asyncio.to_thread(
+                self.artifacts.materialize, container.model_data_url, container.model_data_source
+            )
+        except ArtifactError as exc:
+            if known_dir is None or not Path(known_dir).is_dir():
+                raise FleetFailed(str(exc)) from exc
+            log.warning("%s; using the copy unpacked when it was deployed: %s", exc, known_dir)
+            return Path(known_dir)
+        except UnsupportedImage as exc:
+            raise FleetFailed(str(exc)) from exc
+
     def _container(self, dv: DeployedVariant) -> DeployedContainer:
-        """The variant's one container (FleetFailed naming the cause otherwise)."""
-        if dv.containers is None:
+        """The variant's (first) container (FleetFailed naming the cause otherwise); a model
+        with several is planned container by container (controller/pipelines.py)."""
+        if not dv.containers:
             arn = self.arns.arn("model", dv.model_name)
             raise FleetFailed(f'Could not find model "{arn}".')
-        if len(dv.containers) != 1:
-            raise FleetFailed(
-                f"Model {dv.model_name} has {len(dv.containers)} containers; multi-container "
-                "and serial-pipeline endpoints are not supported yet."
-            )
         return dv.containers[0]
 
     async def grow(self, endpoint: str, fleet: Fleet, variant: str, count: int) -> list[Instance]:
@@ -197,12 +221,14 @@ class Fleets:
     ) -> Instance:
         """One healthy instance. The port an instance is given was free when picked; if
         another process took it before the instance bound it, start again on a new one."""
+        if plan.containers:
+            return await start_group(self, endpoint, plan, logs_dir)
         logs = self.settings.logs_dir if logs_dir is None else logs_dir
         for attempt in range(PORT_RETRIES + 1):
             spec = plan.instance_spec(endpoint, logs)
             if logs_dir is not None:  # a job's instance: no variant directory
                 spec.log_path = logs_dir / endpoint / f"{spec.instance_id}.log"
-            spec = await self._with_model_copy(spec)
+            spec = await self.with_model_copy(spec)
             try:
                 inst = self.backend.start(spec)
             except BaseException:
@@ -227,13 +253,14 @@ class Fleets:
                 raise
         raise AssertionError("unreachable")
 
-    async def _with_model_copy(self, spec: InstanceSpec) -> InstanceSpec:
+    async def with_model_copy(self, spec: InstanceSpec) -> InstanceSpec:
         """Give an instance process its own copy of the model directory, as every SageMaker
         instance has its own /opt/ml/model: what its code writes there stays its own and never
         reaches the artifact cache. Containers mount the cache's copy read-only instead."""
         if command_for(spec.image).container_image is not None:
             return spec
-        work = self.settings.instances_dir / spec.instance_id
+        suffix = f"-{spec.container_index}" if spec.container_index else ""
+        work = self.settings.instances_dir / f"{spec.instance_id}{suffix}"
         limit = self.settings.model_copy_max_bytes
         try:
             copied = await asyncio.to_thread(
@@ -275,7 +302,9 @@ class Fleets:
     async def stop(self, instances: list[Instance], grace: float | None = None) -> None:
         """SIGTERM, then SIGKILL after the grace period (the settings' unless given)."""
         wait = self.settings.stop_grace_s if grace is None else grace
-        await asyncio.gather(*(self.backend.stop(i, wait) for i in instances))
+        # An instance with several containers stops them all (controller/pipelines.py).
+        every = [m for i in instances for m in (i, *getattr(i, "members", ()))]
+        await asyncio.gather(*(self.backend.stop(m, wait) for m in every))
 
 
 def _profile(dv: DeployedVariant) -> Profile:

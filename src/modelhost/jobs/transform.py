@@ -22,6 +22,7 @@ from typing import Any
 
 from modelhost.backends.local import Instance, InstanceFailed
 from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
+from modelhost.controller.pipelines import published_instance
 from modelhost.jobs.files import InputFile, NoInputs, Outputs, list_inputs
 from modelhost.jobs.filework import Emitter, FileFailed, Reader, Stream, processor_for
 from modelhost.jobs.params import (
@@ -34,6 +35,7 @@ from modelhost.jobs.params import (
 from modelhost.jobs.records_io import Batch
 from modelhost.jobs.streaming import StreamFailed, stream_call
 from modelhost.router.forwarder import UpstreamPool
+from modelhost.router.pipeline import PRIMARY, SERIAL, container_of, pool_for
 from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
 from modelhost.state.records import DeployedVariant
 from modelhost.state.transform_jobs import TransformJob, TransformPlan, TransformStatus, update_job
@@ -87,6 +89,7 @@ class TransformRun:
         self.deps = deps
         self.outputs = Outputs(deps.objects, job.plan.output_path, deps.work_dir / job.name)
         self.instances: list[Instance] = []
+        self.names: tuple[str, ...] = ()  # a serial pipeline's container names
         self.failures: list[str] = []
         self.published: set[str] = set()  # outputs published by this run (a stop removes them)
         self._publishing: set[asyncio.Future[None]] = set()
@@ -130,10 +133,13 @@ class TransformRun:
 
     async def _start_instances(self, count: int) -> None:
         plan = self.plan
-        dv = DeployedVariant(VARIANT, plan.model_name, (plan.container,), plan.instance_type)
+        containers = (plan.container, *plan.pipeline)
+        dv = DeployedVariant(VARIANT, plan.model_name, containers, plan.instance_type)
         vplan: VariantPlan = await self.deps.fleets.plan_variant(dv)
-        vplan.environment.update(plan.environment)
-        vplan.environment.update(batch_environment(plan))
+        for env in (vplan.environment, *(c.environment for c in vplan.containers)):
+            env.update(plan.environment)
+            env.update(batch_environment(plan))
+        self.names = tuple(c.name for c in vplan.containers)
         if self.deps.startup_timeout_s is not None:
             vplan.startup_timeout = self.deps.startup_timeout_s
         starts = [
@@ -182,7 +188,7 @@ class TransformRun:
         workers = [
             _Worker(
                 i,
-                UpstreamPool(i.address, name=i.instance_id),
+                pool_for(published_instance(i, SERIAL, self.names)),
                 asyncio.Semaphore(params.max_concurrent),
                 asyncio.Semaphore(2 * params.max_concurrent),
             )
@@ -322,6 +328,8 @@ class TransformRun:
     def _streams(self, params: BatchParams) -> bool:
         """With no payload limit, whether a file goes as one streamed request: the whole
         object (SplitType None) or all its records (MultiRecord), with no DataProcessing."""
+        if self.plan.pipeline:  # each record passes through every container
+            return False
         return processor_for(self.plan) is None and (
             self.plan.split == "None" or params.multi_record
         )
@@ -370,7 +378,9 @@ class TransformRun:
             if 200 <= answer.status < 300:
                 return answer.body
             text = answer.body[:_ERROR_TEXT_MAX].decode("utf-8", "replace").strip()
-            reason = f"the model answered {answer.status}: {text}"
+            who = container_of(answer)
+            model = "the model" if who == PRIMARY else f"container {who}"
+            reason = f"{model} answered {answer.status}: {text}"
         attempts = plan.retries + 1
         raise FileFailed(f"{reason} (after {attempts} attempt{'s' * (attempts > 1)})")
 

@@ -23,17 +23,25 @@ from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
 from modelhost.http11 import Payload
 from modelhost.metrics import Recorder
-from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamStream
+from modelhost.router.forwarder import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamStream,
+)
 from modelhost.router.invoke import (
     CONNECT_RETRIES,
     FORWARDED,
     INVOCATIONS,
+    TARGET_CONTAINER,
     TARGET_VARIANT,
     InvokePath,
     async_only,
+    direct_target,
     parse_path,
     too_large,
 )
+from modelhost.router.pipeline import DirectPool, last_container
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
 from modelhost.settings import Settings
@@ -104,7 +112,10 @@ class RuntimeApp:
             raise ValidationError(f"{action} is not supported by modelhost yet.")
         headers, variant_name, declared = _request_headers(scope["headers"])
         body = await _read_body(receive, declared, self.max_body)
-        variant = await self._variant(name, variant_name)
+        container = next((v for k, v in scope["headers"] if k == TARGET_CONTAINER), None)
+        route = self.routes.get(name)
+        if route is None or not (route.direct or container is not None):
+            variant = await self._variant(name, variant_name)
         answer: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
         def reply(head: bytes, payload: Payload) -> None:
@@ -113,7 +124,11 @@ class RuntimeApp:
                 answer.set_result((head, body))
 
         lines = b"".join(b"%b: %b\r\n" % pair for pair in headers)
-        self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)
+        if route is not None and (route.direct or container is not None):
+            wanted = None if variant_name is None else variant_name.encode("latin-1")
+            self.fast.direct(route, wanted, container, lines, body, rid.encode(), started, reply)
+        else:
+            self.fast.invoke(name, variant, lines, body, rid.encode(), started, reply)
         head, payload = await answer
         status, out = _split_head(head)
         await _respond(send, status, out, payload)
@@ -136,7 +151,12 @@ class RuntimeApp:
         )
         body = await _read_body(receive, declared, self.max_body)
         variant = await self._variant(name, variant_name)
-        upstream = await self._open_stream(variant, headers, body, name)
+        container = next((v for k, v in scope["headers"] if k == TARGET_CONTAINER), None)
+        route = self.routes.get(name)
+        hostname = None
+        if route is not None and (route.direct or container is not None):
+            hostname = direct_target(route, container)  # ValidationError unless Direct
+        upstream = await self._open_stream(variant, headers, body, name, hostname)
         try:
             out = [
                 (b"content-type", EVENT_STREAM),
@@ -154,10 +174,16 @@ class RuntimeApp:
             await upstream.aclose()
 
     async def _open_stream(
-        self, variant: VariantRoute, headers: list[tuple[bytes, bytes]], body: bytes, name: str
+        self,
+        variant: VariantRoute,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        name: str,
+        hostname: str | None = None,
     ) -> UpstreamStream:
-        """The least-loaded instance's stream; the retry rule and the errors are the fast
-        path's (``_Call.done``, ``InvokePath.upstream_error``)."""
+        """The least-loaded instance's stream (of container ``hostname``, on a Direct
+        endpoint); the retry rule and the errors are the fast path's (``_Call.done``,
+        ``InvokePath.upstream_error``)."""
         fast = self.fast
         for attempt in range(CONNECT_RETRIES + 1):
             pool = pick_target(variant.targets, self.routes.next_start())
@@ -166,9 +192,10 @@ class RuntimeApp:
                 pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
-            head = pool.head(b"POST", INVOCATIONS, headers, len(body))
+            target, container = _stream_target(pool, hostname, name)
+            head = target.head(b"POST", INVOCATIONS, headers, len(body))
             try:
-                upstream = await pool.stream(head, body, self.stream_timeout, self.timeout)
+                upstream = await target.stream(head, body, self.stream_timeout, self.timeout)
             except UpstreamConnectError:
                 if attempt == CONNECT_RETRIES:
                     break
@@ -177,7 +204,8 @@ class RuntimeApp:
             except UpstreamError as exc:
                 raise fast.upstream_error(name, exc) from None
             if upstream.status >= 300:
-                raise fast.model_error(name, upstream.status, await error_text(upstream))
+                text = await error_text(upstream)
+                raise fast.model_error(name, upstream.status, text, container)
             return upstream
         raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
 
@@ -202,6 +230,20 @@ class RuntimeApp:
         if woken is None:
             raise await asyncio.to_thread(self.fast.missing, name)
         return woken
+
+
+def _stream_target(pool: UpstreamPool, hostname: str | None, name: str) -> tuple[UpstreamPool, str]:
+    """The pool a stream goes to, and the container its errors name: on a Direct endpoint the
+    named container's own pool."""
+    if not isinstance(pool, DirectPool) or hostname is None:
+        return pool, last_container(pool)
+    index = pool.index(hostname)
+    if index is None:
+        raise ValidationError(
+            f"Container hostname {hostname} is not found in endpoint {name}; its containers "
+            f"are {', '.join(pool.names)}."
+        )
+    return pool.members[index], hostname
 
 
 def _request_headers(

@@ -41,6 +41,7 @@ from modelhost.router.forwarder import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.router.pipeline import ContainerFailed, DirectPool, container_of
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.settings import Settings
@@ -61,6 +62,8 @@ FORWARDED = frozenset(
     }
 )
 TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
+TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
+_TARGETING = frozenset({TARGET_VARIANT, TARGET_CONTAINER})
 # Response headers of the container's that reach the caller.
 RETURNED = frozenset(
     {
@@ -166,6 +169,7 @@ class InvokePath:
         self._rid_count = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        routes.container_sink = self.metrics.record_container
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
@@ -185,16 +189,28 @@ class InvokePath:
         started = perf_counter()
         rid = self.new_rid()
         lines: list[bytes] = []
-        wanted = None
+        wanted = container = None
         for key, value in raw_headers:
             if key in FORWARDED:
                 lines += (key, b": ", value, b"\r\n")
-            elif key == TARGET_VARIANT:
-                wanted = value
+            elif key in _TARGETING:
+                if key == TARGET_VARIANT:
+                    wanted = value
+                else:
+                    container = value
         route = self.routes.by_path.get(path)
-        if route is None or type(body) is not bytes or len(body) > self.max_body:
+        if (
+            route is None
+            or container is not None
+            or type(body) is not bytes
+            or len(body) > self.max_body
+        ):
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
+                return
+            if container is not None or route.direct:  # never cached: see _check
+                joined = b"".join(lines)
+                self.direct(route, wanted, container, joined, body, rid, started, reply)
                 return
         variants = route.variants
         if wanted is None and len(variants) == 1:
@@ -235,7 +251,8 @@ class InvokePath:
         if route.name.lower() in self.routes.async_only:  # never cached: refused each time
             reply(*_error(async_only(route.name), rid))
             return None
-        self.routes.remember(path, route)
+        if not route.direct:
+            self.routes.remember(path, route)
         return route
 
     # -- one call, through the upstream pool ----------------------------------------------
@@ -307,6 +324,51 @@ class InvokePath:
         timer = loop.call_later(self.timeout, expire)
         return True
 
+    def direct(
+        self,
+        route: EndpointRoute,
+        wanted: bytes | None,
+        container: bytes | None,
+        lines: bytes,
+        body: Payload,
+        rid: bytes,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """An InvokeEndpoint with TargetContainerHostname, or to a Direct endpoint."""
+        try:
+            hostname = direct_target(route, container)
+            variant = self.choose(route, wanted)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+            return
+        call = _DirectCall(self, route.name, variant, lines, body, rid, started, reply)
+        call.container = hostname
+        self.send_direct(call, variant)
+
+    def send_direct(self, call: _DirectCall, variant: VariantRoute) -> None:
+        """``send`` for a Direct endpoint: the container the call names, on the least-loaded
+        instance."""
+        chosen = pick_target(variant.targets, self.routes.next_start())
+        err: ServiceError
+        if not isinstance(chosen, DirectPool):
+            err = ModelNotReadyException(f"Endpoint {call.name} has no instance ready to serve.")
+            self._record(call, variant, http_status(err), perf_counter(), False)
+            call.error(err)
+            return
+        index = chosen.index(call.container)
+        if index is None:
+            err = ValidationError(
+                f"Container hostname {call.container} is not found in endpoint {call.name}; "
+                f"its containers are {', '.join(chosen.names)}."
+            )
+            self._record(call, variant, http_status(err), perf_counter(), False)
+            call.error(err)
+            return
+        call.variant = variant
+        call.sent = perf_counter()
+        chosen.send_to(index, call.lines, call.body, call.size, self.timeout, call.done)
+
     def limited(self, call: _Call, variant: VariantRoute) -> bool:
         """A serverless variant's limits (off the path of other variants): the payload size,
         and MaxConcurrency (ThrottlingException, as SageMaker answers). True: answered."""
@@ -353,7 +415,7 @@ class InvokePath:
         err: ServiceError
         if isinstance(result, UpstreamResponse):
             text = result.body.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT]
-            err = self.model_error(name, result.status, text)
+            err = self.model_error(name, result.status, text, container_of(result))
         else:
             err = self.upstream_error(name, result)
         status = http_status(err)
@@ -361,12 +423,19 @@ class InvokePath:
         call.error(err)
 
     def upstream_error(self, name: str, exc: UpstreamError) -> ServiceError:
-        """SageMaker's error for an instance that did not answer (both invoke paths)."""
+        """SageMaker's error for an instance that did not answer (both invoke paths), or for
+        a container of a streamed pipeline that answered non-2xx."""
+        container = container_of(exc)
+        if isinstance(exc, ContainerFailed):
+            text = exc.text[:ERROR_TEXT_LIMIT]
+            return self.model_error(name, exc.status, text, container)
         if isinstance(exc, UpstreamConnectError):
             return ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
         if isinstance(exc, UpstreamTimeout):
-            return self.model_error(name, 0, _TIMEOUT_TEXT)
-        return self.model_error(name, 0, f"connection to the container failed: {exc.reason}")
+            text = _TIMEOUT_TEXT.replace("container primary", f"container {container}")
+            return self.model_error(name, 0, text, container)
+        reason = f"connection to the container failed: {exc.reason}"
+        return self.model_error(name, 0, reason, container)
 
     def _record(
         self, call: _Call, variant: VariantRoute, status: int, answered: float, model_error: bool
@@ -402,11 +471,14 @@ class InvokePath:
             return variant
         return route.variant(variant.name) or route.pick_variant(self._random.random()) or variant
 
-    def model_error(self, name: str, status: int, text: str) -> ModelError:
+    def model_error(
+        self, name: str, status: int, text: str, container: str = "primary"
+    ) -> ModelError:
+        """``container``: the one that answered, in a multi-container instance."""
         kind = "client" if 400 <= status < 500 else "server"
         log_group = self.arns.log_group(name)
         return ModelError(
-            f'Received {kind} error ({status}) from primary with message "{text}". '
+            f'Received {kind} error ({status}) from {container} with message "{text}". '
             f"See the instance log (modelhost logs {name}) for more information.",
             OriginalStatusCode=status,
             OriginalMessage=text,
@@ -422,6 +494,40 @@ class InvokePath:
         return ModelNotReadyException(
             f"Endpoint {name} is {ep.status.value} and has no instance ready to serve yet."
         )
+
+
+class _DirectCall(_Call):
+    """A call to one container of a Direct endpoint (TargetContainerHostname)."""
+
+    __slots__ = ("container",)
+    container: str
+
+    def done(self, result: UpstreamResponse | UpstreamError) -> None:
+        if isinstance(result, UpstreamConnectError) and self.attempt < CONNECT_RETRIES:
+            self.attempt += 1
+            try:
+                self.owner.send_direct(self, self.owner.current(self.name, self.variant))
+            except Exception:
+                self.owner.internal(self)
+            return
+        _Call.done(self, result)
+
+
+def direct_target(route: EndpointRoute, container: bytes | None) -> str:
+    """The container a request names (ValidationError when it must and does not, or names
+    one on an endpoint that is not Direct)."""
+    if not route.direct:
+        raise ValidationError(
+            f"Endpoint {route.name} is not configured for direct invocation: "
+            "TargetContainerHostname is valid only when the model's InferenceExecutionConfig "
+            "Mode is Direct."
+        )
+    if container is None:
+        raise ValidationError(
+            f"Endpoint {route.name} is configured for direct invocation "
+            "(InferenceExecutionConfig Mode Direct); specify TargetContainerHostname."
+        )
+    return container.decode("latin-1")
 
 
 def _error(err: ServiceError, rid: bytes) -> tuple[bytes, bytes]:

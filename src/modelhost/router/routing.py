@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from modelhost.publish import PublishedInstance, PublishedVariant, Waker
 from modelhost.router.forwarder import UpstreamPool
+from modelhost.router.pipeline import DIRECT, MultiContainerPool, Sink, pool_for
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class EndpointRoute:
     name: str
     variants: list[VariantRoute]
     _cumulative: list[float] = field(default_factory=list)
+    # A multi-container endpoint invoked directly (TargetContainerHostname): router/invoke.py
+    # sends its requests by the container's name, and never caches its path.
+    direct: bool = False
 
     def __post_init__(self) -> None:
         self.reweigh()
@@ -134,6 +138,8 @@ class RouteTable:
         self.waker: Waker | None = None
         # Told each serverless variant's memory size as it is published (the metering).
         self.meter: Callable[[str, str, int], None] | None = None
+        # Told each container's latency in multi-container instances (router/pipeline.py).
+        self.container_sink: Sink | None = None
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -204,7 +210,13 @@ class RouteTable:
             )
             for v in variants
         ]
-        route = self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes)
+        for vr in routes:  # multi-container instances: who their latencies belong to
+            for pool in vr.targets:
+                if isinstance(pool, MultiContainerPool):
+                    pool.labels = (endpoint, vr.name)
+                    pool.sink = self.container_sink
+        direct = any(v.mode == DIRECT for v in variants)
+        route = self._routes[endpoint.lower()] = EndpointRoute(endpoint, routes, direct=direct)
         if self.meter is not None:
             for v in variants:
                 if v.memory_mb:
@@ -254,7 +266,7 @@ class RouteTable:
         if pool is None or pool.closed or pool.address != inst.address:
             if pool is not None:  # moved (a new address): the old connections go
                 self._spawn(pool.drain(self._retire_timeout))
-            pool = UpstreamPool(inst.address, name=inst.instance_id, on_gone=self._gone)
+            pool = pool_for(inst, self._gone)
             self._pools[inst.instance_id] = pool
         return pool
 

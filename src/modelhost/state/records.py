@@ -87,6 +87,9 @@ class DeployedVariant:
     # A serverless variant's ProvisionedConcurrency: it keeps its instances warm (never
     # scales to zero) when set.
     provisioned_concurrency: int | None = None
+    # How several containers serve: "Serial" (an inference pipeline) or "Direct" (each
+    # request names its container); "" for a model with one container.
+    mode: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         containers = self.containers
@@ -100,6 +103,7 @@ class DeployedVariant:
             "startup_timeout_s": self.startup_timeout_s,
             "max_concurrency": self.max_concurrency,
             "provisioned_concurrency": self.provisioned_concurrency,
+            "mode": self.mode,
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class DeployedVariant:
             doc.get("startup_timeout_s"),
             doc.get("max_concurrency"),
             doc.get("provisioned_concurrency"),
+            doc.get("mode", ""),
         )
 
 

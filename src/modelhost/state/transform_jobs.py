@@ -53,16 +53,20 @@ class TransformPlan:
     input_filter: str | None = None
     output_filter: str | None = None
     join_input: bool = False
+    # A serial inference pipeline's containers after the first (each record goes through all).
+    pipeline: tuple[DeployedContainer, ...] = ()
 
     def to_doc(self) -> dict[str, Any]:
         doc = {name: getattr(self, name) for name in self.__slots__}
         doc["container"] = self.container.to_doc()
+        doc["pipeline"] = [c.to_doc() for c in self.pipeline]
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> TransformPlan:
         values = dict(doc)
         values["container"] = DeployedContainer.from_doc(doc["container"])
+        values["pipeline"] = tuple(map(DeployedContainer.from_doc, doc.get("pipeline", ())))
         values["environment"] = dict(doc.get("environment", {}))
         return cls(**values)
 

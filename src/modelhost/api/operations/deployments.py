@@ -67,10 +67,11 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
     model = models.get(pv["ModelName"].lower())
     timeout = pv.get("ContainerStartupHealthCheckTimeoutInSeconds")
     serverless = pv.get("ServerlessConfig")
+    containers = None if model is None else deployed_containers(model.spec)
     return DeployedVariant(
         name=pv["VariantName"],
         model_name=pv["ModelName"] if model is None else model.name,
-        containers=None if model is None else deployed_containers(model.spec),
+        containers=containers,
         instance_type=pv.get("InstanceType"),
         serverless_memory_mb=None if serverless is None else serverless.get("MemorySizeInMB"),
         initial_weight=float(pv.get("InitialVariantWeight", 1.0)),
@@ -79,7 +80,13 @@ def _variant(pv: dict[str, Any], models: dict[str, Resource]) -> DeployedVariant
         provisioned_concurrency=(
             None if serverless is None else serverless.get("ProvisionedConcurrency")
         ),
+        mode="" if model is None or len(containers or ()) < 2 else execution_mode(model.spec),
     )
+
+
+def execution_mode(spec: dict[str, Any]) -> str:
+    """A multi-container model's InferenceExecutionConfig Mode (Serial unless it says)."""
+    return str((spec.get("InferenceExecutionConfig") or {}).get("Mode") or "Serial")
 
 
 def deployed_containers(spec: dict[str, Any]) -> tuple[DeployedContainer, ...]:

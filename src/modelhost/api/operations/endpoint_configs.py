@@ -7,6 +7,7 @@ from typing import Any
 from modelhost.api.async_invocations import check_async_config
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
+from modelhost.api.operations.model_containers import check_variant_model
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import Resource
 from modelhost.state.store import Duplicate
@@ -30,7 +31,7 @@ def create_endpoint_config(ctx: Context, req: Request) -> Response:
     arn = ctx.arns.arn(KIND, name)
     if ctx.store.get(KIND, name) is not None:
         raise already_exists("endpoint configuration", arn)
-    _check_variants(ctx, req["ProductionVariants"])
+    _check_variants(ctx, req["ProductionVariants"], "AsyncInferenceConfig" in req)
     if "AsyncInferenceConfig" in req:
         check_async_config(req["AsyncInferenceConfig"])
     spec = {k: req[k] for k in _SPEC_KEYS if k in req}
@@ -43,7 +44,9 @@ def create_endpoint_config(ctx: Context, req: Request) -> Response:
     return {"EndpointConfigArn": arn}
 
 
-def _check_variants(ctx: Context, variants: list[dict[str, Any]]) -> None:
+def _check_variants(
+    ctx: Context, variants: list[dict[str, Any]], asynchronous: bool = False
+) -> None:
     seen: set[str] = set()
     for pv in variants:
         vname = pv["VariantName"]
@@ -53,8 +56,10 @@ def _check_variants(ctx: Context, variants: list[dict[str, Any]]) -> None:
         model = pv.get("ModelName")
         if model is None:
             raise ValidationException(f"ModelName is required for production variant {vname}.")
-        if ctx.store.get("model", model) is None:
+        doc = ctx.store.get("model", model)
+        if doc is None:
             raise ValidationException(f'Could not find model "{ctx.arns.arn("model", model)}".')
+        check_variant_model(vname, doc.get("spec", {}), "ServerlessConfig" in pv, asynchronous)
         _check_capacity(pv)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modelhost.api.operations.context import Context, Request, Response, ts
 from modelhost.api.operations.listing import page
+from modelhost.api.operations.model_containers import check_containers
 from modelhost.errors import ValidationException, already_exists, not_found
 from modelhost.state.records import Resource
 from modelhost.state.store import Duplicate
@@ -25,6 +26,7 @@ def create_model(ctx: Context, req: Request) -> Response:
     containers = _containers(req)
     if ctx.store.get(KIND, name) is not None:
         raise already_exists("model", arn)
+    check_containers(req, containers)
     for container in containers:
         _check_container(container)
         ctx.check_model_data(container)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.operations.context import Context, Request, Response, ts
-from modelhost.api.operations.deployments import deployed_containers
+from modelhost.api.operations.deployments import deployed_containers, execution_mode
 from modelhost.api.operations.listing import page_tracked
 from modelhost.errors import ResourceInUse, ValidationException, not_found
 from modelhost.jobs.dataprocessing import FilterError
@@ -70,10 +70,10 @@ def _plan(ctx: Context, req: Request) -> TransformPlan:
         arn = ctx.arns.arn("model", req["ModelName"])
         raise ValidationException(f'Could not find model "{arn}".')
     containers = deployed_containers(model.spec)
-    if len(containers) != 1:
+    if len(containers) > 1 and execution_mode(model.spec) != "Serial":
         raise ValidationException(
-            f"Model {model.name} has {len(containers)} containers; transform jobs of "
-            "multi-container models are not supported by modelhost yet."
+            f"Model {model.name} is a Direct multi-container model; a transform job needs a "
+            "model with one container or a serial inference pipeline."
         )
     _check_limits(req)
     tin, tout, res = req["TransformInput"], req["TransformOutput"], req["TransformResources"]
@@ -93,6 +93,7 @@ def _plan(ctx: Context, req: Request) -> TransformPlan:
     return TransformPlan(
         model_name=model.name,
         container=containers[0],
+        pipeline=containers[1:],
         instance_type=res["InstanceType"],
         instance_count=res["InstanceCount"],
         input_uri=source["S3Uri"],
