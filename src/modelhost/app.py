@@ -31,6 +31,7 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
+from modelhost.auth.gate import AuthMiddleware, Gate
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
@@ -293,14 +294,33 @@ def create_app(
     )
     runtime = services.runtime
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/endpoints/"):
             await runtime(scope, receive, send)
         else:
             await control_app(scope, receive, send)
 
+    app = _guarded(route, settings, runtime)
     app.services = services  # type: ignore[attr-defined]
     app.cloudwatch = cloudwatch  # type: ignore[attr-defined]
+    return app
+
+
+def _guarded(
+    route: Callable[[Scope, Receive, Send], Awaitable[None]],
+    settings: Settings,
+    runtime: RuntimeApp,
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Request signing and access keys (auth/): the fast path checks its own requests, the
+    middleware every other one."""
+    gate = Gate.from_settings(settings)
+    runtime.fast.gate = gate
+    guarded = AuthMiddleware(route, gate)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await guarded(scope, receive, send)
+
+    app.gate = gate  # type: ignore[attr-defined]
     return app
 
 

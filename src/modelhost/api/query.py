@@ -47,6 +47,12 @@ QUERY_ERRORS: dict[str, tuple[int, str]] = {
     "MissingParameter": (400, "Sender"),
     "InvalidParameterCombination": (400, "Sender"),
     "InvalidNextToken": (400, "Sender"),
+    # authentication and authorisation (errors.AuthFailure.query_code)
+    "MissingAuthenticationToken": (403, "Sender"),
+    "IncompleteSignature": (403, "Sender"),
+    "InvalidClientTokenId": (403, "Sender"),
+    "SignatureDoesNotMatch": (403, "Sender"),
+    "AccessDenied": (403, "Sender"),
 }
 
 
@@ -130,13 +136,18 @@ class QueryService:
         )
 
     def _error(self, code: str, message: str, rid: str) -> Reply:
-        status, fault = QUERY_ERRORS[code]
-        body = (
-            f'<ErrorResponse xmlns="{self.namespace}"><Error><Type>{fault}</Type>'
-            f"<Code>{code}</Code><Message>{escape(message)}</Message></Error>"
-            f"<RequestId>{rid}</RequestId></ErrorResponse>"
-        )
-        return status, _headers(rid), body.encode()
+        return query_error(code, message, rid, self.namespace)
+
+
+def query_error(code: str, message: str, rid: str, namespace: str = "") -> Reply:
+    """An awsQuery error answer: ``code`` is one of ``QUERY_ERRORS``."""
+    status, fault = QUERY_ERRORS[code]
+    body = (
+        f'<ErrorResponse xmlns="{namespace}"><Error><Type>{fault}</Type>'
+        f"<Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+        f"<RequestId>{rid}</RequestId></ErrorResponse>"
+    )
+    return status, _headers(rid), body.encode()
 
 
 def query_code(err: ServiceError) -> str:

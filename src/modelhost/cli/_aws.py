@@ -121,7 +121,8 @@ def _session() -> tuple[boto3.Session, str | None, str | None]:
     """A session, and dummy credentials when the environment and AWS config files have none.
 
     The credential chain stops before the EC2/ECS metadata services: on a laptop those cost a
-    network timeout, and modelhost accepts any credentials anyway."""
+    network timeout. A server without access keys accepts any credentials; one with keys
+    needs a key's (environment or profile), and refusals say so (``AUTH_HINT``)."""
     core = botocore.session.get_session()
     resolver = core.get_component("credential_provider")
     for name in ("container-role", "iam-role"):
@@ -137,11 +138,30 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+# What a server with access keys answers a request it refuses (auth/).
+AUTH_CODES = frozenset(
+    {
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+    }
+)
+AUTH_HINT = (
+    " (the server requires a modelhost access key: set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or an AWS profile, to the lines `modelhost keys create NAME "
+    "--policy admin` printed)"
+)
+
+
 def client_error_text(exc: ClientError) -> str:
     error = exc.response.get("Error", {})
     code = error.get("Code", "Error")
     message = error.get("Message") or str(exc)
-    return f"{code}: {message}"
+    hint = AUTH_HINT if code in AUTH_CODES else ""
+    return f"{code}: {message}{hint}"
 
 
 @contextmanager
