@@ -126,7 +126,7 @@ class AuthFailure(ServiceError):
     rest-json services' code; awsQuery services (STS, CloudWatch's query wire) answer with
     ``query_code`` and S3 with ``s3_code`` and ``s3_message``, as AWS does."""
 
-    query_code = "AccessDenied"
+    code = query_code = "AccessDenied"
     s3_code = "AccessDenied"
     s3_message = "Access Denied"
 
