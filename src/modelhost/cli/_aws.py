@@ -6,6 +6,7 @@ bad path) ends as one red line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import boto3
 import botocore.session
 import typer
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from rich.console import Console
 from rich.markup import escape
@@ -115,6 +119,25 @@ class Server:
             aws_access_key_id=key,
             aws_secret_access_key=secret,
         )
+
+    def get(self, path: str, timeout: float = 5.0) -> bytes:
+        """GET one of modelhost's own pages (``/modelhost/...``), signed with the caller's
+        credentials (SigV4, service ``sagemaker``) as a server with access keys requires."""
+        session, key, secret = _session()
+        found = session.get_credentials()
+        creds = (
+            found.get_frozen_credentials()
+            if found is not None
+            else Credentials(key or DUMMY_CREDENTIAL, secret or DUMMY_CREDENTIAL)
+        )
+        request = AWSRequest("GET", self.url + path)
+        SigV4Auth(creds, "sagemaker", self.region).add_auth(request)
+        headers = {k: str(v) for k, v in request.headers.items()}
+        with urllib.request.urlopen(
+            urllib.request.Request(self.url + path, headers=headers), timeout=timeout
+        ) as resp:
+            data: bytes = resp.read()
+            return data
 
 
 def _session() -> tuple[boto3.Session, str | None, str | None]:
