@@ -299,6 +299,10 @@ def test_invoke_policy(keyed: Keyed) -> None:
     with pytest.raises(ClientError) as other:
         rt.invoke_endpoint(EndpointName="other-echo", Body=b"[1]", ContentType="application/json")
     assert code(other) == "AccessDeniedException"
+    for name, wanted in (("other-echo", "AccessDeniedException"), (ENDPOINT, "ValidationError")):
+        with pytest.raises(ClientError) as queued:  # allowed through, then not an async endpoint
+            rt.invoke_endpoint_async(EndpointName=name, InputLocation="s3://b/in.json")
+        assert code(queued) == wanted
     with pytest.raises(ClientError) as describe:
         keyed.client("sagemaker", "invoke").describe_endpoint(EndpointName=ENDPOINT)
     assert code(describe) == "AccessDeniedException"
