@@ -103,15 +103,17 @@ class Verifier:
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
         self._signers: dict[tuple[str, str, bool, bool], SigV4Auth] = {}
         self._targets: dict[tuple[str, str, bool], tuple[str, str]] = {}
+        self._names: dict[tuple[str, ...], str] = {}
         self._creds = Credentials("modelhost", "unused")  # the secret comes from the key
 
     def verify(self, req: Received, services: frozenset[str], s3: bool = False) -> AccessKey:
         """The key that signed ``req``, or an ``AuthFailure``. ``services``: the signing names
         this API answers to; ``s3``: the S3 rules (unnormalised path, declared payload hash)."""
-        headers = _header_map(req.headers)
-        if s3 and "authorization" not in headers and "AWSAccessKeyId=" in req.query:
+        headers = _Headers(req.headers)
+        authorization = headers.get("authorization")
+        if s3 and authorization is None and "AWSAccessKeyId=" in req.query:
             return self._verify_v2_query(req)
-        auth = _from_header(headers, s3) if "authorization" in headers else None
+        auth = _from_header(authorization, headers, s3) if authorization is not None else None
         if auth is None:
             auth = _from_query(req.query, s3)
         key = self.keys.lookup(auth.key_id)
@@ -210,28 +212,31 @@ class Verifier:
             )
 
     def _signature(
-        self, req: Received, headers: dict[str, str], auth: _Auth, key: AccessKey, s3: bool
+        self, req: Received, headers: _Headers, auth: _Auth, key: AccessKey, s3: bool
     ) -> str:
         to_sign = self.string_to_sign(req, headers, auth, s3)
         signing_key = self._signing_key(key.secret, auth.date, auth.region, auth.service)
         return hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
 
-    def string_to_sign(self, req: Received, headers: dict[str, str], auth: _Auth, s3: bool) -> str:
+    def string_to_sign(self, req: Received, headers: _Headers, auth: _Auth, s3: bool) -> str:
         """SigV4's string to sign for ``req``, assembled from botocore's helpers: the same six
         lines as ``SigV4Auth.canonical_request`` (tests/unit/test_sigv4.py holds the two
         equal), without building an ``AWSRequest`` per request."""
         signer = self._signer(auth, s3)
         signed = _Signed()
         for name in auth.signed:
-            signed[name] = headers.get(name, "")
+            signed[name] = headers.all(name)
         path, query = self._target(req, auth, s3, signer)
+        names = self._names.get(auth.signed)
+        if names is None:  # botocore's SignedHeaders line, the same for a client's requests
+            names = self._names[auth.signed] = signer.signed_headers(signed)
         canonical = "\n".join(
             (
                 req.method.upper(),
                 path,
                 query,
                 signer.canonical_headers(signed) + "\n",
-                signer.signed_headers(signed),
+                names,
                 self._payload(req, headers, auth, s3),
             )
         )
@@ -258,7 +263,7 @@ class Verifier:
                 self._targets[memo] = found
         return found
 
-    def _payload(self, req: Received, headers: dict[str, str], auth: _Auth, s3: bool) -> str:
+    def _payload(self, req: Received, headers: _Headers, auth: _Auth, s3: bool) -> str:
         declared = headers.get("x-amz-content-sha256")
         if declared is not None and "x-amz-content-sha256" in auth.signed:
             if req.body is not None and _HEX64.fullmatch(declared):
@@ -319,11 +324,11 @@ class _HmacV1Query(HmacV1QueryAuth):
         return self._expires_at
 
 
-class _Signed(dict[str, str]):
+class _Signed(dict[str, list[str]]):
     """The signed headers, in the form ``SigV4Auth.canonical_headers`` reads them."""
 
     def get_all(self, name: str) -> list[str]:
-        return [self[name]]
+        return self[name]
 
 
 @dataclass(frozen=True)
@@ -337,21 +342,54 @@ class _Context:
         return {"timestamp": self.timestamp}
 
 
-def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Lower-case name -> value with SigV4's trimming; a repeated header's values joined with
-    commas, as SigV4's canonical headers join them."""
-    out: dict[str, str] = {}
-    for name, value in raw:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        if "  " in text or text[:1] == " " or text[-1:] == " ":
-            text = " ".join(text.split())
-        out[key] = f"{out[key]},{text}" if key in out else text
-    return out
+class _Headers:
+    """The request's headers by lower-case name, decoded only when asked for."""
+
+    __slots__ = ("_first", "_raw")
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self._first = dict(raw)
+        self._raw = raw if len(self._first) != len(raw) else None  # only with repeats
+
+    def get(self, name: str) -> str | None:
+        value = self._first.get(name.encode())
+        return None if value is None else value.decode("latin-1")
+
+    def all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (SigV4 joins them with commas)."""
+        key = name.encode()
+        if self._raw is None:
+            value = self._first.get(key)
+            return [] if value is None else [value.decode("latin-1")]
+        return [v.decode("latin-1") for k, v in self._raw if k == key]
 
 
-def _from_header(headers: dict[str, str], s3: bool) -> _Auth:
-    value = headers["authorization"]
+_parsed: dict[str, tuple[str, str]] = {}
+
+
+def _from_header(value: str, headers: _Headers, s3: bool) -> _Auth:
+    """The ``Authorization`` header's parts; what comes before ``Signature=`` (credential and
+    signed headers) is the same for a client's requests all day, so its parse is remembered."""
+    head, sep, signature = value.rpartition("Signature=")
+    found = _parsed.get(head) if sep else None
+    if found is None:
+        credential, signed, signature = _parse_authorization(value, s3)
+        if len(_parsed) >= _KEY_CACHE_MAX:
+            _parsed.clear()
+        if sep and "Signature=" + signature == value[len(head) :]:
+            _parsed[head] = (credential, signed)
+    else:
+        credential, signed = found
+        signature = signature.strip().rstrip(",")
+    date = headers.get("x-amz-date") or _from_http_date(headers.get("date"))
+    if not date:
+        raise IncompleteSignature(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
+    return _auth(credential, signed, signature, date, None)
+
+
+def _parse_authorization(value: str, s3: bool) -> tuple[str, str, str]:
     algorithm, _, rest = value.partition(" ")
     if algorithm != ALGORITHM:
         raise IncompleteSignature(
@@ -369,12 +407,7 @@ def _from_header(headers: dict[str, str], s3: bool) -> _Auth:
             " ".join(f"Authorization header requires '{p}' parameter." for p in missing)
             + f" Authorization={value.split(' Signature=')[0]}"
         )
-    date = headers.get("x-amz-date") or _from_http_date(headers.get("date"))
-    if not date:
-        raise IncompleteSignature(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-        )
-    return _auth(parts["Credential"], parts["SignedHeaders"], parts["Signature"], date, None)
+    return parts["Credential"], parts["SignedHeaders"], parts["Signature"]
 
 
 def _from_query(query: str, s3: bool) -> _Auth:
