@@ -31,7 +31,8 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
-from modelhost.auth.gate import AuthMiddleware, Gate
+from modelhost.auth.gate import SCOPE_KEY, AuthMiddleware, Gate
+from modelhost.auth.keys import AccessKey
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
@@ -247,7 +248,9 @@ def create_app(
         if ours is not None:
             return _response(await asyncio.to_thread(ours))
         if target is None and request.headers.get("content-type", "").startswith(FORM):
-            status, headers, payload = sts.handle(body, request.headers)
+            key = request.scope.get(SCOPE_KEY)
+            secret = key.secret if isinstance(key, AccessKey) else None
+            status, headers, payload = sts.handle(body, request.headers, secret)
             return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
         dispatcher = services.dispatcher
         if target and target.startswith("AnyScaleFrontendService.") and services.autoscaling:

@@ -175,6 +175,22 @@ def test_admin_key_works_everywhere(keyed: Keyed) -> None:
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["a.txt"]
 
 
+def test_assumed_role_credentials_work(keyed: Keyed) -> None:
+    creds = keyed.client("sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/r", RoleSessionName="session"
+    )
+    role = creds["Credentials"]
+    sm: Any = boto3.client(
+        "sagemaker",
+        endpoint_url=keyed.live.url,
+        region_name=REGION,
+        aws_access_key_id=role["AccessKeyId"],
+        aws_secret_access_key=role["SecretAccessKey"],
+        aws_session_token=role["SessionToken"],
+    )
+    assert "Models" in sm.list_models()
+
+
 def test_metrics_need_a_signature(keyed: Keyed) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{keyed.live.url}/metrics", timeout=10)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from modelhost.api.query import query_error
 from modelhost.api.rpc import rpc_error
 from modelhost.api.serialize import json_error, request_id, rest_error
-from modelhost.auth.keys import KeyRing, keys_path
+from modelhost.auth.keys import AccessKey, KeyRing, keys_path
 from modelhost.auth.policy import Action, allows
 from modelhost.auth.sigv4 import Received, Verifier
 from modelhost.errors import AccessDeniedException, AuthFailure
@@ -36,6 +36,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
+SCOPE_KEY = "modelhost.access_key"  # the verified AccessKey, in the ASGI scope
 OPEN_PATHS = frozenset({"/healthz", "/ping"})
 SAGEMAKER = frozenset({"sagemaker"})
 S3_SERVICES = frozenset({"s3"})
@@ -98,9 +99,9 @@ class Gate:
 
     def check(
         self, received: Received, services: frozenset[str], action: Action, s3: bool = False
-    ) -> None:
-        """Raise an ``AuthFailure`` unless ``received`` is signed by a key whose policy allows
-        ``action``."""
+    ) -> AccessKey:
+        """The key that signed ``received``; an ``AuthFailure`` unless there is one and its
+        policy allows ``action``."""
         key = self.verifier.verify(received, services, s3)
         if not allows(key.policy, action):
             what = f"{action.service}:{action.operation}"
@@ -110,6 +111,7 @@ class Gate:
                 f"perform: {what}{on} because its modelhost key policy "
                 f"({key.policy.describe()}) does not allow it"
             )
+        return key
 
     def check_invoke(
         self, path: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes, endpoint: str
@@ -153,14 +155,17 @@ class AuthMiddleware:
         route = classify(scope["path"], headers, body)
         try:
             if len(body) > 64 * 1024:  # hashing a big body is off the event loop
-                await asyncio.to_thread(self.gate.check, received, route.services, route.action)
+                key = await asyncio.to_thread(
+                    self.gate.check, received, route.services, route.action
+                )
             else:
-                self.gate.check(received, route.services, route.action)
+                key = self.gate.check(received, route.services, route.action)
         except AuthFailure as err:
             status, out, payload = route.error(err)
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
             return
+        scope[SCOPE_KEY] = key  # who signed it, for STS's AssumeRole
         sent = False
 
         async def replay() -> Message:
