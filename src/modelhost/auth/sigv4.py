@@ -63,7 +63,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW_S = 15 * 60
 MAX_EXPIRES_S = 7 * 24 * 3600
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"(\d{8})T(\d{6})Z")
+_AMZ_DATE = re.compile(r"([0-9]{8})T([0-9]{6})Z")
 _KEY_CACHE_MAX = 4096
 SIGNATURE_PARAM = "X-Amz-Signature"
 
@@ -126,7 +126,7 @@ class Verifier:
         if "host" not in auth.signed:
             raise InvalidSignatureException("'Host' must be a signed header.")
         expected = self._signature(req, headers, auth, key, s3)
-        if not hmac.compare_digest(expected, auth.signature):
+        if not _same(expected, auth.signature):
             raise InvalidSignatureException(
                 "The request signature we calculated does not match the signature you provided. "
                 "Check your AWS Secret Access Key and signing method. Consult the service "
@@ -145,7 +145,7 @@ class Verifier:
                 "The security token included in the request is invalid."
             )
         expires = params.get("Expires", "")
-        if not expires.isdigit() or "Signature" not in params:
+        if not _digits(expires) or "Signature" not in params:
             raise IncompleteSignature("Query-string authentication requires Signature and Expires")
         if self.clock() > int(expires):
             raise InvalidSignatureException(
@@ -160,7 +160,7 @@ class Verifier:
         query = "&".join(p for p in req.query.split("&") if p.partition("=")[0] not in _V2_PARAMS)
         split = urlsplit("http://modelhost" + req.path + ("?" + query if query else ""))
         canonical = signer.canonical_string(req.method, split, signed)
-        if not hmac.compare_digest(signer.sign_string(canonical), params["Signature"]):
+        if not _same(signer.sign_string(canonical), params["Signature"]):
             raise InvalidSignatureException("The request signature we calculated does not match.")
         return key
 
@@ -302,6 +302,15 @@ class Verifier:
         return found
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison; ``given`` may hold any characters (bytes compare them all)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     """SigV4's derived key (the same four HMACs as ``SigV4Auth.signature``)."""
     k = ("AWS4" + secret).encode()
@@ -426,7 +435,7 @@ def _from_query(query: str, s3: bool) -> _Auth:
     if missing:
         raise IncompleteSignature("Query-string authentication requires " + ", ".join(missing))
     raw_expires = params.get("X-Amz-Expires", str(MAX_EXPIRES_S))
-    if not raw_expires.isdigit() or int(raw_expires) > MAX_EXPIRES_S:
+    if not _digits(raw_expires) or int(raw_expires) > MAX_EXPIRES_S:
         raise IncompleteSignature(
             f"X-Amz-Expires must be a number of seconds from 0 to {MAX_EXPIRES_S}."
         )

@@ -171,7 +171,13 @@ class S3Front:
             return None
         method, target, headers = parse_head(head)
         try:
-            self.check(method, target, headers)
+            try:
+                self.check(method, target, headers)
+            except AuthFailure:
+                raise
+            except Exception:  # a bug in the check: refuse rather than let the request in
+                log.exception("checking an S3 request's signature failed")
+                raise AuthFailure("The request could not be checked.") from None
         except AuthFailure as err:
             status, out, body = s3_error(err, request_id())
             lines = b"".join(b"%s: %s\r\n" % pair for pair in out)

@@ -233,3 +233,14 @@ def test_malformed_authorization(verifier: Verifier, header: str) -> None:
         b"",
     )
     assert isinstance(refusal(verifier, received), IncompleteSignature)
+
+
+def test_a_signature_with_odd_characters_is_refused_not_crashed(
+    verifier: Verifier, key: AccessKey
+) -> None:
+    received, _ = sign(key, "POST", "/", b"{}")
+    odd = [
+        (k, v.replace(b"Signature=", b"Signature=\xe9\xff") if k == b"authorization" else v)
+        for k, v in received.headers
+    ]
+    assert isinstance(refusal(verifier, replace(received, headers=odd)), InvalidSignatureException)
