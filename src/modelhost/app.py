@@ -39,6 +39,8 @@ from modelhost.artifacts import ArtifactCache
 from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
+from modelhost.auth.gate import SCOPE_KEY, AuthMiddleware, Gate
+from modelhost.auth.keys import AccessKey
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.cluster.leader import Cluster
@@ -327,7 +329,9 @@ def create_app(
         if ours is not None:
             return _response(await asyncio.to_thread(ours))
         if target is None and request.headers.get("content-type", "").startswith(FORM):
-            status, headers, payload = sts.handle(body, request.headers)
+            key = request.scope.get(SCOPE_KEY)
+            secret = key.secret if isinstance(key, AccessKey) else None
+            status, headers, payload = sts.handle(body, request.headers, secret)
             return Response(payload, status, {k.decode(): v.decode() for k, v in headers})
         dispatcher = services.dispatcher
         if target and target.startswith("AnyScaleFrontendService.") and services.autoscaling:
@@ -374,14 +378,33 @@ def create_app(
     )
     runtime = services.runtime
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/endpoints/"):
             await runtime(scope, receive, send)
         else:
             await control_app(scope, receive, send)
 
+    app = _guarded(route, settings, runtime)
     app.services = services  # type: ignore[attr-defined]
     app.cloudwatch = cloudwatch  # type: ignore[attr-defined]
+    return app
+
+
+def _guarded(
+    route: Callable[[Scope, Receive, Send], Awaitable[None]],
+    settings: Settings,
+    runtime: RuntimeApp,
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Request signing and access keys (auth/): the fast path checks its own requests, the
+    middleware every other one."""
+    gate = Gate.from_settings(settings)
+    runtime.fast.gate = gate
+    guarded = AuthMiddleware(route, gate)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await guarded(scope, receive, send)
+
+    app.gate = gate  # type: ignore[attr-defined]
     return app
 
 

@@ -116,3 +116,55 @@ def not_found(kind: str, arn: str) -> ValidationException:
 
 def already_exists(kind: str, arn: str) -> ValidationException:
     return ValidationException(f'Cannot create already existing {kind} "{arn}".')
+
+
+# --- authentication and authorisation (every API; auth/) ------------------------------------
+
+
+class AuthFailure(ServiceError):
+    """A request refused by SigV4 verification or a key's policy. ``code`` is the JSON and
+    rest-json services' code; awsQuery services (STS, CloudWatch's query wire) answer with
+    ``query_code`` and S3 with ``s3_code`` and ``s3_message``, as AWS does."""
+
+    code = query_code = "AccessDenied"
+    s3_code = "AccessDenied"
+    s3_message = "Access Denied"
+
+    def __init__(self, message: str, s3_code: str | None = None, s3_message: str | None = None):
+        super().__init__(message)
+        if s3_code is not None:
+            self.s3_code = s3_code
+        if s3_message is not None:
+            self.s3_message = s3_message
+
+
+class MissingAuthenticationToken(AuthFailure):
+    code = query_code = "MissingAuthenticationToken"
+
+
+class IncompleteSignature(AuthFailure):
+    code = query_code = "IncompleteSignature"
+    s3_code = "AuthorizationHeaderMalformed"
+    s3_message = "The authorization header is malformed."
+
+
+class UnrecognizedClientException(AuthFailure):
+    code = "UnrecognizedClientException"
+    query_code = "InvalidClientTokenId"
+    s3_code = "InvalidAccessKeyId"
+    s3_message = "The AWS Access Key Id you provided does not exist in our records."
+
+
+class InvalidSignatureException(AuthFailure):
+    code = "InvalidSignatureException"
+    query_code = "SignatureDoesNotMatch"
+    s3_code = "SignatureDoesNotMatch"
+    s3_message = (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method."
+    )
+
+
+class AccessDeniedException(AuthFailure):
+    code = "AccessDeniedException"
+    query_code = "AccessDenied"

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     # topics need nothing: they are webhooks).
     sns_endpoint_url: str | None = None
 
+    # Access keys (auth/): the keys file (None: <data_dir>/keys.json). Once it holds a key,
+    # every request must be signed with one; with none, only a loopback server is open, and
+    # serving beyond loopback refuses to start unless insecure_no_auth is set.
+    keys_file: Path | None = None
+    insecure_no_auth: bool = False
+
     # Runtime API
     invocation_timeout_s: float = 60.0
     max_payload_bytes: int = 6 * 1024 * 1024

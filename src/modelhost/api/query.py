@@ -47,6 +47,12 @@ QUERY_ERRORS: dict[str, tuple[int, str]] = {
     "MissingParameter": (400, "Sender"),
     "InvalidParameterCombination": (400, "Sender"),
     "InvalidNextToken": (400, "Sender"),
+    # authentication and authorisation (errors.AuthFailure.query_code)
+    "MissingAuthenticationToken": (403, "Sender"),
+    "IncompleteSignature": (403, "Sender"),
+    "InvalidClientTokenId": (403, "Sender"),
+    "SignatureDoesNotMatch": (403, "Sender"),
+    "AccessDenied": (403, "Sender"),
 }
 
 
@@ -64,14 +70,17 @@ class Caller:
 
     access_key_id: str | None
     session_token: str | None
+    # the key's secret, when the request was verified against the server's access keys
+    # (auth/): it proved it holds it, so AssumeRole may hand it back
+    secret: str | None = None
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> Caller:
+    def from_headers(cls, headers: Mapping[str, str], secret: str | None = None) -> Caller:
         auth = headers.get("authorization", "")
         key = None
         if "Credential=" in auth:
             key = auth.split("Credential=", 1)[1].split("/", 1)[0].strip() or None
-        return cls(key, headers.get("x-amz-security-token"))
+        return cls(key, headers.get("x-amz-security-token"), secret)
 
 
 Handler = Callable[[Caller, dict[str, Any]], dict[str, Any]]
@@ -87,13 +96,14 @@ class QueryService:
         self.namespace = str(self.model.metadata.get("xmlNamespace", ""))
         self.handlers = handlers
 
-    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+    def handle(self, body: bytes, headers: Mapping[str, str], secret: str | None = None) -> Reply:
+        """``secret``: the verified key's, when the server checks signatures."""
         rid = request_id()
         try:
             params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
             op = self._operation(params.get("Action"))
             request = self._parse(op, params)
-            result = self.handlers[op](Caller.from_headers(headers), request)
+            result = self.handlers[op](Caller.from_headers(headers, secret), request)
             return 200, _headers(rid), self._response(op, result, rid).encode()
         except (ValidationException, SerializationException, QueryError) as err:
             return self._error(query_code(err), err.message, rid)
@@ -130,13 +140,18 @@ class QueryService:
         )
 
     def _error(self, code: str, message: str, rid: str) -> Reply:
-        status, fault = QUERY_ERRORS[code]
-        body = (
-            f'<ErrorResponse xmlns="{self.namespace}"><Error><Type>{fault}</Type>'
-            f"<Code>{code}</Code><Message>{escape(message)}</Message></Error>"
-            f"<RequestId>{rid}</RequestId></ErrorResponse>"
-        )
-        return status, _headers(rid), body.encode()
+        return query_error(code, message, rid, self.namespace)
+
+
+def query_error(code: str, message: str, rid: str, namespace: str = "") -> Reply:
+    """An awsQuery error answer: ``code`` is one of ``QUERY_ERRORS``."""
+    status, fault = QUERY_ERRORS[code]
+    body = (
+        f'<ErrorResponse xmlns="{namespace}"><Error><Type>{fault}</Type>'
+        f"<Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+        f"<RequestId>{rid}</RequestId></ErrorResponse>"
+    )
+    return status, _headers(rid), body.encode()
 
 
 def query_code(err: ServiceError) -> str:

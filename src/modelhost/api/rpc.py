@@ -76,11 +76,17 @@ class RpcService:
         return QueryError("InvalidAction", f"Could not find operation {op or '(none)'}.")
 
     def _error(self, code: str, message: str, rid: str, cbor_wire: bool) -> Reply:
-        status, fault = QUERY_ERRORS[code]
-        body = {"__type": self.error_shapes.get(code, code), "message": message}
-        headers = [*_headers(rid, cbor_wire), (b"x-amzn-query-error", f"{code};{fault}".encode())]
-        payload = cbor.encode(body) if cbor_wire else json.dumps(body).encode()
-        return status, headers, payload
+        return rpc_error(code, self.error_shapes.get(code, code), message, rid, cbor_wire)
+
+
+def rpc_error(code: str, type_: str, message: str, rid: str, cbor_wire: bool) -> Reply:
+    """A JSON 1.0 or rpc-v2-cbor error of an awsQueryCompatible service: ``code`` is one of
+    ``QUERY_ERRORS``, ``type_`` the body's ``__type``."""
+    status, fault = QUERY_ERRORS[code]
+    body = {"__type": type_, "message": message}
+    headers = [*_headers(rid, cbor_wire), (b"x-amzn-query-error", f"{code};{fault}".encode())]
+    payload = cbor.encode(body) if cbor_wire else json.dumps(body).encode()
+    return status, headers, payload
 
 
 def _decode(body: bytes, cbor_wire: bool) -> dict[str, Any]:

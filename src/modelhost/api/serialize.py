@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from xml.sax.saxutils import escape
 
-from modelhost.errors import ServiceError
+from modelhost.errors import AuthFailure, ServiceError
 
 JSON_11 = b"application/x-amz-json-1.1"
 REST_JSON = b"application/json"
@@ -44,6 +45,20 @@ _STATUS_BY_CODE = {
     "ModelNotReadyException": 429,
     "ServiceUnavailable": 503,
     "InternalDependencyException": 530,
+    # authentication and authorisation (auth/): JSON and rest-json services
+    "MissingAuthenticationToken": 403,
+    "IncompleteSignature": 403,
+    "UnrecognizedClientException": 403,
+    "InvalidSignatureException": 403,
+    "AccessDeniedException": 400,
+    # ... and the S3 relay's codes (S3 XML errors, storage/s3front.py)
+    "AccessDenied": 403,
+    "InvalidAccessKeyId": 403,
+    "SignatureDoesNotMatch": 403,
+    "RequestTimeTooSkewed": 403,
+    "AuthorizationHeaderMalformed": 400,
+    "XAmzContentSHA256Mismatch": 400,
+    "InvalidArgument": 400,
 }
 
 
@@ -77,3 +92,15 @@ def _headers(err: ServiceError, rid: str, content_type: bytes) -> list[tuple[byt
 def json_ok(payload: dict[str, Any], rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     headers = [(b"content-type", JSON_11), (b"x-amzn-requestid", rid.encode())]
     return 200, headers, json.dumps(payload).encode()
+
+
+def s3_error(err: AuthFailure, rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """An authentication failure as S3 answers it (the embedded S3 relay): an XML ``Error``
+    with S3's code and message."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{err.s3_code}</Code><Message>{escape(err.s3_message)}</Message>"
+        f"<RequestId>{rid}</RequestId></Error>"
+    )
+    headers = [(b"content-type", b"application/xml"), (b"x-amz-request-id", rid.encode())]
+    return _STATUS_BY_CODE.get(err.s3_code, 403), headers, body.encode()

@@ -6,7 +6,9 @@ modelhost accepts any credentials, so identity is what the request claims:
 ``UserId`` and the account's root ARN; after ``AssumeRole`` (whose session token names the role
 and session) it answers as that assumed role, as STS does. ``AssumeRole`` returns the caller's
 own access key id; the secret key cannot be known from a signed request, so it returns a
-placeholder, which modelhost and its embedded S3 server accept like any other.
+placeholder, which modelhost and its embedded S3 server accept like any other. With access keys
+(auth/) the request was verified against the caller's key, which proves the caller holds its
+secret: AssumeRole then returns that secret, so the assumed credentials sign valid requests.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def sts_service(settings: Settings) -> QueryService:
         out: dict[str, Any] = {
             "Credentials": {
                 "AccessKeyId": caller.access_key_id or "ASIAMODELHOST0000000",
-                "SecretAccessKey": PLACEHOLDER_SECRET,
+                "SecretAccessKey": caller.secret or PLACEHOLDER_SECRET,
                 "SessionToken": TOKEN_PREFIX + base64.urlsafe_b64encode(token).decode("ascii"),
                 "Expiration": expires,
             },

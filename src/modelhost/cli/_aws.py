@@ -6,6 +6,7 @@ bad path) ends as one red line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import boto3
 import botocore.session
 import typer
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from rich.console import Console
 from rich.markup import escape
@@ -116,12 +120,32 @@ class Server:
             aws_secret_access_key=secret,
         )
 
+    def get(self, path: str, timeout: float = 5.0) -> bytes:
+        """GET one of modelhost's own pages (``/modelhost/...``), signed with the caller's
+        credentials (SigV4, service ``sagemaker``) as a server with access keys requires."""
+        session, key, secret = _session()
+        found = session.get_credentials()
+        creds = (
+            found.get_frozen_credentials()
+            if found is not None
+            else Credentials(key or DUMMY_CREDENTIAL, secret or DUMMY_CREDENTIAL)
+        )
+        request = AWSRequest("GET", self.url + path)
+        SigV4Auth(creds, "sagemaker", self.region).add_auth(request)
+        headers = {k: str(v) for k, v in request.headers.items()}
+        with urllib.request.urlopen(
+            urllib.request.Request(self.url + path, headers=headers), timeout=timeout
+        ) as resp:
+            data: bytes = resp.read()
+            return data
+
 
 def _session() -> tuple[boto3.Session, str | None, str | None]:
     """A session, and dummy credentials when the environment and AWS config files have none.
 
     The credential chain stops before the EC2/ECS metadata services: on a laptop those cost a
-    network timeout, and modelhost accepts any credentials anyway."""
+    network timeout. A server without access keys accepts any credentials; one with keys
+    needs a key's (environment or profile), and refusals say so (``AUTH_HINT``)."""
     core = botocore.session.get_session()
     resolver = core.get_component("credential_provider")
     for name in ("container-role", "iam-role"):
@@ -137,11 +161,30 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+# What a server with access keys answers a request it refuses (auth/).
+AUTH_CODES = frozenset(
+    {
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+    }
+)
+AUTH_HINT = (
+    " (the server requires a modelhost access key: set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or an AWS profile, to the lines `modelhost keys create NAME "
+    "--policy admin` printed)"
+)
+
+
 def client_error_text(exc: ClientError) -> str:
     error = exc.response.get("Error", {})
     code = error.get("Code", "Error")
     message = error.get("Message") or str(exc)
-    return f"{code}: {message}"
+    hint = AUTH_HINT if code in AUTH_CODES else ""
+    return f"{code}: {message}{hint}"
 
 
 @contextmanager

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.request
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import BotoCoreError
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -148,12 +148,9 @@ def transform(
 
 def _progress(server: Server, job: str) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(
-            f"{server.url}/modelhost/transform-jobs/{job}/progress", timeout=5
-        ) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-    except (OSError, ValueError, urllib.error.HTTPError):
+        data: dict[str, Any] = json.loads(server.get(f"/modelhost/transform-jobs/{job}/progress"))
+        return data
+    except (OSError, ValueError, urllib.error.HTTPError, BotoCoreError):
         return {}
 
 

@@ -1,5 +1,5 @@
 """The modelhost command line: serve, deploy, invoke, invoke-async, queue, endpoints, models,
-delete, scale, transform, jobs, logs."""
+delete, scale, transform, jobs, logs, keys."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import typer
 from modelhost.settings import DEFAULT_PORT, Settings
 
 if TYPE_CHECKING:
+    from modelhost.auth.gate import Gate
     from modelhost.storage.embedded import EmbeddedS3
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -47,16 +48,27 @@ def serve(
     port: PortOpt = None,
     data_dir: DataOpt = None,
     demo: Annotated[bool, typer.Option(help="Deploy the demo iris endpoint.")] = False,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve beyond loopback without access keys: anyone who reaches the port can "
+            "run code as this user (env MODELHOST_INSECURE_NO_AUTH).",
+        ),
+    ] = False,
 ) -> None:
     """Start the modelhost server (control plane, runtime API, instances, S3)."""
     settings = settings_from(host, port, data_dir)
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"insecure_no_auth": True})
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    gate = _auth_gate(settings)
     url = f"http://{settings.host}:{settings.port}"
     lock = _lock_data_dir(settings.data_dir)
     try:
-        settings, s3 = _start_object_store(settings)
+        settings, s3 = _start_object_store(settings, gate)
         s3_url = s3.url if s3 is not None else settings.s3_endpoint_url
         try:
             _serve(settings, url, s3_url, demo)
@@ -67,14 +79,36 @@ def serve(
         lock.close()
 
 
-def _start_object_store(settings: Settings) -> tuple[Settings, EmbeddedS3 | None]:
+def _auth_gate(settings: Settings) -> Gate:
+    """The access keys' gate; refuse to serve beyond loopback without keys (unless told to,
+    loudly)."""
+    from modelhost.auth.gate import Gate, is_loopback, startup_problem
+
+    gate = Gate.from_settings(settings)
+    problem = startup_problem(settings, gate.keys.any())
+    if problem is not None:
+        typer.secho(f"modelhost: {problem}", fg="red", err=True)
+        raise typer.Exit(2)
+    log = logging.getLogger("modelhost")
+    if gate.keys.any():
+        log.info("access keys on (%s): every request must be signed", gate.keys.path)
+    elif not is_loopback(settings.host):
+        log.warning(
+            "WARNING: serving on %s WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who "
+            "can reach this port can deploy code that runs as this user",
+            settings.host,
+        )
+    return gate
+
+
+def _start_object_store(settings: Settings, gate: Gate) -> tuple[Settings, EmbeddedS3 | None]:
     from modelhost.sdkconfig import write_sdk_config
     from modelhost.storage.embedded import EmbeddedS3Error
     from modelhost.storage.platform import start_platform_s3
 
     write_sdk_config(settings)
     try:
-        return start_platform_s3(settings)
+        return start_platform_s3(settings, gate.s3_check)
     except EmbeddedS3Error as exc:
         typer.secho(f"modelhost: cannot start the embedded S3 server: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -191,9 +225,11 @@ def logs(
 
 def _register_client_commands() -> None:
     from modelhost.cli import client, jobs
+    from modelhost.cli.keys import keys_app
 
     client.register(app)
     jobs.register(app)
+    app.add_typer(keys_app, name="keys")
 
 
 _register_client_commands()

@@ -23,6 +23,7 @@ from time import perf_counter
 from typing import Any
 
 from modelhost.api.serialize import http_status, rest_error
+from modelhost.auth.gate import Gate
 from modelhost.errors import (
     InternalFailure,
     ModelError,
@@ -170,6 +171,8 @@ class InvokePath:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         routes.container_sink = self.metrics.record_container
+        # Request signing (auth/gate.py), when the server checks it: set by app.py.
+        self.gate: Gate | None = None
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
@@ -188,6 +191,13 @@ class InvokePath:
         pooled connection to the instance at hand, this runs on callbacks alone."""
         started = perf_counter()
         rid = self.new_rid()
+        gate = self.gate
+        if (
+            gate is not None
+            and gate.required()
+            and not self._allowed(gate, path, raw_headers, body, rid, reply)
+        ):
+            return
         lines: list[bytes] = []
         wanted = container = None
         for key, value in raw_headers:
@@ -223,6 +233,26 @@ class InvokePath:
                 return
         call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
         self.send(call, variant)
+
+    def _allowed(
+        self,
+        gate: Gate,
+        path: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: Payload,
+        rid: bytes,
+        reply: Reply,
+    ) -> bool:
+        """Whether the request is signed by a key that may invoke this endpoint (else it is
+        answered with the refusal)."""
+        try:
+            name = _endpoint_name(path)
+            whole = body if isinstance(body, bytes) else b"".join(body)
+            gate.check_invoke(path, raw_headers, whole, name)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+            return False
+        return True
 
     def _check(
         self,

@@ -3,10 +3,12 @@ child process of ``modelhost serve``, with its data under ``<data-dir>/s3``.
 
 - Every listening port is a free loopback port (``weed mini`` opens ten, several fixed by
   default), so servers on one host never collide; nothing binds beyond 127.0.0.1.
-- Any credentials will do, as for the SageMaker API: clients reach it through
-  :class:`~modelhost.storage.s3front.S3Front` (the public URL), which drops credentials (SeaweedFS
-  serves unsigned requests as ``anonymous``, an admin here) and the SSE-KMS headers the SageMaker
-  SDK sends. modelhost itself talks to SeaweedFS directly as the ``modelhost`` identity.
+- Clients reach it through :class:`~modelhost.storage.s3front.S3Front` (the public URL), which
+  checks their signature against the server's access keys when it has any (else any credentials
+  will do, as for the SageMaker API), then drops credentials (SeaweedFS serves unsigned requests
+  as ``anonymous``, an admin here) and the SSE-KMS headers the SageMaker SDK sends. modelhost
+  itself, its instances, transform jobs and async workers talk to SeaweedFS's own loopback port
+  directly as the ``modelhost`` identity: they need no access key.
 - It dies with the server: PR_SET_PDEATHSIG (Linux) when the server dies, SIGTERM then SIGKILL
   on a normal stop; and a SeaweedFS left over from a server killed on another OS is found by its
   pid file and stopped at the next start (the caller holds the data directory's lock, so no live
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from modelhost.children import die_with_parent
 from modelhost.ports import free_port, free_port_pair
-from modelhost.storage.s3front import S3Front
+from modelhost.storage.s3front import Check, S3Front
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,11 @@ def client_endpoint(data_dir: Path) -> str | None:
         return None
 
 
-def start_embedded_s3(root: Path, buckets: list[str] | None = None) -> EmbeddedS3:
-    """Start SeaweedFS on ``root``, wait until its S3 API answers, create ``buckets``."""
+def start_embedded_s3(
+    root: Path, buckets: list[str] | None = None, check: Check | None = None
+) -> EmbeddedS3:
+    """Start SeaweedFS on ``root``, wait until its S3 API answers, create ``buckets``; the
+    front checks each request with ``check`` (the server's access keys), if given."""
     weed = find_weed()
     if weed is None:
         raise EmbeddedS3Error(
@@ -119,7 +124,7 @@ def start_embedded_s3(root: Path, buckets: list[str] | None = None) -> EmbeddedS
         front_sock.close()
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    front = S3Front(front_sock, ("127.0.0.1", s3_port))
+    front = S3Front(front_sock, ("127.0.0.1", s3_port), check)
     front.start()
     url = f"http://127.0.0.1:{front_sock.getsockname()[1]}"
     (root / "weed.pid").write_text(str(proc.pid))

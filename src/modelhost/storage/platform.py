@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import logging
 
+import botocore.session
+
 from modelhost.settings import Settings
 from modelhost.storage import ObjectStore, object_store
 from modelhost.storage.embedded import (
@@ -21,6 +23,7 @@ from modelhost.storage.embedded import (
     start_embedded_s3,
 )
 from modelhost.storage.migrate import move_local_objects
+from modelhost.storage.s3front import Check
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +34,15 @@ def platform_store(settings: Settings) -> ObjectStore:
     )
 
 
-def start_platform_s3(settings: Settings) -> tuple[Settings, EmbeddedS3 | None]:
+def start_platform_s3(
+    settings: Settings, check: Check | None = None
+) -> tuple[Settings, EmbeddedS3 | None]:
     """Start the embedded S3 server when the settings ask for it; the settings that point the
-    platform at it (SeaweedFS's own port, modelhost's identity) and the running server."""
+    platform at it (SeaweedFS's own port, modelhost's identity) and the running server. Its
+    public front checks requests with ``check`` (auth/gate.py ``Gate.s3_check``)."""
     if settings.s3_endpoint_url or not settings.embedded_s3:
         return settings, None
-    server = start_embedded_s3(settings.data_dir / "s3", [settings.default_bucket])
+    server = start_embedded_s3(settings.data_dir / "s3", [settings.default_bucket], check)
     log.info("embedded S3 server ready in %.2f s at %s", server.started_in_s, server.url)
     updated = settings.model_copy(
         update={
@@ -59,8 +65,23 @@ def client_store(settings: Settings) -> ObjectStore:
     if not settings.s3_endpoint_url and settings.embedded_s3 and _server_running(settings):
         url = client_endpoint(settings.data_dir)
         if url is not None:
-            return object_store(settings.objects_dir, url, settings.region, ("any", "any"))
+            return object_store(settings.objects_dir, url, settings.region, _client_credentials())
     return platform_store(settings)
+
+
+def _client_credentials() -> tuple[str, str]:
+    """The caller's AWS credentials (environment, profile) for the server's S3 front, which
+    checks them when the server has access keys; placeholders when there are none. The chain
+    stops before the EC2/ECS metadata services (a network timeout on a laptop)."""
+    core = botocore.session.get_session()
+    resolver = core.get_component("credential_provider")
+    for name in ("container-role", "iam-role"):
+        resolver.remove(name)
+    found = core.get_credentials()
+    if found is None:
+        return "any", "any"
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key or "any", frozen.secret_key or "any"
 
 
 def _server_running(settings: Settings) -> bool:

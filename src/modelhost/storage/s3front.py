@@ -1,7 +1,14 @@
-"""The embedded S3 server's front door: a byte-for-byte TCP relay that rewrites each request's
-head so that any credentials will do (as for the SageMaker API) and SSE-KMS requests succeed.
+"""The embedded S3 server's front door: a byte-for-byte TCP relay that checks each request's
+signature (when the server has access keys), then rewrites its head so that SeaweedFS serves it
+and SSE-KMS requests succeed.
 
-- Authentication is dropped (the ``Authorization`` header, a session token, presigned-URL query
+- With access keys (auth/), the request head is verified first (SigV4 with S3's rules, header
+  or presigned URL, through ``check``): a refusal is S3's XML error (``SignatureDoesNotMatch``,
+  ``InvalidAccessKeyId``, ``AccessDenied``, ``RequestTimeTooSkewed`` ...) and the connection
+  closes. The body streams through unread, so its hash is taken as ``x-amz-content-sha256``
+  declares it (signed), not recomputed; an ``aws-chunked`` body's chunk signatures are not
+  checked, only the seed signature of the head. Without keys, any credentials will do.
+- Authentication is then dropped (the ``Authorization`` header, a session token, presigned-URL query
   parameters): SeaweedFS serves unsigned requests as its ``anonymous`` identity, which the
   embedded server's configuration makes an admin. An unknown access key would otherwise be
   refused, and SeaweedFS lists buckets only to identities it knows.
@@ -23,6 +30,10 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Callable
+
+from modelhost.api.serialize import request_id, s3_error
+from modelhost.errors import AuthFailure
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 _CHUNK = 256 * 1024
+# (method, request target, headers with lower-case names): raises an AuthFailure to refuse.
+Check = Callable[[str, str, list[tuple[bytes, bytes]]], None]
 
 
 # Presigned URLs (SigV4 and SigV2) carry their signature in the query string.
@@ -89,9 +102,12 @@ def _without_query_auth(request_line: bytes) -> bytes:
 class S3Front:
     """Listens on ``sock`` (already bound) and relays to ``upstream`` (host, port)."""
 
-    def __init__(self, sock: socket.socket, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, sock: socket.socket, upstream: tuple[str, int], check: Check | None = None
+    ) -> None:
         self.sock = sock
         self.upstream = upstream
+        self.check = check
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -125,6 +141,11 @@ class S3Front:
         upstream: asyncio.StreamWriter | None = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+            refusal = self._refusal(head)
+            if refusal is not None:
+                writer.write(refusal)
+                await writer.drain()
+                return
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
             )
@@ -143,6 +164,48 @@ class S3Front:
             for w in (upstream, writer):
                 if w is not None:
                     w.close()
+
+    def _refusal(self, head: bytes) -> bytes | None:
+        """The error answer for a request the check refuses (None: let it through)."""
+        if self.check is None:
+            return None
+        method, target, headers = parse_head(head)
+        try:
+            try:
+                self.check(method, target, headers)
+            except AuthFailure:
+                raise
+            except Exception:  # a bug in the check: refuse rather than let the request in
+                log.exception("checking an S3 request's signature failed")
+                raise AuthFailure("The request could not be checked.") from None
+        except AuthFailure as err:
+            status, out, body = s3_error(err, request_id())
+            lines = b"".join(b"%s: %s\r\n" % pair for pair in out)
+            return b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+                status,
+                _REASONS.get(status, b"Error"),
+                lines,
+                len(body),
+                body,
+            )
+        return None
+
+
+_REASONS = {400: b"Bad Request", 403: b"Forbidden"}
+
+
+def parse_head(head: bytes) -> tuple[str, str, list[tuple[bytes, bytes]]]:
+    """The method, request target and headers (lower-case names) of a request head."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    method = parts[0].decode("latin-1")
+    target = parts[1].decode("latin-1") if len(parts) > 1 else "/"
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers.append((name.strip().lower(), value.strip()))
+    return method, target, headers
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from modelhost import errors
-from modelhost.api.serialize import JSON_11, REST_JSON, http_status, json_error, rest_error
+from modelhost.api.serialize import (
+    JSON_11,
+    REST_JSON,
+    http_status,
+    json_error,
+    rest_error,
+    s3_error,
+)
 
 # What SageMaker answers for each error (awsJson1.1 control plane: 400 for client errors).
 EXPECTED = {
@@ -32,6 +39,13 @@ EXPECTED = {
     errors.ModelNotReadyException: 429,
     errors.ServiceUnavailable: 503,
     errors.InternalDependencyException: 530,
+    # authentication and authorisation (every API), as AWS's JSON services answer them
+    errors.AuthFailure: 403,  # the base class: its code is AccessDenied (S3's and STS's)
+    errors.MissingAuthenticationToken: 403,
+    errors.IncompleteSignature: 403,
+    errors.UnrecognizedClientException: 403,
+    errors.InvalidSignatureException: 403,
+    errors.AccessDeniedException: 400,
 }
 
 
@@ -80,3 +94,15 @@ def test_rest_error_uses_the_table_and_keeps_extra_fields() -> None:
         "OriginalStatusCode": 500,
         "OriginalMessage": "oops",
     }
+
+
+def test_s3_error_is_s3_xml_with_s3_codes() -> None:
+    err = errors.InvalidSignatureException("json message")
+    status, headers, body = s3_error(err, "rid-3")
+    assert status == 403
+    assert (b"content-type", b"application/xml") in headers
+    assert b"<Code>SignatureDoesNotMatch</Code>" in body
+    status, _, body = s3_error(errors.IncompleteSignature("bad"), "rid-4")
+    assert status == 400 and b"<Code>AuthorizationHeaderMalformed</Code>" in body
+    status, _, body = s3_error(errors.UnrecognizedClientException("who"), "rid-5")
+    assert status == 403 and b"<Code>InvalidAccessKeyId</Code>" in body
