@@ -1,0 +1,57 @@
+"""A seeded slice of the API fuzzer (tests/fixtures/fuzz_requests.py) against a live server with a
+model, an endpoint configuration and an InService endpoint to aim at: every answer passes the
+oracle (no undocumented 5xx, AWS-shaped errors, /ping still answers, no state change from a
+rejected request). The long run is bench/fuzz_api.py; its figures are in docs/robustness.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+
+from tests.fixtures import fuzz_requests as fz
+from tests.fixtures.server import FIXTURE_MODELS, LiveServer, wait_status
+
+pytestmark = pytest.mark.api
+
+EXAMPLES = 300
+
+
+def seeded_server(data_dir: Path) -> LiveServer:
+    """A server holding fz-model, fz-config and fz-endpoint (InService)."""
+    live = LiveServer(data_dir).start()
+    sm = live.client("sagemaker")
+    sm.create_model(
+        ModelName="fz-model", PrimaryContainer={"ModelDataUrl": str(FIXTURE_MODELS / "echo")}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="fz-config",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "fz-model",
+                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
+    )  # fmt: skip
+    sm.create_endpoint(EndpointName="fz-endpoint", EndpointConfigName="fz-config")
+    wait_status(sm, "fz-endpoint", {"InService"})
+    return live
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = seeded_server(tmp_path_factory.mktemp("fuzz"))
+    yield live
+    live.stop()
+
+
+@seed(14)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                           HealthCheck.data_too_large, HealthCheck.large_base_example],
+)  # fmt: skip
+@given(req=fz.requests())
+def test_fuzzed_requests_pass_the_oracle(fuzz_server: LiveServer, req: fz.Request) -> None:
+    probe = fz.StateProbe(fuzz_server.data_dir / "state.db")
+    assert fz.judge(fuzz_server.port, req, probe) == []
