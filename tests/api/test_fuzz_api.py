@@ -6,39 +6,20 @@ rejected request). The long run is bench/fuzz_api.py; its figures are in docs/ro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
 from tests.fixtures import fuzz_requests as fz
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, wait_status
+from tests.fixtures.server import LiveServer
 
 pytestmark = pytest.mark.api
 
 EXAMPLES = 300
 
 
-def seeded_server(data_dir: Path) -> LiveServer:
-    """A server holding fz-model, fz-config and fz-endpoint (InService)."""
-    live = LiveServer(data_dir).start()
-    sm = live.client("sagemaker")
-    sm.create_model(
-        ModelName="fz-model", PrimaryContainer={"ModelDataUrl": str(FIXTURE_MODELS / "echo")}
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName="fz-config",
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "fz-model",
-                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-    )  # fmt: skip
-    sm.create_endpoint(EndpointName="fz-endpoint", EndpointConfigName="fz-config")
-    wait_status(sm, "fz-endpoint", {"InService"})
-    return live
-
-
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = seeded_server(tmp_path_factory.mktemp("fuzz"))
+    live = fz.seeded_server(tmp_path_factory.mktemp("fuzz"))
     yield live
     live.stop()
 
