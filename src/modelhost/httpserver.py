@@ -77,6 +77,9 @@ _MAX_PIPELINED = 16
 _MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
 _LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
 IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed after this
+# A request head (request line and headers) must arrive whole within this many seconds of its
+# first byte, however steadily it trickles in (slowloris); otherwise 408 and close.
+HEAD_TIMEOUT_S = 30.0
 
 
 class _Cycle:
@@ -172,6 +175,8 @@ class HttpProtocol(FlowControl):
         self.failed = False
         self.last_request = False  # after an upgrade request: answer it, then close
         self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
+        self.head_started = 0.0  # when the head being received began arriving; 0: none is
+        self._in_body = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -188,7 +193,9 @@ class HttpProtocol(FlowControl):
     def data_received(self, data: bytes) -> None:
         if self.failed or self.last_request:
             return
-        self.last_active = time.monotonic()
+        self.last_active = now = time.monotonic()
+        if not self.head_started and not self._in_body:
+            self.head_started = now
         self.server.awake.kick(self.server.in_flight)
         try:
             self.parser.feed_data(data)
@@ -230,6 +237,8 @@ class HttpProtocol(FlowControl):
         raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
+        self.head_started = 0.0
+        self._in_body = True
         if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
         self.transport.write(CONTINUE)
@@ -253,7 +262,7 @@ class HttpProtocol(FlowControl):
             body = b"".join(parts)
         self._url, self._headers, self._body = b"", [], []
         self._size = self._head_size = 0
-        self._expect = False
+        self._expect = self._in_body = False
         keep_alive = self.parser.should_keep_alive()
         fast = self.server.fast
         path = url.partition(b"?")[0]
@@ -383,6 +392,12 @@ class HttpProtocol(FlowControl):
         connection sent or finished something after that time)."""
         if not self.busy and (idle_since is None or self.last_active < idle_since):
             self.close()
+
+    def refuse_slow_head(self, started_before: float) -> None:
+        """408 and close when a request head began arriving before ``started_before`` and is
+        still not whole (and no answer is being written on this connection)."""
+        if self.head_started and self.head_started < started_before and not self.busy:
+            self._fail(408, b"The request head did not arrive in time.")
 
     def _fail(self, status: int, text: bytes) -> None:
         """Answer a request we cannot parse, then close gently: stop sending, drop what the
