@@ -43,7 +43,13 @@ def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Non
     raise AssertionError(f"{what} not reached within {timeout} s")
 
 
+CLIENTS = 8
+
+
 def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
+    """Eight clients at once through a blue/green update: no error, every answer is the right
+    one for its own request (from the old model or the new), and a client never goes back to the
+    old fleet once the new one answered it."""
     sm = server.client("sagemaker")
     name = unique("bluegreen")
     assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
@@ -62,36 +68,59 @@ def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
         ],
     )
     errors: list[Exception] = []
-    bodies: list[bytes] = []
+    # per client: (request body, answer body) in order
+    seen: list[list[tuple[bytes, bytes]]] = [[] for _ in range(CLIENTS)]
     stop = threading.Event()
 
-    def hammer() -> None:
+    def hammer(index: int) -> None:
         client = server.client("sagemaker-runtime")
         deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
+        for n in range(100_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            body = b"[%d, %d]" % (index, n)
             try:
                 out = client.invoke_endpoint(
-                    EndpointName=name, Body=b"[1, 2]", ContentType="application/json"
+                    EndpointName=name, Body=body, ContentType="application/json"
                 )
-                bodies.append(out["Body"].read())
+                seen[index].append((body, out["Body"].read()))
             except Exception as exc:
                 errors.append(exc)
 
-    thread = threading.Thread(target=hammer)
-    thread.start()
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+
+    def answered() -> int:
+        return sum(map(len, seen))
+
     try:
-        _poll(lambda: len(bodies) > 20, what="traffic before the update")
+        _poll(lambda: answered() > 40, what="traffic before the update")
         sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v2")
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
         desc = wait_status(sm, name, {"InService", "Failed"})
-        _poll(lambda: bodies[-1] == b'{"sum": 3.0}', what="traffic on the new fleet")
+        after = answered()
+        _poll(lambda: answered() > after + 40, what="traffic on the new fleet")
     finally:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
     assert errors == []
     assert desc["EndpointConfigName"] == f"{name}-v2"
     assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
-    assert b"[1, 2]" in bodies and b'{"sum": 3.0}' in bodies
+    old = new = 0
+    for index, answers in enumerate(seen):
+        switched = False
+        for body, answer in answers:
+            a, b = index, int(body.split(b",")[1].rstrip(b"]"))
+            if answer == body:  # the old fleet (echo) answered this very request
+                assert not switched, f"client {index}: the old fleet answered after the new one"
+                old += 1
+            else:  # the new fleet (sum) answered this very request
+                assert answer == b'{"sum": %.1f}' % (a + b), (body, answer)
+                switched, new = True, new + 1
+    assert old > 0 and new > 0
+    assert all(seen)  # every client was answered
 
 
 def test_capacity_changes_in_place(server: LiveServer) -> None:
