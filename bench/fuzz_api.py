@@ -20,7 +20,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-
 from tests.fixtures import fuzz_requests as fz  # noqa: E402
 
 

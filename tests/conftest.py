@@ -36,7 +36,8 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
     skipped = _skipped(config)
-    note = "" if not skipped or skips_allowed() else f" (a failure: set {ALLOW_SKIPS_ENV}=1 to allow)"
+    failing = skipped and not skips_allowed()
+    note = f" (a failure: set {ALLOW_SKIPS_ENV}=1 to allow)" if failing else ""
     terminalreporter.write_line(f"skipped tests: {skipped}{note}")
 
 

@@ -6,6 +6,7 @@ rejected request). The long run is bench/fuzz_api.py; its figures are in docs/ro
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 

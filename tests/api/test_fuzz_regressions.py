@@ -16,7 +16,8 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 @pytest.mark.parametrize(
     ("path", "headers"),
     [
-        ("/", {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.ListModels"}),
+        ("/", {"Content-Type": "application/x-amz-json-1.1",
+               "X-Amz-Target": "SageMaker.ListModels"}),
         ("/", {"Content-Type": "application/x-amz-json-1.1",
                "X-Amz-Target": "Logs_20140328.DescribeLogGroups"}),
         ("/", {"Content-Type": "application/x-amz-json-1.0",

@@ -89,7 +89,8 @@ BROKEN = st.sampled_from(
         b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
         b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
         b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
-        b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
         b"POST /fast HTTP/1.1\r\nX: a\x00b\r\n\r\n",
         b"POST /fast HTTP/1.1\r\n: empty-name\r\n\r\n",
         b"POST /fast HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n",
@@ -124,8 +125,12 @@ def conversations(draw: st.DrawFn) -> tuple[list[bytes], bool]:
 
 
 @seed(14)
-@settings(max_examples=80, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(conv=conversations())
 def test_raw_http_fuzz_gets_answers_or_a_close_never_a_hang_or_5xx(
     served: tuple[tuple[str, int], Server], conv: tuple[list[bytes], bool]

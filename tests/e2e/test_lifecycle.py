@@ -44,6 +44,8 @@ def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Non
 
 
 CLIENTS = 8
+SLOW_LOAD_S = 120  # a model_fn this slow is stopped by DeleteEndpoint, not waited for
+SLOW_SLEEP_S = 60  # a request this slow on an instance that dies is answered at once
 
 
 def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
@@ -324,7 +326,7 @@ def test_delete_during_a_slow_start_stops_it_at_once(
     model_dir = tmp_path / "slowload"
     (model_dir / "code").mkdir(parents=True)
     (model_dir / "code" / "inference.py").write_text(
-        "import time\n\ndef model_fn(model_dir):\n    time.sleep(120)\n\n"
+        f"import time\n\ndef model_fn(model_dir):\n    time.sleep({SLOW_LOAD_S})\n\n"
         "def transform_fn(model, data, content_type, accept):\n    return data\n"
     )
     name = unique("slowload")
@@ -333,7 +335,7 @@ def test_delete_during_a_slow_start_stops_it_at_once(
     started = time.monotonic()
     sm.delete_endpoint(EndpointName=name)
     wait_gone(sm, name, timeout=30)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < SLOW_LOAD_S / 4  # stopped, not waited for
     _poll(lambda: instance_pids(own_server.data_dir) == [], what="the instance to be stopped")
 
 
@@ -349,7 +351,9 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
 
     def call() -> None:
         try:
-            rt.invoke_endpoint(EndpointName=name, Body=b"60", ContentType="text/plain")
+            rt.invoke_endpoint(
+                EndpointName=name, Body=str(SLOW_SLEEP_S).encode(), ContentType="text/plain"
+            )
             outcomes.append("answered")
         except rt.exceptions.ClientError as exc:
             outcomes.append(exc.response["Error"]["Code"])
@@ -359,7 +363,7 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
         thread.start()
     logs = own_server.data_dir / "logs" / name
     _poll(
-        lambda: any("slow: sleeping 60" in p.read_text() for p in logs.rglob("*.log")),
+        lambda: any(f"slow: sleeping {SLOW_SLEEP_S}" in p.read_text() for p in logs.rglob("*.log")),
         what="the instance to be serving the first request",
     )
     started = time.monotonic()
@@ -367,7 +371,8 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
     for thread in threads:
         thread.join(30)
     assert not any(thread.is_alive() for thread in threads), "a request got no answer"
-    assert time.monotonic() - started < 30  # not the 60 s sleep, nor the invocation timeout
+    # relative to what a hang would cost: the 60 s sleep (or the invocation timeout, as long)
+    assert time.monotonic() - started < SLOW_SLEEP_S / 2
     assert len(outcomes) == 3
     assert set(outcomes) <= {"ModelError", "ModelNotReadyException"}, outcomes
 

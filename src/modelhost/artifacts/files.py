@@ -38,7 +38,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
             raise tarfile.HeaderError(
                 f"an extended header of {self.size} bytes (more than {MAX_EXTENDED_HEADER})"
             )
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
 
 
 def extract_archive(archive: Path, dest: Path, url: str, budget: Budget) -> None:
