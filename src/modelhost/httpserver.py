@@ -173,6 +173,7 @@ class HttpProtocol(FlowControl):
         self._expect = False  # Expect: 100-continue
         self._client: tuple[str, int] | None = None
         self.failed = False
+        self._refusal: bytes | None = None  # a 4xx owed after the requests queued before it
         self.last_request = False  # after an upgrade request: answer it, then close
         self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
         self.head_started = 0.0  # when the head being received began arriving; 0: none is
@@ -207,6 +208,15 @@ class HttpProtocol(FlowControl):
                 self.close()  # answered already (the fast path can answer synchronously)
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side (a half-close, or a client that sent its requests
+        and waits): answer what it already sent, then close. True keeps the transport open
+        for those answers; with nothing to answer, False lets it close."""
+        if not self.busy and not self.queue:
+            return False
+        self.last_request = True
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -307,6 +317,8 @@ class HttpProtocol(FlowControl):
         if not self.queue or self.transport is None:
             self.busy = False
             self.last_active = time.monotonic()
+            if self._refusal is not None:
+                self._refuse(self._refusal)
             return
         self.busy = True
         if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
@@ -375,6 +387,8 @@ class HttpProtocol(FlowControl):
         self.server.awake.kick(self.server.in_flight)  # the next request may come right away
         if keep_alive and self.transport is not None and not (self.last_request and not self.queue):
             self._next()
+        elif keep_alive and self._refusal is not None:
+            self._refuse(self._refusal)  # the client half-closed after the bad request
         else:
             self.close()
 
@@ -408,7 +422,18 @@ class HttpProtocol(FlowControl):
             return
         self.failed = True
         head = status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
-        transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
+        refusal = head + b"content-length: %d\r\n\r\n%b" % (len(text), text)
+        if self.busy or self.queue:
+            self._refusal = refusal  # the requests before it are answered first, in order
+            return
+        self._refuse(refusal)
+
+    def _refuse(self, refusal: bytes) -> None:
+        self._refusal = None
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(refusal)
         if transport.can_write_eof():
             transport.write_eof()
         asyncio.get_running_loop().call_later(_LINGER_S, self.close)
