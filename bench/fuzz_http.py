@@ -7,8 +7,8 @@ docs/robustness.md reports.
 
     .venv/bin/python bench/fuzz_http.py [--conversations 2000] [--seed 14]
 
-The oracle per connection: no 5xx, an answer or a close within the bound (never a hang), and
-afterwards the server answers /ping. Exit status 1 when it found anything.
+The oracle per connection: no 5xx, an answer or a close within the bound (never a hang), a 2xx
+for each valid request sent before anything broken, and afterwards the server answers /ping. Exit status 1 when it found anything.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from tests.e2e.test_http_fuzz import BROKEN, statuses, talk  # noqa: E402
+from tests.e2e.test_http_fuzz import BROKEN, leading_valid, statuses, talk  # noqa: E402
 from tests.fixtures import fuzz_requests as fz  # noqa: E402
 
 INVOKE = b"/endpoints/fz-endpoint/invocations"
@@ -41,7 +41,7 @@ GOOD_API = (
 
 
 @st.composite
-def conversations(draw: st.DrawFn) -> list[bytes]:
+def conversations(draw: st.DrawFn) -> tuple[list[bytes], int]:
     pieces: list[bytes] = []
     for _ in range(draw(st.integers(1, 4))):
         broken = draw(BROKEN).replace(b"/fast", INVOKE)
@@ -53,7 +53,7 @@ def conversations(draw: st.DrawFn) -> list[bytes]:
     data = b"".join(pieces)
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
     parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    return [p for p in parts if p]
+    return [p for p in parts if p], leading_valid(pieces, (GOOD, GOOD_API))
 
 
 def run(count: int, seed_value: int) -> int:
@@ -68,12 +68,16 @@ def run(count: int, seed_value: int) -> int:
         @seed(seed_value)
         @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))  # fmt: skip
-        @given(parts=conversations())
-        def one(parts: list[bytes]) -> None:
+        @given(conv=conversations())
+        def one(conv: tuple[list[bytes], int]) -> None:
             nonlocal sent
+            parts, valid = conv
             sent += 1
             answer, closed = talk(address, parts, True)
             codes = statuses(answer)
+            if len(codes) < valid or not all(200 <= c < 300 for c in codes[:valid]):
+                findings.append(f"lost answers ({valid} valid first, got {codes}): "
+                                f"{b''.join(parts)[:200]!r}")  # fmt: skip
             for code in codes:
                 by_status[code] = by_status.get(code, 0) + 1
             if not closed:
