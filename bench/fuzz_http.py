@@ -8,7 +8,8 @@ docs/robustness.md reports.
     .venv/bin/python bench/fuzz_http.py [--conversations 2000] [--seed 14]
 
 The oracle per connection: no 5xx, an answer or a close within the bound (never a hang), a 2xx
-for each valid request sent before anything broken, and afterwards the server answers /ping. Exit status 1 when it found anything.
+for each valid request sent before anything broken, and afterwards the server answers /ping.
+Exit status 1 when it found anything.
 """
 
 from __future__ import annotations
