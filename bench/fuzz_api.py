@@ -20,15 +20,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from tests.fixtures import fuzz_oracle as oracle  # noqa: E402
 from tests.fixtures import fuzz_requests as fz  # noqa: E402
 
 
 def run(examples: int, seed_value: int, state_check: bool) -> int:
-    tally = fz.Tally()
+    tally = oracle.Tally()
     by_service: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="modelhost-fuzz-") as tmp:
-        live = fz.seeded_server(Path(tmp))
-        probe = fz.StateProbe(Path(tmp) / "state.db") if state_check else None
+        live = oracle.seeded_server(Path(tmp))
+        probe = oracle.StateProbe(Path(tmp) / "state.db") if state_check else None
         started = time.monotonic()
 
         @seed(seed_value)
@@ -38,7 +39,7 @@ def run(examples: int, seed_value: int, state_check: bool) -> int:
         def one(req: fz.Request) -> None:
             key = f"{req.service}/{req.protocol}"
             by_service[key] = by_service.get(key, 0) + 1
-            tally.violations += fz.judge(live.port, req, probe, tally)
+            tally.violations += oracle.judge(live.port, req, probe, tally)
 
         try:
             one()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "src"))
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from tests.e2e.test_http_fuzz import BROKEN, leading_valid, statuses, talk  # noqa: E402
-from tests.fixtures import fuzz_requests as fz  # noqa: E402
+from tests.fixtures import fuzz_oracle as oracle  # noqa: E402
 
 INVOKE = b"/endpoints/fz-endpoint/invocations"
 GOOD = (
@@ -62,7 +62,7 @@ def run(count: int, seed_value: int) -> int:
     findings: list[str] = []
     sent = 0
     with tempfile.TemporaryDirectory(prefix="modelhost-httpfuzz-") as tmp:
-        live = fz.seeded_server(Path(tmp))
+        live = oracle.seeded_server(Path(tmp))
         address = ("127.0.0.1", live.port)
         started = time.monotonic()
 
@@ -85,7 +85,7 @@ def run(count: int, seed_value: int) -> int:
                 findings.append(f"hung: {b''.join(parts)[:200]!r}")
             if any(code >= 500 for code in codes):
                 findings.append(f"5xx {codes}: {b''.join(parts)[:200]!r}")
-            if not fz.ping(live.port):
+            if not oracle.ping(live.port):
                 findings.append(f"no /ping after: {b''.join(parts)[:200]!r}")
 
         try:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
+from tests.fixtures import fuzz_oracle as oracle
 from tests.fixtures import fuzz_requests as fz
 from tests.fixtures.server import LiveServer
 
@@ -20,7 +21,7 @@ EXAMPLES = 300
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = fz.seeded_server(tmp_path_factory.mktemp("fuzz"))
+    live = oracle.seeded_server(tmp_path_factory.mktemp("fuzz"))
     yield live
     live.stop()
 
@@ -35,5 +36,5 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 )  # fmt: skip
 @given(req=fz.requests())
 def test_fuzzed_requests_pass_the_oracle(fuzz_server: LiveServer, req: fz.Request) -> None:
-    probe = fz.StateProbe(fuzz_server.data_dir / "state.db")
-    assert fz.judge(fuzz_server.port, req, probe) == []
+    probe = oracle.StateProbe(fuzz_server.data_dir / "state.db")
+    assert oracle.judge(fuzz_server.port, req, probe) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fixtures import fuzz_oracle as oracle
 from tests.fixtures import fuzz_requests as fz
 from tests.fixtures.server import LiveServer
 
@@ -29,8 +30,8 @@ def test_deeply_nested_json_is_a_serialization_error(
 ) -> None:
     """json.loads raised RecursionError, which became a 500 InternalFailure."""
     req = fz.Request("any", "json", "op", "POST", path, headers, DEEP, "deep_json")
-    answer = fz.send(server.port, req)
-    code, message = fz.error_code_and_message(answer)
+    answer = oracle.send(server.port, req)
+    code, message = oracle.error_code_and_message(answer)
     # CloudWatch names it as its query protocol does (InvalidParameterValueException)
     assert answer.status == 400, answer.body[:300]
     assert code in {"SerializationException", "InvalidParameterValueException"}
