@@ -77,6 +77,9 @@ _MAX_PIPELINED = 16
 _MAX_HEAD = 64 * 1024  # request line and headers; more is refused with 431
 _LINGER_S = 1.0  # after refusing a request, how long its remaining input is read and dropped
 IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed after this
+# A request head (request line and headers) must arrive whole within this many seconds of its
+# first byte, however steadily it trickles in (slowloris); otherwise 408 and close.
+HEAD_TIMEOUT_S = 30.0
 
 
 class _Cycle:
@@ -170,8 +173,11 @@ class HttpProtocol(FlowControl):
         self._expect = False  # Expect: 100-continue
         self._client: tuple[str, int] | None = None
         self.failed = False
+        self._refusal: bytes | None = None  # a 4xx owed after the requests queued before it
         self.last_request = False  # after an upgrade request: answer it, then close
         self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
+        self.head_started = 0.0  # when the head being received began arriving; 0: none is
+        self._in_body = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -188,7 +194,9 @@ class HttpProtocol(FlowControl):
     def data_received(self, data: bytes) -> None:
         if self.failed or self.last_request:
             return
-        self.last_active = time.monotonic()
+        self.last_active = now = time.monotonic()
+        if not self.head_started and not self._in_body:
+            self.head_started = now
         self.server.awake.kick(self.server.in_flight)
         try:
             self.parser.feed_data(data)
@@ -200,6 +208,15 @@ class HttpProtocol(FlowControl):
                 self.close()  # answered already (the fast path can answer synchronously)
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side (a half-close, or a client that sent its requests
+        and waits): answer what it already sent, then close. True keeps the transport open
+        for those answers; with nothing to answer, False lets it close."""
+        if not self.busy and not self.queue:
+            return False
+        self.last_request = True
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -230,6 +247,8 @@ class HttpProtocol(FlowControl):
         raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
+        self.head_started = 0.0
+        self._in_body = True
         if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
         self.transport.write(CONTINUE)
@@ -253,7 +272,7 @@ class HttpProtocol(FlowControl):
             body = b"".join(parts)
         self._url, self._headers, self._body = b"", [], []
         self._size = self._head_size = 0
-        self._expect = False
+        self._expect = self._in_body = False
         keep_alive = self.parser.should_keep_alive()
         fast = self.server.fast
         path = url.partition(b"?")[0]
@@ -298,6 +317,8 @@ class HttpProtocol(FlowControl):
         if not self.queue or self.transport is None:
             self.busy = False
             self.last_active = time.monotonic()
+            if self._refusal is not None:
+                self._refuse(self._refusal)
             return
         self.busy = True
         if self.transport.is_reading() is False and len(self.queue) <= _MAX_PIPELINED:
@@ -366,6 +387,8 @@ class HttpProtocol(FlowControl):
         self.server.awake.kick(self.server.in_flight)  # the next request may come right away
         if keep_alive and self.transport is not None and not (self.last_request and not self.queue):
             self._next()
+        elif keep_alive and self._refusal is not None:
+            self._refuse(self._refusal)  # the client half-closed after the bad request
         else:
             self.close()
 
@@ -384,6 +407,12 @@ class HttpProtocol(FlowControl):
         if not self.busy and (idle_since is None or self.last_active < idle_since):
             self.close()
 
+    def refuse_slow_head(self, started_before: float) -> None:
+        """408 and close when a request head began arriving before ``started_before`` and is
+        still not whole (and no answer is being written on this connection)."""
+        if self.head_started and self.head_started < started_before and not self.busy:
+            self._fail(408, b"The request head did not arrive in time.")
+
     def _fail(self, status: int, text: bytes) -> None:
         """Answer a request we cannot parse, then close gently: stop sending, drop what the
         client still sends for a moment, then close (closing with unread input would reset
@@ -393,7 +422,18 @@ class HttpProtocol(FlowControl):
             return
         self.failed = True
         head = status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
-        transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(text), text))
+        refusal = head + b"content-length: %d\r\n\r\n%b" % (len(text), text)
+        if self.busy or self.queue:
+            self._refusal = refusal  # the requests before it are answered first, in order
+            return
+        self._refuse(refusal)
+
+    def _refuse(self, refusal: bytes) -> None:
+        self._refusal = None
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(refusal)
         if transport.can_write_eof():
             transport.write_eof()
         asyncio.get_running_loop().call_later(_LINGER_S, self.close)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from modelhost.httpserver import (
     ASGI,
+    HEAD_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     ASGIApp,
     FastPath,
@@ -34,9 +35,11 @@ class Server:
         fast: FastPath | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         busy_poll_s: float = 0.0,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
     ) -> None:
         self.app = app
         self.idle_timeout_s = idle_timeout_s
+        self.head_timeout_s = head_timeout_s
         self.fast = fast
         self.address = (host, port)
         self.max_body = max_body
@@ -81,13 +84,16 @@ class Server:
             await self._shutdown(server, lifespan)
 
     async def _sweep_idle(self) -> None:
-        """Close connections idle (or stuck mid-request) longer than the idle timeout. One
-        periodic pass instead of a timer per request keeps the hot path free of it."""
-        period = max(0.05, min(self.idle_timeout_s / 4, 15.0))
+        """Close connections idle (or stuck mid-request) longer than the idle timeout, and
+        refuse request heads that take longer than the head timeout to arrive. One periodic
+        pass instead of a timer per request keeps the hot path free of it."""
+        period = max(0.05, min(self.idle_timeout_s / 4, self.head_timeout_s / 4, 15.0))
         while True:
             await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.idle_timeout_s
+            now = time.monotonic()
+            cutoff, head_cutoff = now - self.idle_timeout_s, now - self.head_timeout_s
             for conn in list(self.connections):
+                conn.refuse_slow_head(head_cutoff)
                 conn.close_if_idle(cutoff)
 
     async def _shutdown(self, server: asyncio.Server, lifespan: _Lifespan) -> None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -106,3 +108,26 @@ def test_inputs_that_cannot_be_stacked_still_work(
             rt.invoke_endpoint(EndpointName=name, Body=b'{"a": 1}', ContentType="application/json")
         errors.append(caught.value.response["OriginalMessage"])
     assert errors[0] == errors[1]
+
+
+def test_concurrent_requests_were_actually_grouped(
+    server: LiveServer, endpoints: dict[str, str]
+) -> None:
+    """Equal answers alone would pass with batching doing nothing: the instance's own count
+    (its log line at shutdown, ``batching: N requests in M batches``) shows requests shared
+    predict_fn calls. Runs last: it deletes the batched endpoint to read that line."""
+    name = endpoints["batched"]
+    bodies = [json.dumps([row.tolist()]).encode() for row in rows()]
+    invoke_all(server, name, bodies)
+    server.client("sagemaker").delete_endpoint(EndpointName=name)
+    pattern = re.compile(r"batching: (\d+) requests in (\d+) batches")
+    deadline = time.monotonic() + 60
+    found = None
+    while found is None and time.monotonic() < deadline:
+        found = pattern.search(instance_log(server, name))
+        time.sleep(0.1)
+    assert found is not None, instance_log(server, name)[-2000:]
+    grouped, batches = int(found[1]), int(found[2])
+    # 16 clients at once for 2 x 200 requests: a good share shares a call, several per call
+    assert grouped >= REQUESTS // 4, (grouped, batches)
+    assert grouped >= 2 * batches, (grouped, batches)

@@ -43,7 +43,15 @@ def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Non
     raise AssertionError(f"{what} not reached within {timeout} s")
 
 
+CLIENTS = 8
+SLOW_LOAD_S = 120  # a model_fn this slow is stopped by DeleteEndpoint, not waited for
+SLOW_SLEEP_S = 60  # a request this slow on an instance that dies is answered at once
+
+
 def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
+    """Eight clients at once through a blue/green update: no error, every answer is the right
+    one for its own request (from the old model or the new), and a client never goes back to the
+    old fleet once the new one answered it."""
     sm = server.client("sagemaker")
     name = unique("bluegreen")
     assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
@@ -62,36 +70,59 @@ def test_update_endpoint_loses_no_invocation(server: LiveServer) -> None:
         ],
     )
     errors: list[Exception] = []
-    bodies: list[bytes] = []
+    # per client: (request body, answer body) in order
+    seen: list[list[tuple[bytes, bytes]]] = [[] for _ in range(CLIENTS)]
     stop = threading.Event()
 
-    def hammer() -> None:
+    def hammer(index: int) -> None:
         client = server.client("sagemaker-runtime")
         deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
+        for n in range(100_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            body = b"[%d, %d]" % (index, n)
             try:
                 out = client.invoke_endpoint(
-                    EndpointName=name, Body=b"[1, 2]", ContentType="application/json"
+                    EndpointName=name, Body=body, ContentType="application/json"
                 )
-                bodies.append(out["Body"].read())
+                seen[index].append((body, out["Body"].read()))
             except Exception as exc:
                 errors.append(exc)
 
-    thread = threading.Thread(target=hammer)
-    thread.start()
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+
+    def answered() -> int:
+        return sum(map(len, seen))
+
     try:
-        _poll(lambda: len(bodies) > 20, what="traffic before the update")
+        _poll(lambda: answered() > 40, what="traffic before the update")
         sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v2")
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
         desc = wait_status(sm, name, {"InService", "Failed"})
-        _poll(lambda: bodies[-1] == b'{"sum": 3.0}', what="traffic on the new fleet")
+        after = answered()
+        _poll(lambda: answered() > after + 40, what="traffic on the new fleet")
     finally:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
     assert errors == []
     assert desc["EndpointConfigName"] == f"{name}-v2"
     assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 2
-    assert b"[1, 2]" in bodies and b'{"sum": 3.0}' in bodies
+    old = new = 0
+    for index, answers in enumerate(seen):
+        switched = False
+        for body, answer in answers:
+            a, b = index, int(body.split(b",")[1].rstrip(b"]"))
+            if answer == body:  # the old fleet (echo) answered this very request
+                assert not switched, f"client {index}: the old fleet answered after the new one"
+                old += 1
+            else:  # the new fleet (sum) answered this very request
+                assert answer == b'{"sum": %.1f}' % (a + b), (body, answer)
+                switched, new = True, new + 1
+    assert old > 0 and new > 0
+    assert all(seen)  # every client was answered
 
 
 def test_capacity_changes_in_place(server: LiveServer) -> None:
@@ -292,7 +323,7 @@ def test_delete_during_a_slow_start_stops_it_at_once(
     model_dir = tmp_path / "slowload"
     (model_dir / "code").mkdir(parents=True)
     (model_dir / "code" / "inference.py").write_text(
-        "import time\n\ndef model_fn(model_dir):\n    time.sleep(120)\n\n"
+        f"import time\n\ndef model_fn(model_dir):\n    time.sleep({SLOW_LOAD_S})\n\n"
         "def transform_fn(model, data, content_type, accept):\n    return data\n"
     )
     name = unique("slowload")
@@ -301,7 +332,7 @@ def test_delete_during_a_slow_start_stops_it_at_once(
     started = time.monotonic()
     sm.delete_endpoint(EndpointName=name)
     wait_gone(sm, name, timeout=30)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < SLOW_LOAD_S / 4  # stopped, not waited for
     _poll(lambda: instance_pids(own_server.data_dir) == [], what="the instance to be stopped")
 
 
@@ -317,7 +348,9 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
 
     def call() -> None:
         try:
-            rt.invoke_endpoint(EndpointName=name, Body=b"60", ContentType="text/plain")
+            rt.invoke_endpoint(
+                EndpointName=name, Body=str(SLOW_SLEEP_S).encode(), ContentType="text/plain"
+            )
             outcomes.append("answered")
         except rt.exceptions.ClientError as exc:
             outcomes.append(exc.response["Error"]["Code"])
@@ -327,7 +360,7 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
         thread.start()
     logs = own_server.data_dir / "logs" / name
     _poll(
-        lambda: any("slow: sleeping 60" in p.read_text() for p in logs.rglob("*.log")),
+        lambda: any(f"slow: sleeping {SLOW_SLEEP_S}" in p.read_text() for p in logs.rglob("*.log")),
         what="the instance to be serving the first request",
     )
     started = time.monotonic()
@@ -335,7 +368,8 @@ def test_requests_in_flight_when_an_instance_dies_are_answered(own_server: LiveS
     for thread in threads:
         thread.join(30)
     assert not any(thread.is_alive() for thread in threads), "a request got no answer"
-    assert time.monotonic() - started < 30  # not the 60 s sleep, nor the invocation timeout
+    # relative to what a hang would cost: the 60 s sleep (or the invocation timeout, as long)
+    assert time.monotonic() - started < SLOW_SLEEP_S / 2
     assert len(outcomes) == 3
     assert set(outcomes) <= {"ModelError", "ModelNotReadyException"}, outcomes
 

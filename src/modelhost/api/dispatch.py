@@ -79,6 +79,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SerializationException(f"Request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # json's decoder recurses once per level of nesting
+        raise SerializationException("Request body is nested too deeply.") from exc
     if not isinstance(data, dict):
         raise SerializationException("Request body must be a JSON object.")
     return data

@@ -21,13 +21,32 @@ from modelhost.artifacts.errors import ArtifactError, Budget
 
 _CHUNK = 1024 * 1024
 _INVALID = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+# tarfile reads a GNU long-name or pax extended header whole into memory (twice over): a few MB
+# of gzip can declare gigabytes. Real ones hold a path and a few attributes.
+MAX_EXTENDED_HEADER = 1024 * 1024
+_EXTENDED = frozenset(
+    {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+     tarfile.SOLARIS_XHDTYPE}
+)  # fmt: skip
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an extended header too big to be real before tarfile reads it."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise tarfile.HeaderError(
+                f"an extended header of {self.size} bytes (more than {MAX_EXTENDED_HEADER})"
+            )
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
 
 
 def extract_archive(archive: Path, dest: Path, url: str, budget: Budget) -> None:
     """Extract the tar (optionally gzip/bz2/xz compressed) ``archive`` into the new ``dest``."""
     dest.mkdir()
     try:
-        with tarfile.open(archive, "r|*") as tar:
+        with tarfile.open(archive, "r|*", tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 _extract_member(tar, member, dest, url, budget)
     except _INVALID as exc:

@@ -32,6 +32,28 @@ from modelhost.publish import Address
 
 log = logging.getLogger(__name__)
 
+# The server's own environment an instance does not inherit: modelhost's settings (the data
+# directory, hence the state database), the operator's AWS credentials and configuration, and
+# anything named like a secret. What CreateModel's Environment sets is the user's, and kept.
+_KEEP_AWS = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"})
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY",
+                 "ACCESS_KEY", "SESSION_KEY", "AUTH")  # fmt: skip
+
+
+def inherited_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The part of the server's environment an instance process starts with."""
+    return {name: value for name, value in environ.items() if not _private(name)}
+
+
+def _private(name: str) -> bool:
+    upper = name.upper()
+    if upper.startswith("MODELHOST_"):
+        return True
+    if upper.startswith("AWS_") and upper not in _KEEP_AWS:
+        return True
+    return any(word in upper for word in _SECRET_WORDS)
+
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 LOG_TAIL_LINES = 20
 # /ping is polled every 2 ms at first (an instance forked from the zygote is ready in tens of
@@ -137,7 +159,9 @@ class LocalBackend:
 
     def start_zygote(self, log_path: Path) -> None:
         """Start the zygote; built-in instances started once it is ready are forked from it."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        # What every instance inherits, scrubbed as for them: a forked instance's
+        # /proc/self/environ shows the zygote's environment, so it must hold no more.
+        env = inherited_environment(os.environ)
         env.update({k: str(os.cpu_count() or 1) for k in THREAD_VARS})
         env.update(self.platform_env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -198,7 +222,7 @@ class LocalBackend:
             )
 
     def _environment(self, spec: InstanceSpec, port: int, gpus: list[int]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        env = inherited_environment(os.environ)
         threads = str(max(1, min(spec.profile.vcpus, os.cpu_count() or 1)))
         env.update({k: threads for k in THREAD_VARS})
         env.update(spec.environment)

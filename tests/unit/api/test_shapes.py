@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -619,11 +620,21 @@ def test_register_scalable_target() -> None:
 
 
 def test_validating_create_endpoint_config_is_fast(sm: ServiceShapes) -> None:
+    """Relative, not wall-clock: validating a full CreateEndpointConfig costs at most a few
+    deep copies of the same document (about 2-3 here), measured back to back, best of several
+    rounds; compiling the shapes on every call, say, would cost far more."""
     body = full_endpoint_config()
     sm.parse_input("CreateEndpointConfig", body)
-    runs = 200
-    start = time.perf_counter()
-    for _ in range(runs):
-        sm.parse_input("CreateEndpointConfig", body)
-    per_call = (time.perf_counter() - start) / runs
-    assert per_call < 0.001, f"{per_call * 1e6:.0f} us per CreateEndpointConfig"
+
+    def best(work: Callable[[], object], runs: int = 50) -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            work()
+        return (time.perf_counter() - start) / runs
+
+    validate, copied = [], []
+    for _ in range(5):
+        validate.append(best(lambda: sm.parse_input("CreateEndpointConfig", body)))
+        copied.append(best(lambda: copy.deepcopy(body)))
+    ratio = min(validate) / min(copied)
+    assert ratio < 10, f"validating costs {ratio:.1f} deep copies of the request"
