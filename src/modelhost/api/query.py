@@ -47,6 +47,7 @@ QUERY_ERRORS: dict[str, tuple[int, str]] = {
     "MissingParameter": (400, "Sender"),
     "InvalidParameterCombination": (400, "Sender"),
     "InvalidNextToken": (400, "Sender"),
+    "ResourceNotFound": (404, "Sender"),
 }
 
 
