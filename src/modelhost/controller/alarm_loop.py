@@ -14,7 +14,8 @@ Every statistic reads that one value. EvaluationPeriods and DatapointsToAlarm co
 Periods: "2 out of 2" means two passes in a row (10 s at the default interval rather than
 CloudWatch's two minutes), which makes a scale-out from zero quick. Anything else (another
 namespace, an endpoint that does not exist) is missing data. The state is written when it
-changes; the datapoints are kept in memory (a restart starts them afresh).
+changes (and at an alarm's first evaluation); the datapoints are kept in memory (a restart
+starts them afresh).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from modelhost.state.records import Endpoint
 from modelhost.state.store import Store
 
 NAMESPACE = "AWS/SageMaker"
+UNCHECKED = "Unchecked:"  # a new alarm's reason until its first evaluation
 MAX_POINTS = 100  # datapoints kept per alarm (EvaluationPeriods beyond this see only these)
 # (endpoint lower-cased, variant) -> (invocations per minute, per instance per minute)
 RateTable = Mapping[tuple[str, str], tuple[float, float]]
@@ -99,7 +101,7 @@ class AlarmEvaluator:
             series.append(value)
             rule = rule_of(a)
             verdict = evaluate(rule, list(series), a.state)
-            if verdict.state != a.state:
+            if verdict.state != a.state or a.reason.startswith(UNCHECKED):
                 self._transition(a, verdict.state, verdict.reason, rule, list(series))
             if verdict.state == ALARMING:
                 point = rule.threshold if value is None else value
@@ -117,8 +119,10 @@ class AlarmEvaluator:
         data = reason_data(rule, stat, int(a.spec["Period"]), window)
 
         def change(current: MetricAlarm) -> MetricAlarm:
+            if current.state != state:
+                current.transitioned = now
             current.state, current.reason, current.reason_data = state, reason, data
-            current.state_updated = current.transitioned = now
+            current.state_updated = now
             return current
 
         with self.alarms.store._lock:  # PutMetricAlarm may have changed it meanwhile
