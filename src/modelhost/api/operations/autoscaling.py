@@ -1,6 +1,7 @@
 """Application Auto Scaling (``X-Amz-Target: AnyScaleFrontendService.<Op>``) for SageMaker
 variants: RegisterScalableTarget, DeregisterScalableTarget, DescribeScalableTargets,
-PutScalingPolicy (target tracking), DescribeScalingPolicies, DeleteScalingPolicy,
+PutScalingPolicy (target tracking; StepScaling, checked in step_scaling.py and run by
+CloudWatch alarms), DescribeScalingPolicies, DeleteScalingPolicy,
 DescribeScalingActivities.
 
 Operations write targets and policies to the store (state/scaling.py); the scaler
