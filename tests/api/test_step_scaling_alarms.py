@@ -105,7 +105,13 @@ def test_step_policy_validation_errors(fast: LiveServer, endpoint: str) -> None:
             {"MetricIntervalLowerBound": 2.0, "MetricIntervalUpperBound": 1.0,
              "ScalingAdjustment": 1}]}}, "must be less than its upper bound"),
         ({"StepScalingPolicyConfiguration": {**STEP, "StepAdjustments": [
-            {"ScalingAdjustment": 1}, one]}}, "must be the only one"),
+            {"ScalingAdjustment": 1}]}}, "can't be null in the same step adjustment"),
+        ({"StepScalingPolicyConfiguration": {**STEP, "StepAdjustments": [
+            {"MetricIntervalLowerBound": -1.0, "ScalingAdjustment": 1}]}},
+         "must be a step adjustment with a null lower bound"),
+        ({"StepScalingPolicyConfiguration": {**STEP, "StepAdjustments": [
+            {"MetricIntervalLowerBound": 0.0, "MetricIntervalUpperBound": 1.0,
+             "ScalingAdjustment": 1}]}}, "must be a step adjustment with a null upper bound"),
         ({"StepScalingPolicyConfiguration": {**STEP, "StepAdjustments": [
             one, {"MetricIntervalLowerBound": 1.0, "ScalingAdjustment": 2}]}}, "null upper bound"),
         ({"StepScalingPolicyConfiguration": {**STEP, "StepAdjustments": [

@@ -90,7 +90,23 @@ def config(**kw: Any) -> dict[str, Any]:
         ({**config(), "TargetTrackingScalingPolicyConfiguration": {}}, "not allowed"),
         (config(AdjustmentType=None), "AdjustmentType is required"),
         (config(StepAdjustments=[]), "at least one step adjustment"),
-        (config(StepAdjustments=[{"ScalingAdjustment": 1}] * 2), "must be the only one"),
+        (config(StepAdjustments=[{"ScalingAdjustment": 1}]), "can't be null in the same step"),
+        (
+            config(StepAdjustments=[{"MetricIntervalLowerBound": -1, "ScalingAdjustment": 1}]),
+            "must be a step adjustment with a null lower bound",
+        ),
+        (
+            config(
+                StepAdjustments=[
+                    {
+                        "MetricIntervalLowerBound": 0,
+                        "MetricIntervalUpperBound": 5,
+                        "ScalingAdjustment": 1,
+                    }
+                ]
+            ),
+            "must be a step adjustment with a null upper bound",
+        ),
         (
             config(
                 StepAdjustments=[

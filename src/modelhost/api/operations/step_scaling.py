@@ -49,14 +49,15 @@ def check_step_scaling(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_steps(steps: list[dict[str, Any]]) -> None:
-    """Intervals may not be empty, overlap or leave gaps; only the lowest may be unbounded
-    below and only the highest unbounded above."""
+    """The rules of Application Auto Scaling's StepAdjustment: intervals may not be empty,
+    overlap or leave gaps; at most one is unbounded below (needed when a bound is negative)
+    and at most one above (needed when a bound is positive); none is unbounded both ways."""
     spans = []
     for s in steps:
         lo, hi = s.get("MetricIntervalLowerBound"), s.get("MetricIntervalUpperBound")
-        if lo is None and hi is None and len(steps) > 1:
+        if lo is None and hi is None:
             raise ValidationException(
-                "A step adjustment without lower and upper bounds must be the only one."
+                "The upper and lower bound can't be null in the same step adjustment."
             )
         if lo is not None and hi is not None and lo >= hi:
             raise ValidationException(
@@ -69,6 +70,16 @@ def _check_steps(steps: list[dict[str, Any]]) -> None:
     if sum(1 for _, hi in spans if hi == math.inf) > 1:
         raise ValidationException("At most one step adjustment may have a null upper bound.")
     spans.sort()
+    if spans[0][0] != -math.inf and any(lo < 0 for lo, _ in spans):
+        raise ValidationException(
+            "A step adjustment has a negative lower bound, so there must be a step adjustment "
+            "with a null lower bound."
+        )
+    if spans[-1][1] != math.inf and any(hi > 0 for _, hi in spans):
+        raise ValidationException(
+            "A step adjustment has a positive upper bound, so there must be a step adjustment "
+            "with a null upper bound."
+        )
     for (lo1, hi1), (lo2, _hi2) in itertools.pairwise(spans):
         if lo2 < hi1:
             raise ValidationException(
