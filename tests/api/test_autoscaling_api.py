@@ -202,8 +202,9 @@ def test_validation_errors(aas: Any, endpoint: str) -> None:
     }
     policy_cases: list[tuple[dict[str, Any], str]] = [
         ({**pbase, "PolicyType": "StepScaling", "StepScalingPolicyConfiguration": {}},
-         "not supported by modelhost yet"),
-        ({k: v for k, v in pbase.items() if k != "PolicyType"}, "not supported by modelhost yet"),
+         "AdjustmentType is required"),
+        ({k: v for k, v in pbase.items() if k != "PolicyType"},
+         "StepScalingPolicyConfiguration is required"),
         (pbase, "TargetTrackingScalingPolicyConfiguration is required"),
         ({**pbase, "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 5.0}},
          "Exactly one of"),

@@ -53,6 +53,7 @@ QUERY_ERRORS: dict[str, tuple[int, str]] = {
     "InvalidClientTokenId": (403, "Sender"),
     "SignatureDoesNotMatch": (403, "Sender"),
     "AccessDenied": (403, "Sender"),
+    "ResourceNotFound": (404, "Sender"),
 }
 
 

@@ -20,6 +20,7 @@ from modelhost.api.dispatch import Dispatcher
 from modelhost.api.operations.context import Context
 from modelhost.api.query import FORM, Caller, QueryService
 from modelhost.api.rpc import Reply, RpcService
+from modelhost.cloudwatch.alarms_api import AlarmsApi
 from modelhost.cloudwatch.history import History
 from modelhost.cloudwatch.logs_api import logs_dispatcher
 from modelhost.cloudwatch.logstore import (
@@ -31,6 +32,7 @@ from modelhost.cloudwatch.logstore import (
 from modelhost.cloudwatch.metrics_api import MetricsApi
 from modelhost.metrics import Recorder
 from modelhost.settings import Settings
+from modelhost.state.alarms import AlarmStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,13 @@ class CloudWatch:
             "GetMetricStatistics": op(api.get_metric_statistics),
             "GetMetricData": op(api.get_metric_data),
             "ListMetrics": op(api.list_metrics),
+        }
+        alarms = AlarmsApi(AlarmStore(ctx.store), ctx.arns.region, ctx.arns.account_id, clock)
+        handlers |= {
+            "PutMetricAlarm": op(alarms.put_metric_alarm),
+            "DescribeAlarms": op(alarms.describe_alarms),
+            "DeleteAlarms": op(alarms.delete_alarms),
+            "SetAlarmState": op(alarms.set_alarm_state),
         }
         self.query = QueryService("cloudwatch", handlers)
         self.rpc = RpcService(self.query)

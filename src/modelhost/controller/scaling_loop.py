@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from modelhost.controller.alarm_loop import AlarmEvaluator, Fired, measure
 from modelhost.controller.autoscaler import (
     Bounds,
     Decision,
@@ -34,6 +35,7 @@ from modelhost.controller.autoscaler import (
     decide,
     decide_all,
 )
+from modelhost.controller.step_scaling import StepPolicy, decide_step
 from modelhost.metrics import Recorder
 from modelhost.state.records import Endpoint, EndpointStatus, UpdateKind
 from modelhost.state.scaling import ScalableTarget, ScalingActivity, ScalingPolicy, ScalingStore
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 INSTANCES = "sagemaker:variant:DesiredInstanceCount"
 BACKLOG = "ApproximateBacklogSize"
+STEP = "StepScaling"
 # Requests queued or running per asynchronous endpoint (lower-cased name).
 Backlogs = Callable[[], Mapping[str, int]]
 # Samples kept per series: a window of up to this many intervals (bounded memory).
@@ -106,6 +109,8 @@ class Scaler:
         self.timer = timer  # monotonic: samples, cooldowns
         self.samples: dict[tuple[str, str], deque[Sample]] = {}
         self.history: dict[str, History] = {}
+        self.alarms = AlarmEvaluator(store, clock)
+        self.step_acted: dict[str, float] = {}  # policy ARN -> when it last acted (monotonic)
         self._watched: set[tuple[str, str]] = set()
         self._runner: asyncio.Task[None] | None = None
 
@@ -155,6 +160,7 @@ class Scaler:
         for p in self.scaling.policies():
             policies.setdefault(_key(p.resource_id, p.dimension), []).append(p)
         backlog = self._backlogs(policies)
+        self._alarms(current, backlog)
         watched: set[tuple[str, str]] = set()
         for target in self.scaling.targets():
             ep = self.store.endpoint(target.endpoint)
@@ -172,9 +178,48 @@ class Scaler:
             self._evaluate(target, ep, mine, rates_now, backlog.get(ep.name.lower(), 0))
         return watched
 
+    def _alarms(self, current: dict[tuple[str, str], Rates], backlog: dict[str, int]) -> None:
+        """Evaluate the CloudWatch alarms (controller/alarm_loop.py) and run the StepScaling
+        policies named by the AlarmActions of those in ALARM."""
+        endpoints = {e.name.lower(): e for e in self.store.endpoints()}
+        table = {k: (r.invocations, r.per_instance) for k, r in current.items()}
+        fired = self.alarms.evaluate(lambda a: measure(a, endpoints, backlog, table))
+        if not fired:
+            return
+        by_arn = {p.arn: p for p in self.scaling.policies() if p.policy_type == STEP}
+        for f in fired:
+            if (policy := by_arn.get(f.policy_arn)) is not None:
+                self._step(f, policy)
+
+    def _step(self, f: Fired, policy: ScalingPolicy) -> None:
+        target = self.scaling.target(policy.resource_id, policy.dimension)
+        ep = self.store.endpoint(target.endpoint) if target is not None else None
+        if target is None or ep is None or target.dimension != INSTANCES:
+            return
+        variant = ep.variant(target.variant)
+        if ep.status is not EndpointStatus.IN_SERVICE or variant is None:
+            return
+        now, current = self.timer(), variant.desired_count
+        bounds = Bounds(target.min, target.max)
+        threshold = float(f.alarm.spec["Threshold"])
+        step = StepPolicy.of(policy.spec)
+        last = self.step_acted.get(policy.arn)
+        desired = decide_step(step, current, f.value, threshold, bounds, last, now)
+        if desired is None:
+            return
+        side = "DynamicScalingOutSuspended" if desired > current else "DynamicScalingInSuspended"
+        if target.suspended.get(side, False):
+            return
+        cause = (
+            f"monitor alarm {f.alarm.name} in state ALARM triggered policy {policy.name} "
+            f"changing the desired capacity from {current} to {desired}"
+        )
+        if self._act(target, ep.name, current, desired, cause):
+            self.step_acted[policy.arn] = now
+
     def _backlogs(self, policies: dict[str, list[ScalingPolicy]]) -> dict[str, int]:
         wanted = any(p.metric == BACKLOG for group in policies.values() for p in group)
-        if not wanted or self.backlogs is None:
+        if not (wanted or self.alarms.alarms.all()) or self.backlogs is None:
             return {}
         return dict(self.backlogs())
 
@@ -191,15 +236,26 @@ class Scaler:
             return
         current = variant.desired_count
         now = self.timer()
+        if current == 0 and any(p.policy_type == STEP for p in policies):
+            policies = []  # out of zero is the StepScaling policy's (its alarm's) job
+        policies = [p for p in policies if p.policy_type != STEP]
         history = self.history.get(target.key, History())
         inputs = [(_tracking(p), _metric(p, rates_now, backlog, current)) for p in policies]
         decision = decide_all(inputs, current, Bounds(target.min, target.max), history, now)
         if decision is None or _suspended(target, decision, current):
             return
         cause = self._cause(target, policies, inputs, decision, current, history, now)
-        if not self._set_desired(ep.name, target.variant, decision.desired):
-            return
-        out = decision.desired > current
+        self._act(target, ep.name, current, decision.desired, cause)
+
+    def _act(
+        self, target: ScalableTarget, endpoint: str, current: int, desired: int, cause: str
+    ) -> bool:
+        """Set the desired count, note when, record the activity and wake the controller."""
+        if not self._set_desired(endpoint, target.variant, desired):
+            return False
+        now = self.timer()
+        history = self.history.get(target.key, History())
+        out = desired > current
         self.history[target.key] = (
             History(now, history.last_scale_in) if out else History(history.last_scale_out, now)
         )
@@ -209,17 +265,18 @@ class Scaler:
                 namespace=target.namespace,
                 resource_id=target.resource_id,
                 dimension=target.dimension,
-                description=f"Setting desired instance count to {decision.desired}.",
+                description=f"Setting desired instance count to {desired}.",
                 cause=cause,
                 start=self.clock(),
                 status="InProgress",
-                message=f"Setting desired instance count from {current} to {decision.desired}.",
-                desired=decision.desired,
+                message=f"Setting desired instance count from {current} to {desired}.",
+                desired=desired,
                 scale_out=out,
             )
         )
-        log.info("autoscaling %s to %d: %s", target.resource_id, decision.desired, cause)
+        log.info("autoscaling %s to %d: %s", target.resource_id, desired, cause)
         self.wake()
+        return True
 
     def _cause(
         self,

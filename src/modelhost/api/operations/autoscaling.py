@@ -1,6 +1,7 @@
 """Application Auto Scaling (``X-Amz-Target: AnyScaleFrontendService.<Op>``) for SageMaker
 variants: RegisterScalableTarget, DeregisterScalableTarget, DescribeScalableTargets,
-PutScalingPolicy (target tracking), DescribeScalingPolicies, DeleteScalingPolicy,
+PutScalingPolicy (target tracking; StepScaling, checked in step_scaling.py and run by
+CloudWatch alarms), DescribeScalingPolicies, DeleteScalingPolicy,
 DescribeScalingActivities.
 
 Operations write targets and policies to the store (state/scaling.py); the scaler
@@ -14,7 +15,9 @@ from typing import Any
 
 from modelhost.api.operations.context import Context, Handler, Request, Response, ts
 from modelhost.api.operations.listing import offset_of, token_for
+from modelhost.api.operations.step_scaling import check_step_scaling
 from modelhost.errors import LimitExceededException, ObjectNotFoundException, ValidationException
+from modelhost.state.alarms import AlarmStore
 from modelhost.state.records import Endpoint
 from modelhost.state.scaling import ScalableTarget, ScalingPolicy, ScalingStore
 
@@ -35,6 +38,8 @@ CUSTOM = {
     "ApproximateBacklogSize": ("ApproximateBacklogSize", False),
 }
 MAX_POLICIES_PER_TARGET = 50
+TRACKING = "TargetTrackingScaling"
+STEP = "StepScaling"
 
 
 def _scaling(ctx: Context) -> ScalingStore:
@@ -249,24 +254,19 @@ def put_scaling_policy(ctx: Context, req: Request) -> Response:
     rid, dim, name = req["ResourceId"], req["ScalableDimension"], req["PolicyName"]
     if scaling.target(rid, dim) is None:
         raise _not_registered(req)
-    kind = req.get("PolicyType", "StepScaling")
-    if kind != "TargetTrackingScaling":
+    kind = req.get("PolicyType", STEP)
+    if kind == STEP:
+        config = check_step_scaling(req)
+        metric, per_instance, target = "", False, 0.0
+    elif kind == TRACKING:
+        config = _check_tracking(req)
+        metric, per_instance = _metric(config)
+        target = float(config["TargetValue"])
+    else:
         raise ValidationException(
-            f"Policy type {kind} is not supported by modelhost yet; use TargetTrackingScaling."
+            f"Unsupported policy type {kind} for service namespace sagemaker; use "
+            f"{TRACKING} or {STEP}."
         )
-    config = req.get("TargetTrackingScalingPolicyConfiguration")
-    if config is None:
-        raise ValidationException(
-            "TargetTrackingScalingPolicyConfiguration is required for a TargetTrackingScaling "
-            "policy."
-        )
-    metric, per_instance = _metric(config)
-    target = float(config["TargetValue"])
-    if target <= 0:
-        raise ValidationException(f"The target value {target} must be greater than 0.")
-    for key in ("ScaleOutCooldown", "ScaleInCooldown"):
-        if config.get(key, 0) < 0:
-            raise ValidationException(f"{key} must be at least 0 seconds.")
     old = scaling.policy(rid, dim, name)
     others = [p for p in scaling.policies() if p.resource_id == rid and p.dimension == dim]
     if old is None and len(others) >= MAX_POLICIES_PER_TARGET:
@@ -286,6 +286,7 @@ def put_scaling_policy(ctx: Context, req: Request) -> Response:
             f"TargetTracking-{rid}-Alarm{side}-{uuid.uuid4()}",
         }
         for side in ("High", "Low")
+        if kind == TRACKING
     ]
     policy = ScalingPolicy(
         name=name,
@@ -299,13 +300,33 @@ def put_scaling_policy(ctx: Context, req: Request) -> Response:
         metric=metric,
         per_instance=per_instance,
         target=target,
-        scale_out_cooldown_s=float(config.get("ScaleOutCooldown", 300)),
-        scale_in_cooldown_s=float(config.get("ScaleInCooldown", 300)),
+        scale_out_cooldown_s=float(config.get("ScaleOutCooldown", config.get("Cooldown", 300))),
+        scale_in_cooldown_s=float(config.get("ScaleInCooldown", config.get("Cooldown", 300))),
         disable_scale_in=bool(config.get("DisableScaleIn", False)),
-        alarms=old.alarms if old else alarms,
+        alarms=old.alarms if old and old.policy_type == kind else alarms,
     )
     scaling.put_policy(policy)
     return {"PolicyARN": arn, "Alarms": [_alarm(x) for x in policy.alarms]}
+
+
+def _check_tracking(req: Request) -> dict[str, Any]:
+    if req.get("StepScalingPolicyConfiguration") is not None:
+        raise ValidationException(
+            "StepScalingPolicyConfiguration is not allowed for a TargetTrackingScaling policy."
+        )
+    config: dict[str, Any] | None = req.get("TargetTrackingScalingPolicyConfiguration")
+    if config is None:
+        raise ValidationException(
+            "TargetTrackingScalingPolicyConfiguration is required for a TargetTrackingScaling "
+            "policy."
+        )
+    target = float(config["TargetValue"])
+    if target <= 0:
+        raise ValidationException(f"The target value {target} must be greater than 0.")
+    for key in ("ScaleOutCooldown", "ScaleInCooldown"):
+        if config.get(key, 0) < 0:
+            raise ValidationException(f"{key} must be at least 0 seconds.")
+    return config
 
 
 def _alarm(a: dict[str, str]) -> dict[str, str]:
@@ -344,7 +365,16 @@ def _metric(config: dict[str, Any]) -> tuple[str, bool]:
     return CUSTOM[name]
 
 
-def _policy_out(p: ScalingPolicy) -> dict[str, Any]:
+def _policy_out(p: ScalingPolicy, alarms: AlarmStore) -> dict[str, Any]:
+    """A step policy's Alarms are the CloudWatch alarms whose AlarmActions name it."""
+    linked = p.alarms
+    if p.policy_type == STEP:
+        linked = [{"AlarmName": a.name, "AlarmARN": a.arn} for a in alarms.acting_on(p.arn)]
+    config = (
+        "StepScalingPolicyConfiguration"
+        if p.policy_type == STEP
+        else "TargetTrackingScalingPolicyConfiguration"
+    )
     return {
         "PolicyARN": p.arn,
         "PolicyName": p.name,
@@ -352,8 +382,8 @@ def _policy_out(p: ScalingPolicy) -> dict[str, Any]:
         "ResourceId": p.resource_id,
         "ScalableDimension": p.dimension,
         "PolicyType": p.policy_type,
-        "TargetTrackingScalingPolicyConfiguration": p.spec,
-        "Alarms": [_alarm(x) for x in p.alarms],
+        config: p.spec,
+        "Alarms": [_alarm(x) for x in linked],
         "CreationTime": ts(p.created),
     }
 
@@ -368,7 +398,8 @@ def describe_scaling_policies(ctx: Context, req: Request) -> Response:
     if dim := req.get("ScalableDimension"):
         policies = [p for p in policies if p.dimension == dim]
     chunk, token = _page(policies, req, default_max=10)
-    out: dict[str, Any] = {"ScalingPolicies": [_policy_out(p) for p in chunk]}
+    alarms = AlarmStore(ctx.store)
+    out: dict[str, Any] = {"ScalingPolicies": [_policy_out(p, alarms) for p in chunk]}
     if token:
         out["NextToken"] = token
     return out
