@@ -1,9 +1,10 @@
 """Backends: the only code that starts and stops instances.
 
-``Backends`` has the LocalBackend interface the controller uses (start, wait_ready, stop,
-kill_all, instances, on_exit) and picks, per instance, by its Image (backends/images.py): an
-OS process (built-in server or a bring-your-own executable) or a container run by
-docker/podman. Backends know where an instance listens (its ``publish.Address``), nothing
+``Backends`` has the interface the controller uses (start, wait_ready, stop, kill_all,
+instances, on_exit: backends/protocol.py) and picks, per instance, by its Image
+(backends/images.py): an OS process (built-in server or a bring-your-own executable) or a
+container run by docker/podman. ``create_backend`` picks those, or the ray backend
+(backends/ray.py). Backends know where an instance listens (its ``publish.Address``), nothing
 about HTTP connections: the router owns those.
 """
 
@@ -15,8 +16,36 @@ import shutil
 from modelhost.backends import images
 from modelhost.backends.containers import ContainerBackend, EngineFinder
 from modelhost.backends.local import ExitCallback, Instance, InstanceSpec, LocalBackend
+from modelhost.backends.protocol import Backend
+from modelhost.settings import Settings
 
-__all__ = ["Backends"]
+__all__ = ["Backends", "create_backend"]
+
+
+def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
+    """The backend the settings name: this machine's processes and containers (default), or
+    actors on a Ray cluster (imported only then: Ray is an optional extra)."""
+    if settings.backend == "ray":
+        try:
+            from modelhost.backends.ray import RayBackend
+        except ImportError as exc:
+            raise RuntimeError(
+                f"The ray backend needs Ray ({exc}): pip install 'modelhost[ray]'."
+            ) from exc
+
+        return RayBackend(
+            settings.ray_address,
+            platform_env,
+            settings.region,
+            settings.max_artifact_bytes,
+            settings.model_copy_max_bytes,
+        )
+    return Backends(
+        host="127.0.0.1",
+        container_engine=settings.container_engine,
+        gpu_count=settings.gpu_count,
+        platform_env=platform_env,
+    )
 
 
 class Backends(LocalBackend):
