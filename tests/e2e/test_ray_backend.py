@@ -24,7 +24,16 @@ import ray
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
-from tests.fixtures.server import FIXTURE_MODELS, REGION, LiveServer, deploy, pack, unique
+from tests.e2e.async_helpers import deploy_async
+from tests.fixtures.server import (
+    FIXTURE_MODELS,
+    REGION,
+    LiveServer,
+    deploy,
+    pack,
+    unique,
+    wait_gone,
+)
 from tests.fixtures.transform import job_request, run_job
 
 pytestmark = pytest.mark.e2e
@@ -222,6 +231,29 @@ def test_batch_transform_spreads_files_over_both_nodes(
         body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/out/f{i}.csv.out")["Body"].read()
         nodes.add(json.loads(body)["node"])
     assert nodes == alive_nodes()
+
+
+def test_async_inference_runs_on_a_ray_instance(ray_server: LiveServer) -> None:
+    """A local-path model (read at that path on the node: one host) and s3:// input/output."""
+    sm, rt = ray_server.client("sagemaker"), ray_server.client("sagemaker-runtime")
+    s3 = s3_client(ray_server)
+    name = unique("ray-async")
+    deploy_async(sm, name, "node", f"s3://{BUCKET}/{name}/out")
+    s3.put_object(Bucket=BUCKET, Key=f"{name}/in.csv", Body=b"1\n")
+    out = rt.invoke_endpoint_async(EndpointName=name, InputLocation=f"s3://{BUCKET}/{name}/in.csv")
+    key = out["OutputLocation"].removeprefix(f"s3://{BUCKET}/")
+
+    def result() -> bytes | None:
+        try:
+            body: bytes = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        return body
+
+    answer = json.loads(wait_for(result, "the async result"))
+    assert answer["node"] in alive_nodes()
+    sm.delete_endpoint(EndpointName=name)  # its resources go back before the next tests
+    wait_gone(sm, name)
 
 
 def test_a_killed_actor_is_replaced(ray_server: LiveServer, endpoint: str) -> None:

@@ -11,7 +11,9 @@ about HTTP connections: the router owns those.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sys
 
 from modelhost.backends import images
 from modelhost.backends.containers import ContainerBackend, EngineFinder
@@ -21,11 +23,17 @@ from modelhost.settings import Settings
 
 __all__ = ["Backends", "create_backend"]
 
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
     """The backend the settings name: this machine's processes and containers (default), or
     actors on a Ray cluster (imported only then: Ray is an optional extra)."""
     if settings.backend == "ray":
+        if settings.ray_address is None and "ray" not in sys.modules:
+            # The local Ray a server starts for a quick try stays on loopback: without this,
+            # Ray (reading it when imported) moves its nodes to the host's outward address.
+            os.environ.setdefault(RAY_LOOPBACK_ENV, "0")
         try:
             from modelhost.backends.ray import RayBackend
         except ImportError as exc:
