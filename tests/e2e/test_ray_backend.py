@@ -43,11 +43,14 @@ BUCKET = "sagemaker-us-east-1-123456789012"
 # Room on each node for two ml.m5.large instances (2 vCPU, 8 GiB each): all of an endpoint's
 # instances fit on the node that is left when the other is lost.
 NODE: dict[str, Any] = {"num_cpus": 4, "memory": 20 * 2**30, "object_store_memory": 100 * 2**20}
-# Node loss noticed in ~1.5 s instead of Ray's default ~15 s.
-FAST_HEALTH_CHECKS = {
+# Node loss noticed in ~1.5 s instead of Ray's default ~15 s; no idle workers started ahead
+# (each is a Python process importing Ray: on 2 cores they slow everything else down).
+SYSTEM_CONFIG = {
     "health_check_initial_delay_ms": 0,
     "health_check_period_ms": 500,
     "health_check_failure_threshold": 3,
+    "enable_worker_prestart": False,
+    "prestart_worker_first_driver": False,
 }
 REPLACE_TIMEOUT_S = 60.0
 
@@ -66,7 +69,7 @@ def cluster() -> Iterator[Cluster]:
         head_node_args={
             "node_ip_address": "127.0.0.1",
             "include_dashboard": False,
-            "_system_config": FAST_HEALTH_CHECKS,
+            "_system_config": SYSTEM_CONFIG,
             **NODE,
         },
     )
@@ -155,7 +158,9 @@ def nodes_answering(server: LiveServer, endpoint: str, calls: int = 12) -> set[s
     return {invoke(server, endpoint)["node"] for _ in range(calls)}
 
 
-def wait_for(check: Any, what: str, timeout: float = REPLACE_TIMEOUT_S) -> Any:
+def wait_for(
+    check: Any, what: str, timeout: float = REPLACE_TIMEOUT_S, server: LiveServer | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -167,7 +172,8 @@ def wait_for(check: Any, what: str, timeout: float = REPLACE_TIMEOUT_S) -> Any:
             if last:
                 return last
         time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+    log = f"\nserver log:\n{server.log_tail(60)}" if server is not None else ""
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r}){log}")
 
 
 def ray_pids() -> list[int]:
@@ -265,8 +271,12 @@ def test_a_killed_actor_is_replaced(ray_server: LiveServer, endpoint: str) -> No
         now = actors_of(endpoint)
         return len(now) == 2 and victim not in now
 
-    wait_for(replaced, "a replacement actor")
-    wait_for(lambda: nodes_answering(ray_server, endpoint) == alive_nodes(), "both nodes serving")
+    wait_for(replaced, "a replacement actor", server=ray_server)
+    wait_for(
+        lambda: nodes_answering(ray_server, endpoint) == alive_nodes(),
+        "both nodes serving",
+        server=ray_server,
+    )
     desc = ray_server.client("sagemaker").describe_endpoint(EndpointName=endpoint)
     assert desc["EndpointStatus"] == "InService"
 
@@ -278,7 +288,11 @@ def test_a_lost_node_is_replaced_on_the_other(
     cluster.remove_node(worker, allow_graceful=False)
     survivors = wait_for(lambda: alive_nodes() if len(alive_nodes()) == 1 else None, "node death")
     # Both instances end up on the surviving node, and every call is answered there.
-    wait_for(lambda: nodes_answering(ray_server, endpoint) == survivors, "instances replaced")
+    wait_for(
+        lambda: nodes_answering(ray_server, endpoint) == survivors,
+        "instances replaced",
+        server=ray_server,
+    )
     assert len(actors_of(endpoint)) == 2
     for _ in range(10):
         assert invoke(ray_server, endpoint)["node"] in survivors

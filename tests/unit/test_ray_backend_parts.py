@@ -19,6 +19,7 @@ from modelhost.backends.node import (
     RemoteProcess,
     actor_resources,
     object_store_env,
+    preferred_node,
 )
 from modelhost.cli.main import app
 from modelhost.instance_types import Profile, profile_for
@@ -115,3 +116,11 @@ def test_serve_refuses_an_unknown_backend_before_starting_anything(tmp_path: Pat
     assert result.exit_code == 2
     assert "backend" in result.output and "'local' or 'ray'" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_variants_instances_prefer_the_node_with_fewest_of_them() -> None:
+    alive = ["a", "b", "c"]
+    assert preferred_node(alive, {"a": 1, "b": 1}, {"a": 1, "b": 3}) == "c"
+    assert preferred_node(alive, {"a": 1, "b": 1, "c": 1}, {"a": 2, "b": 1, "c": 4}) == "b"
+    assert preferred_node(["b"], {"a": 0}, {}) == "b"  # "a" died: only the alive count
+    assert preferred_node([], {}, {}) is None

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,18 @@ def actor_resources(profile: Profile) -> dict[str, float]:
     if profile.gpus:
         resources["num_gpus"] = float(profile.gpus)
     return resources
+
+
+def preferred_node(
+    alive: Sequence[str], same_variant: Mapping[str, int], everything: Mapping[str, int]
+) -> str | None:
+    """The node a new instance of a variant should go to: the alive node with the fewest of
+    that variant's instances, then with the fewest instances at all (so one node's loss takes
+    as few of a variant's instances as it can). Only a preference: Ray places the actor
+    elsewhere when that node has no room."""
+    if not alive:
+        return None
+    return min(alive, key=lambda n: (same_variant.get(n, 0), everything.get(n, 0)))
 
 
 def object_store_env(

@@ -4,9 +4,11 @@ runs the instance process there (backends/node.py). The only module that calls R
 - ``modelhost serve --backend ray --ray-address ADDR`` (``MODELHOST_BACKEND=ray``,
   ``MODELHOST_RAY_ADDRESS``) joins a running cluster; with no address, a local Ray is started
   for a quick try (and stopped with the server).
-- An actor asks for its instance type's size (``num_cpus``, ``memory``, ``num_gpus``) and is
-  scheduled with the SPREAD strategy, so a variant's instances go to different nodes where
-  they fit. It is named ``<endpoint>/<variant>/<instance id>`` in the ``modelhost`` namespace.
+- An actor asks for its instance type's size (``num_cpus``, ``memory``, ``num_gpus``). It is
+  placed with a soft node affinity for the alive node with the fewest of its variant's
+  instances (``preferred_node``), so a variant's instances go to different nodes while they
+  fit; Ray places it elsewhere when that node has no room (SPREAD when no node is known).
+  It is named ``<endpoint>/<variant>/<instance id>`` in the ``modelhost`` namespace.
 - The router reaches the instance over TCP at the node's address (no Unix socket across
   nodes). Model data is fetched on the node from the platform's object store.
 - Loss: the head keeps one call running on each actor (``wait_exit``, which returns when the
@@ -23,12 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from modelhost.backends.images import command_for
 from modelhost.backends.local import ExitCallback, Instance, InstanceFailed, InstanceSpec, ping
@@ -38,6 +42,7 @@ from modelhost.backends.node import (
     RemoteProcess,
     actor_resources,
     node_dir,
+    preferred_node,
 )
 from modelhost.publish import Address
 
@@ -94,7 +99,8 @@ class RayBackend:
         self.instances: set[Instance] = set()
         self._actors: dict[Instance, Any] = {}
         self._watches: dict[Instance, asyncio.Task[None]] = {}
-        self.nodes: dict[str, str] = {}  # instance id -> Ray node id, for logs and tests
+        # Where each instance is (or, until it starts, was asked to go): its Ray node id.
+        self.nodes: dict[Instance, str] = {}
         connect(address)
         self._actor_class = ray.remote(InstanceActor)
 
@@ -113,10 +119,14 @@ class RayBackend:
             self.max_artifact_bytes,
             self.model_copy_max_bytes,
         )
+        node = self._preferred_node(spec)
+        strategy: Any = "SPREAD"
+        if node is not None:  # soft: Ray places it elsewhere when that node has no room
+            strategy = NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True)
         actor = self._actor_class.options(
             name=f"{spec.endpoint}/{spec.variant}/{spec.instance_id}",
             namespace=NAMESPACE,
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=strategy,
             max_concurrency=ACTOR_CONCURRENCY,
             max_restarts=0,
             **actor_resources(spec.profile),
@@ -124,7 +134,19 @@ class RayBackend:
         inst = Instance(spec, RemoteProcess(), [], Address("127.0.0.1", 0))
         self._actors[inst] = actor
         self.instances.add(inst)
+        if node is not None:
+            self.nodes[inst] = node
         return inst
+
+    def _preferred_node(self, spec: InstanceSpec) -> str | None:
+        """Spread a variant's instances over the alive nodes (SPREAD alone spreads all actors
+        round-robin, which can put two of one variant on one node)."""
+        listed: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        alive = sorted(str(n["NodeID"]) for n in listed if n.get("Alive"))
+        live = {inst: node for inst, node in self.nodes.items() if inst.exited() is None}
+        mine = (spec.endpoint, spec.variant)
+        same = Counter(n for i, n in live.items() if (i.spec.endpoint, i.spec.variant) == mine)
+        return preferred_node(alive, same, Counter(live.values()))
 
     async def wait_ready(self, inst: Instance, timeout: float) -> None:
         """Wait for Ray to place the actor and the node to start the process (model download
@@ -145,7 +167,7 @@ class RayBackend:
         proc = _remote(inst)
         proc.pid = int(started["pid"])
         inst.address = Address(str(started["host"]), int(started["port"]))
-        self.nodes[inst.instance_id] = str(started["node"])
+        self.nodes[inst] = str(started["node"])
         log.info(
             "started %s for %s/%s on Ray node %s at %s",
             inst.instance_id,
@@ -193,6 +215,7 @@ class RayBackend:
         """Ask the actor to stop its process (SIGTERM, SIGKILL after ``grace``), then end the
         actor, which frees its resources. Stopping again, or a lost instance, is harmless."""
         self.instances.discard(inst)
+        self.nodes.pop(inst, None)
         watch = self._watches.pop(inst, None)
         if watch is not None:
             watch.cancel()
@@ -216,6 +239,7 @@ class RayBackend:
                 ray.kill(actor, no_restart=True)
             self.instances.discard(inst)
         self._actors.clear()
+        self.nodes.clear()
         for task in self._watches.values():
             task.cancel()
         self._watches.clear()
