@@ -15,12 +15,14 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import ray
+from botocore.exceptions import ClientError
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
@@ -279,6 +281,37 @@ def test_a_killed_actor_is_replaced(ray_server: LiveServer, endpoint: str) -> No
     )
     desc = ray_server.client("sagemaker").describe_endpoint(EndpointName=endpoint)
     assert desc["EndpointStatus"] == "InService"
+
+
+def test_a_request_in_flight_fails_fast_when_its_instance_is_lost(ray_server: LiveServer) -> None:
+    sm, rt = ray_server.client("sagemaker"), ray_server.client("sagemaker-runtime")
+    name = unique("ray-slow")
+    desc = deploy(sm, name, str(FIXTURE_MODELS / "slow"), count=1)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    logs = ray_server.data_dir / "logs" / name
+
+    def started() -> bool:
+        return any("slow: sleeping" in p.read_text() for p in logs.rglob("*.log"))
+
+    with ThreadPoolExecutor(1) as pool:
+        began = time.monotonic()
+        call = pool.submit(rt.invoke_endpoint, EndpointName=name, Body=b"60")
+        wait_for(started, "the slow request to start", server=ray_server)
+        ray.kill(ray.get_actor(actors_of(name)[0], namespace=NAMESPACE), no_restart=True)
+        with pytest.raises(ClientError) as failed:
+            call.result(timeout=60)
+    assert time.monotonic() - began < 30  # not the 60 s the request would have taken
+    error = failed.value.response["Error"]
+    assert error["Code"] in {"ModelError", "ModelNotReadyException"}, error
+    assert error["Message"]
+    # The replacement answers.
+    wait_for(
+        lambda: rt.invoke_endpoint(EndpointName=name, Body=b"0")["Body"].read() == b"slept 0.0",
+        "the replacement",
+        server=ray_server,
+    )
+    sm.delete_endpoint(EndpointName=name)  # its resources go back before the next test
+    wait_gone(sm, name)
 
 
 def test_a_lost_node_is_replaced_on_the_other(

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from modelhost.backends import Backends, create_backend
+from modelhost.backends import Backends, create_backend, no_engine_on_ray
+from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import InstanceSpec
 from modelhost.backends.node import (
     Launch,
@@ -124,3 +125,9 @@ def test_a_variants_instances_prefer_the_node_with_fewest_of_them() -> None:
     assert preferred_node(alive, {"a": 1, "b": 1, "c": 1}, {"a": 2, "b": 1, "c": 4}) == "b"
     assert preferred_node(["b"], {"a": 0}, {}) == "b"  # "a" died: only the alive count
     assert preferred_node([], {}, {}) is None
+
+
+def test_a_container_image_on_the_ray_backend_fails_saying_why() -> None:
+    with pytest.raises(UnsupportedImage) as failed:
+        command_for("my-registry/my-image:1", no_engine_on_ray)
+    assert "none answered (tried the ray backend): it runs no container images" in str(failed.value)

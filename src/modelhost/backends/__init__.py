@@ -40,6 +40,7 @@ def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
             raise RuntimeError(
                 f"The ray backend needs Ray ({exc}): pip install 'modelhost[ray]'."
             ) from exc
+        images.use_engine_probe(no_engine_on_ray)
 
         return RayBackend(
             settings.ray_address,
@@ -54,6 +55,11 @@ def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
         gpu_count=settings.gpu_count,
         platform_env=platform_env,
     )
+
+
+def no_engine_on_ray() -> str:
+    """The ray backend's engine probe: container images fail when planned, saying why."""
+    raise images.NoEngine("it runs no container images on its nodes", ("the ray backend",))
 
 
 class Backends(LocalBackend):
