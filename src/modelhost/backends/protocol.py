@@ -7,6 +7,7 @@ knows this one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from modelhost.backends.local import ExitCallback, Instance, InstanceSpec
@@ -20,6 +21,10 @@ class Backend(Protocol):
     # Whether instances read their model from this machine's disk (the fleet then gives each a
     # working copy there); False where the backend fetches the model on the instance's node.
     local_model_copy: bool
+
+    def start_zygote(self, log_path: Path) -> None:
+        """Get ready to start built-in instances fast, where the backend can (the local
+        backend's zygote); a backend that cannot does nothing."""
 
     def start(self, spec: InstanceSpec) -> Instance:
         """Begin starting an instance; returns at once (see ``wait_ready``)."""

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
@@ -103,6 +104,10 @@ class RayBackend:
         self.nodes: dict[Instance, str] = {}
         connect(address)
         self._actor_class = ray.remote(InstanceActor)
+
+    def start_zygote(self, log_path: Path) -> None:
+        """Nothing: the zygote forks instances on this machine; a node starts each instance's
+        interpreter anew (a zygote per node would be the ray equivalent)."""
 
     def start(self, spec: InstanceSpec) -> Instance:
         command = command_for(spec.image)
