@@ -54,7 +54,9 @@ def ray_instance(data_dir: Path) -> tuple[int, int]:
 
 
 def run_backend(backend: str, duration: float, repeats: int) -> dict[str, object]:
-    with Server(env={"MODELHOST_BACKEND": backend}) as server:
+    # No zygote: the harness finds the one instance process by its environment, which a
+    # forked instance shows as its zygote's (the ray backend has no zygote either).
+    with Server(env={"MODELHOST_BACKEND": backend, "MODELHOST_ZYGOTE": "false"}) as server:
         print(f"\n== {backend} backend: modelhost serve on {server.url}", flush=True)
         server.deploy(ENDPOINT, str(ECHO))
         pid, port = server.instance() if backend == "local" else ray_instance(server.data_dir)
