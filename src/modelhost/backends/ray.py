@@ -15,8 +15,9 @@ runs the instance process there (backends/node.py). The only module that calls R
   process exits). When the process exits, or the actor or its node dies, that call ends or
   fails; the backend then reports the instance through ``on_exit``, as the local backend does
   for an exited process, and the controller starts a replacement where Ray finds room.
-- Container images (docker/podman) do not run on this backend: no engine is assumed on the
-  nodes; the image fails with a clear reason.
+- Container images (docker/podman) and models with several containers do not run on this
+  backend: no engine is assumed on the nodes, and one instance's containers would be actors
+  placed apart; either fails with a clear reason.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class RayBackend:
         interpreter anew (a zygote per node would be the ray equivalent)."""
 
     def start(self, spec: InstanceSpec) -> Instance:
+        if spec.container_index:
+            raise InstanceFailed(
+                "Models with several containers (multi-container and serial-pipeline endpoints) "
+                "do not run on the ray backend yet: one instance's containers would be actors "
+                "placed apart."
+            )
         command = command_for(spec.image)
         if command.container_image is not None:
             raise InstanceFailed(

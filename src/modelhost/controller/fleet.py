@@ -14,13 +14,13 @@ from modelhost.artifacts import ArtifactCache, ArtifactError
 from modelhost.artifacts.files import working_copy
 from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec
+from modelhost.backends.protocol import Backend
 from modelhost.controller.pipelines import (
     ContainerPlan,
     container_name,
     published_instance,
     start_group,
 )
-from modelhost.backends.protocol import Backend
 from modelhost.instance_types import Profile, profile_for
 from modelhost.names import Arns
 from modelhost.publish import PublishedVariant
