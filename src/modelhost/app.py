@@ -41,7 +41,7 @@ from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.auth.gate import SCOPE_KEY, AuthMiddleware, Gate
 from modelhost.auth.keys import AccessKey
-from modelhost.backends import Backends
+from modelhost.backends import create_backend
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.cluster.leader import Cluster
 from modelhost.controller.fleet import Fleets
@@ -146,12 +146,7 @@ def build_services(settings: Settings) -> Services:
     artifacts = ArtifactCache(settings.cache_dir, objects, settings.max_artifact_bytes)
     routes = RouteTable()
     cluster = shared_state(settings, store, routes)
-    backend = Backends(
-        host="127.0.0.1",
-        container_engine=settings.container_engine,
-        gpu_count=settings.gpu_count,
-        platform_env=instance_env(settings),
-    )
+    backend = create_backend(settings, instance_env(settings))
     fleets = Fleets(settings, store, backend, artifacts)
     runtime = RuntimeApp(routes, store, settings)
     controller = Controller(

@@ -6,6 +6,7 @@ Nothing else in the server reads ``os.environ``; the settings object is passed i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,7 +47,11 @@ class Settings(BaseSettings):
     # long (adaptive; keepawake.py): waking a halted vCPU costs tens of microseconds. 0: off.
     busy_poll_us: int = Field(default=200, ge=0, le=10_000)
 
-    # Instances
+    # Instances: "local" (processes, and containers, on this machine) or "ray" (actors on the
+    # Ray cluster at ray_address; none: a local Ray started with the server; needs the `ray`
+    # extra).
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     startup_health_timeout_s: float = 240.0
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5

@@ -50,6 +50,8 @@ class FakeProcess:
 class FakeBackend:
     """Instances are records; ``die`` plays a process exiting on its own."""
 
+    local_model_copy = True
+
     def __init__(self, events: list[Event]) -> None:
         self.events = events
         self.instances: set[Instance] = set()

@@ -15,6 +15,8 @@ from modelhost.settings import Settings
 
 
 class FakeBackend:
+    local_model_copy = True
+
     def __init__(self, failures: list[str]) -> None:
         self.failures = failures
         self.started: list[int] = []

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelhost.backends.exits import Cancel, Process, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
@@ -84,6 +85,10 @@ class InstanceSpec:
     # A later container of such an instance sees the GPUs its first container took (one
     # instance's GPUs, shared by its containers) and takes none of its own.
     shared_gpus: list[int] | None = None
+    # Where the model data came from (ModelDataUrl / ModelDataSource): a backend whose instances
+    # run on other machines fetches it there (backends/ray.py) instead of using model_dir.
+    model_data_url: str | None = None
+    model_data_source: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -135,6 +140,8 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class LocalBackend:
+    local_model_copy = True
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -222,23 +229,7 @@ class LocalBackend:
             )
 
     def _environment(self, spec: InstanceSpec, port: int, gpus: list[int]) -> dict[str, str]:
-        env = inherited_environment(os.environ)
-        threads = str(max(1, min(spec.profile.vcpus, os.cpu_count() or 1)))
-        env.update({k: threads for k in THREAD_VARS})
-        env.update(spec.environment)
-        env.update(self.platform_env)
-        if spec.image and is_framework_image(spec.image):
-            env["MODELHOST_FRAMEWORK"] = spec.image
-        env.update(
-            {
-                "SAGEMAKER_BIND_TO_PORT": str(port),
-                "MODELHOST_BIND_HOST": self.host,
-                "MODELHOST_MODEL_DIR": str(spec.model_dir),
-                "PYTHONUNBUFFERED": "1",
-                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
-            }
-        )
-        return env
+        return instance_environment(spec, self.platform_env, self.host, port, gpus)
 
     def _take_gpus(self, wanted: int) -> list[int]:
         """GPU indices for a new instance. With no GPU on this machine at all, a GPU instance
@@ -325,6 +316,35 @@ class LocalBackend:
         shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
 
+def instance_environment(
+    spec: InstanceSpec,
+    platform_env: dict[str, str],
+    host: str,
+    port: int,
+    gpus: list[int],
+    model_dir: Path | None = None,
+) -> dict[str, str]:
+    """An instance process's environment, on the machine it runs on (this process's own, less
+    modelhost's settings and secrets, plus the container's Environment and the platform's)."""
+    env = inherited_environment(os.environ)
+    threads = str(max(1, min(spec.profile.vcpus, os.cpu_count() or 1)))
+    env.update({k: threads for k in THREAD_VARS})
+    env.update(spec.environment)
+    env.update(platform_env)
+    if spec.image and is_framework_image(spec.image):
+        env["MODELHOST_FRAMEWORK"] = spec.image
+    env.update(
+        {
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "MODELHOST_BIND_HOST": host,
+            "MODELHOST_MODEL_DIR": str(spec.model_dir if model_dir is None else model_dir),
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+        }
+    )
+    return env
+
+
 def _prefer_unix_socket(inst: Instance) -> None:
     ready = inst.ready_address
     if ready is not None and ready.unix_path is not None and os.path.exists(ready.unix_path):
@@ -367,6 +387,12 @@ def _limit_values(profile: Profile) -> tuple[list[int], int]:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     want = cpus[: max(1, min(profile.vcpus, len(cpus)))] if cpus else []
     return want, int(profile.memory_gib * 2**30)
+
+
+def limits(profile: Profile) -> Callable[[], None]:
+    """What a child started for an instance of ``profile`` runs between fork and exec (on a
+    node, too: backends/node.py)."""
+    return _limits(*_limit_values(profile))
 
 
 def _limits(want: list[int], memory: int) -> Callable[[], None]:

@@ -29,10 +29,34 @@ DataOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="State, objects, logs (env MODELHOST_DATA_DIR; ./.modelhost)."),
 ]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Where instances run: local (processes on this machine) or ray (actors on a Ray "
+        "cluster; needs the ray extra) (env MODELHOST_BACKEND; local)."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster to join, as ray.init takes it, e.g. 127.0.0.1:6379 (env "
+        "MODELHOST_RAY_ADDRESS; none: start a local Ray)."
+    ),
+]
 
 
-def settings_from(host: str | None, port: int | None, data_dir: Path | None) -> Settings:
+def settings_from(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    backend: str | None = None,
+    ray_address: str | None = None,
+) -> Settings:
     overrides: dict[str, object] = {}
+    if backend is not None:
+        overrides["backend"] = backend
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
     if host is not None:
         overrides["host"] = host
     if port is not None:
@@ -56,9 +80,15 @@ def serve(
             "run code as this user (env MODELHOST_INSECURE_NO_AUTH).",
         ),
     ] = False,
+    backend: BackendOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Start the modelhost server (control plane, runtime API, instances, S3)."""
-    settings = settings_from(host, port, data_dir)
+    try:
+        settings = settings_from(host, port, data_dir, backend, ray_address)
+    except ValueError as exc:  # pydantic's ValidationError: e.g. an unknown --backend
+        typer.secho(f"modelhost: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     if insecure_no_auth:
         settings = settings.model_copy(update={"insecure_no_auth": True})
     logging.basicConfig(

@@ -8,11 +8,13 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
 from modelhost.artifacts.files import working_copy
 from modelhost.backends.images import UnsupportedImage, command_for
-from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
+from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec
+from modelhost.backends.protocol import Backend
 from modelhost.controller.pipelines import (
     ContainerPlan,
     container_name,
@@ -66,6 +68,9 @@ class VariantPlan:
     # InferenceExecutionConfig Mode ("Serial" or "Direct"). Empty for one container.
     containers: tuple[ContainerPlan, ...] = ()
     mode: str = ""
+    # Where model_dir came from: a backend that runs instances elsewhere fetches it there.
+    model_data_url: str | None = None
+    model_data_source: dict[str, Any] | None = None
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -77,6 +82,8 @@ class VariantPlan:
             profile=self.profile,
             log_path=logs_dir,
             hostname=self.hostname,
+            model_data_url=self.model_data_url,
+            model_data_source=self.model_data_source,
         )
         spec.log_path = logs_dir / endpoint / self.name / f"{spec.instance_id}.log"
         return spec
@@ -114,7 +121,7 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
 
 class Fleets:
     def __init__(
-        self, settings: Settings, store: Store, backend: LocalBackend, artifacts: ArtifactCache
+        self, settings: Settings, store: Store, backend: Backend, artifacts: ArtifactCache
     ) -> None:
         self.settings = settings
         self.store = store
@@ -164,6 +171,8 @@ class Fleets:
             dv.serverless_memory_mb or 0,
             containers,
             dv.mode or ("Serial" if containers else ""),
+            container.model_data_url,
+            container.model_data_source,
         )
 
     async def _model_dir(self, container: DeployedContainer, known_dir: str | None) -> Path:
@@ -257,7 +266,7 @@ class Fleets:
         """Give an instance process its own copy of the model directory, as every SageMaker
         instance has its own /opt/ml/model: what its code writes there stays its own and never
         reaches the artifact cache. Containers mount the cache's copy read-only instead."""
-        if command_for(spec.image).container_image is not None:
+        if command_for(spec.image).container_image is not None or not self.backend.local_model_copy:
             return spec
         suffix = f"-{spec.container_index}" if spec.container_index else ""
         work = self.settings.instances_dir / f"{spec.instance_id}{suffix}"
