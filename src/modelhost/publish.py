@@ -38,12 +38,23 @@ class PublishedInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class MultiModelSpec:
+    """A multi-model variant (Mode MultiModel): where its models are, and the memory each of
+    its instances may fill with them."""
+
+    prefix: str  # ModelDataUrl: s3://bucket/prefix/ or a local directory
+    memory_budget_bytes: int
+    model_cache: bool = True  # False: ModelCacheSetting Disabled (unload after every call)
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedVariant:
     name: str
     weight: float
     instances: tuple[PublishedInstance, ...] = ()
     # A serverless variant's MaxConcurrency (requests beyond it are throttled); 0: no limit.
     max_concurrency: int = 0
+    multi_model: MultiModelSpec | None = None
 
 
 class Publisher(Protocol):

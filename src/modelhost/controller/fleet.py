@@ -14,8 +14,9 @@ from modelhost.artifacts.files import working_copy
 from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec, LocalBackend
 from modelhost.instance_types import Profile, profile_for
+from modelhost.multimodel.spec import MULTI_MODEL_ENV, multi_model_spec, undeclared
 from modelhost.names import Arns
-from modelhost.publish import PublishedInstance, PublishedVariant
+from modelhost.publish import MultiModelSpec, PublishedInstance, PublishedVariant
 from modelhost.settings import Settings
 from modelhost.state.records import (
     DeployedContainer,
@@ -53,6 +54,7 @@ class VariantPlan:
     startup_timeout: float
     hostname: str | None = None
     max_concurrency: int = 0  # a serverless variant's MaxConcurrency; 0: no limit
+    multi_model: MultiModelSpec | None = None  # Mode MultiModel: models loaded on request
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -91,6 +93,7 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
                 if i.exited() is None
             ),
             plan.max_concurrency,
+            plan.multi_model,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -121,10 +124,18 @@ class Fleets:
         self, dv: DeployedVariant, weight: float, known_dir: str | None = None
     ) -> VariantPlan:
         container = self._container(dv)
+        spec = multi_model_spec(container, _profile(dv), self.settings)
         try:
-            command_for(container.image)
+            command = command_for(container.image)
+            if spec is not None and (why := undeclared(container.image, command.builtin)):
+                raise FleetFailed(why)
             model_dir = await asyncio.to_thread(
-                self.artifacts.materialize, container.model_data_url, container.model_data_source
+                self.artifacts.materialize,
+                *(
+                    (None, None)
+                    if spec
+                    else (container.model_data_url, container.model_data_source)
+                ),
             )
         except ArtifactError as exc:
             if known_dir is None or not Path(known_dir).is_dir():
@@ -137,13 +148,14 @@ class Fleets:
         return VariantPlan(
             dv.name,
             model_dir,
-            dict(container.environment),
+            dict(container.environment) | (MULTI_MODEL_ENV if spec else {}),
             container.image,
             _profile(dv),
             weight,
             self.settings.startup_health_timeout_s if timeout is None else timeout,
             container.hostname,
             dv.max_concurrency or 0,
+            spec,
         )
 
     def _container(self, dv: DeployedVariant) -> DeployedContainer:

@@ -20,7 +20,7 @@ import os
 import random
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from modelhost.api.serialize import http_status, rest_error
 from modelhost.errors import (
@@ -55,12 +55,13 @@ FORWARDED = frozenset(
         b"accept",
         b"x-amzn-sagemaker-custom-attributes",
         b"x-amzn-sagemaker-inference-id",
-        b"x-amzn-sagemaker-target-model",
         b"x-amzn-sagemaker-enable-explanations",
         b"x-amzn-sagemaker-session-id",
     }
 )
 TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
+TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+_CHOOSING = frozenset({TARGET_VARIANT, TARGET_MODEL})  # headers that pick, not forwarded
 # Response headers of the container's that reach the caller.
 RETURNED = frozenset(
     {
@@ -146,6 +147,20 @@ class _Call:
         self.reply(head_bytes(status, headers), body)
 
 
+Call = _Call  # what the multi-model road (multimodel/manager.py) builds and answers
+
+
+class MultiModelDispatch(Protocol):
+    def dispatch(
+        self,
+        owner: InvokePath,
+        route: EndpointRoute,
+        wanted: bytes | None,
+        target: bytes | None,
+        call: _Call,
+    ) -> None: ...
+
+
 class InvokePath:
     """InvokeEndpoint as the front server's fast path (``accepts`` and ``dispatch``)."""
 
@@ -166,6 +181,8 @@ class InvokePath:
         self._rid_count = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Multi-model endpoints' road (multimodel/manager.py), when the server has one.
+        self.multi_model: MultiModelDispatch | None = None
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
@@ -185,17 +202,29 @@ class InvokePath:
         started = perf_counter()
         rid = self.new_rid()
         lines: list[bytes] = []
-        wanted = None
+        wanted = target = None
         for key, value in raw_headers:
             if key in FORWARDED:
                 lines += (key, b": ", value, b"\r\n")
-            elif key == TARGET_VARIANT:
-                wanted = value
+            elif key in _CHOOSING:
+                if key == TARGET_VARIANT:
+                    wanted = value
+                else:
+                    target = value
         route = self.routes.by_path.get(path)
         if route is None or type(body) is not bytes or len(body) > self.max_body:
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
                 return
+            if route.multi_model and self.multi_model is not None:  # never in by_path
+                call = _Call(
+                    self, route.name, route.variants[0], b"".join(lines), body, rid, started, reply
+                )
+                self.multi_model.dispatch(self, route, wanted, target, call)
+                return
+        if target is not None:
+            reply(*_error(not_multi_model(route.name), rid))
+            return
         variants = route.variants
         if wanted is None and len(variants) == 1:
             variant = variants[0]
@@ -235,7 +264,8 @@ class InvokePath:
         if route.name.lower() in self.routes.async_only:  # never cached: refused each time
             reply(*_error(async_only(route.name), rid))
             return None
-        self.routes.remember(path, route)
+        if not route.multi_model:
+            self.routes.remember(path, route)
         return route
 
     # -- one call, through the upstream pool ----------------------------------------------
@@ -293,6 +323,11 @@ class InvokePath:
         self._record(call, variant, http_status(err), perf_counter(), False)
         call.error(err)
         return True
+
+    def refuse(self, call: _Call, err: ServiceError) -> None:
+        """Answer ``call`` with ``err``, recorded (the multi-model road's refusals)."""
+        self._record(call, call.variant, http_status(err), perf_counter(), False)
+        call.error(err)
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)
@@ -426,6 +461,13 @@ def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: s
             f"{', '.join(v.name for v in route.variants)}."
         )
     return variant
+
+
+def not_multi_model(name: str) -> ValidationError:
+    """TargetModel on an endpoint that is not multi-model (SageMaker's words)."""
+    return ValidationError(
+        f"Endpoint {name} is not a multi-model endpoint and does not support target model header."
+    )
 
 
 def async_only(name: str) -> ValidationError:

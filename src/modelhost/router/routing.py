@@ -15,7 +15,7 @@ from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from modelhost.publish import PublishedInstance, PublishedVariant
+from modelhost.publish import MultiModelSpec, PublishedInstance, PublishedVariant
 from modelhost.router.forwarder import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class VariantRoute:
     # in flight at once (MaxConcurrency) and the payload size. 0: none.
     max_concurrency: int = 0
     max_payload: int = 0
+    # A multi-model variant's models (multimodel/); its requests take their own road.
+    multi_model: MultiModelSpec | None = None
     # The response header that names the variant, ready to write (the hot path's bytes).
     header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -62,9 +64,12 @@ class EndpointRoute:
     name: str
     variants: list[VariantRoute]
     _cumulative: list[float] = field(default_factory=list)
+    # Some variant is multi-model: the route is never in the fast path's cache.
+    multi_model: bool = False
 
     def __post_init__(self) -> None:
         self.reweigh()
+        self.multi_model = any(v.multi_model is not None for v in self.variants)
 
     def reweigh(self) -> None:
         """Recompute the cumulative weights over variants that have instances."""
@@ -154,6 +159,7 @@ class RouteTable:
                 [self._pool(i) for i in v.instances],
                 v.max_concurrency,
                 SERVERLESS_MAX_PAYLOAD if v.max_concurrency else 0,
+                v.multi_model,
             )
             for v in variants
         ]
