@@ -5,6 +5,8 @@ after the endpoint exists, a BYO server speaking the MMS API."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,23 @@ def test_byo_server_with_the_mms_api(server: LiveServer, tmp_path: Path) -> None
             "echo": '{"x": 1}',
         }
     assert metric(server, "modelhost_ModelLoads_total", name) == 2
+
+    # modelhost models ENDPOINT --loaded: per instance, what it holds
+    cli = [sys.executable, "-m", "modelhost.cli.main", "models", name, "--loaded"]
+    done = subprocess.run(
+        [*cli, "--json", "--url", server.url],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    (instance,) = json.loads(done.stdout)
+    assert [m["TargetModel"] for m in instance["Models"]] == ["a.tar.gz", "b.tar.gz"]
+    assert all(m["Status"] == "Loaded" and m["Bytes"] > 0 for m in instance["Models"])
+    table = subprocess.run(
+        [*cli, "--url", server.url],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert b"a.tar.gz" in table.stdout and b"s ago" in table.stdout, table.stderr

@@ -135,9 +135,13 @@ def test_model_cache_disabled_unloads_after_every_call(tight: LiveServer, tmp_pa
     sm, rt = tight.client("sagemaker"), tight.client("sagemaker-runtime")
     desc = deploy_mme(sm, name, f"s3://{BUCKET}/{name}", cache=False)
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+
+    def unloads() -> float:
+        return metric(tight, "modelhost_ModelUnloads_total", name)
+
     for calls in (1, 2):
         assert _invoke(rt, name, "m.tar.gz")["model"] == "m"
-        _poll(lambda: metric(tight, "modelhost_ModelUnloads_total", name) == calls)
+        _poll(lambda: unloads() == calls)  # noqa: B023 (polled within the iteration)
         assert list(loaded(tight, name).values()) == [[]]
     assert metric(tight, "modelhost_ModelLoads_total", name) == 2
 
