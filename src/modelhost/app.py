@@ -143,7 +143,7 @@ def build_services(settings: Settings) -> Services:
     services = Services(
         settings, store, controller, dispatcher, runtime, jobs=jobs, async_inference=workers
     )
-    services.multi_model = multi_model_router(settings, artifacts, runtime.metrics)
+    services.multi_model = multi_model_router(settings, objects, runtime.metrics)
     runtime.fast.multi_model = services.multi_model
     services.autoscaling = Dispatcher(
         ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS

@@ -69,11 +69,6 @@ class ArtifactCache:
             self._remember(fingerprint, sha)
             return self.models_dir / sha
 
-    def lookup(self, model_data_url: str) -> Path | None:
-        """The directory of ``model_data_url`` when the cache has it as the source is now (no
-        download); None otherwise."""
-        return self._lookup(resolve(self.store, model_data_url, None).fingerprint())
-
     # --- building ------------------------------------------------------------------------
 
     def _build(self, source: Source) -> str:

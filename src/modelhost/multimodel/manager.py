@@ -22,7 +22,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from modelhost.artifacts import ArtifactCache, ArtifactError
+from modelhost.artifacts import ArtifactError
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
 from modelhost.metrics import Recorder
 from modelhost.multimodel import mms, policy
@@ -33,6 +33,7 @@ from modelhost.router.forwarder import UpstreamError, UpstreamPool, UpstreamResp
 from modelhost.router.invoke import Call, InvokePath, not_multi_model
 from modelhost.router.routing import EndpointRoute, VariantRoute
 from modelhost.settings import Settings
+from modelhost.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -99,27 +100,31 @@ class MultiModelRouter:
             )
             owner.refuse(call, missing)
             return
-        self._spawn(self._serve(owner, call, variant, spec, target.decode("utf-8", "replace")))
+        name = target.decode("utf-8", "replace")
+        slot = self.metrics.slot(call.name, variant.name)
+        slot.lookups += 1
+        inst = self._holder(call.name, variant, spec, name)
+        if inst is not None:  # a hit: on callbacks alone, as the single-model path
+            slot.hits += 1
+            self._invoke(owner, call, inst, spec, name)
+            return
+        self._spawn(self._miss(owner, call, variant, spec, name, slot))
 
-    async def _serve(
+    async def _miss(
         self,
         owner: InvokePath,
         call: Call,
         variant: VariantRoute,
         spec: MultiModelSpec,
         target: str,
+        slot: MultiModelSlot,
     ) -> None:
-        slot = self.metrics.slot(call.name, variant.name)
-        slot.lookups += 1
+        """Load ``target`` (or join its load under way), then invoke it."""
         try:
             url = model_url(spec.prefix, target)
-            inst = self._holder(call.name, variant, spec, target)
-            if inst is not None:
-                slot.hits += 1
-            else:
-                began = perf_counter()
-                inst = await self._loaded(owner, call, variant, spec, target, url)
-                slot.loading_wait.observe((perf_counter() - began) * 1e6)
+            began = perf_counter()
+            inst = await self._loaded(owner, call, variant, spec, target, url)
+            slot.loading_wait.observe((perf_counter() - began) * 1e6)
         except ServiceError as err:
             owner.refuse(call, err)
             return
@@ -240,8 +245,8 @@ class MultiModelRouter:
             self._forget(inst, target, held)
             slot.load_failures += 1
             raise
-        if result.memory_bytes is not None:
-            held.cost = result.memory_bytes
+        if result.memory_bytes is not None:  # at least its size on disk: RSS moves in pages
+            held.cost = max(result.memory_bytes, fetched.size)
         self._remember(self._costs, (spec.prefix, target), held.cost)
         now = time.time()
         held.loaded, held.last_used = True, now
@@ -306,7 +311,8 @@ class MultiModelRouter:
                 elif _vanished(result) and call.attempt == 0:
                     self._forget(inst, target, held)  # the instance lost it: load it again
                     call.attempt += 1
-                    self._spawn(self._serve(owner, call, call.variant, spec, target))
+                    slot = self.metrics.slot(call.name, call.variant.name)
+                    self._spawn(self._miss(owner, call, call.variant, spec, target, slot))
                     return
                 else:
                     owner.fail(call, result)
@@ -376,10 +382,12 @@ def _vanished(result: UpstreamResponse | UpstreamError) -> bool:
 
 
 def multi_model_router(
-    settings: Settings, artifacts: ArtifactCache, recorder: Recorder
+    settings: Settings, objects: ObjectStore, recorder: Recorder
 ) -> MultiModelRouter:
     """The server's multi-model road, its metrics on ``recorder``'s registry."""
     metrics = MultiModelMetrics()
     recorder.registry.register(metrics)
-    archives = Archives(artifacts, settings.mme_disk_cache_bytes)
+    archives = Archives(
+        objects, settings.cache_dir, settings.mme_disk_cache_bytes, settings.max_artifact_bytes
+    )
     return MultiModelRouter(archives, metrics, settings.mme_load_wait_s)
