@@ -6,8 +6,9 @@ manages models with
 - ``POST /models`` ``{"model_name": n, "url": dir}``: load the model directory ``dir`` (its
   ``code/inference.py`` honoured, any framework the loaders know) as ``n``; 200, 409 when ``n``
   is loaded already, 507 when the process is out of memory, 500 naming the cause otherwise.
-  The answer carries ``memory_bytes``: the process's resident memory growth over the load
-  (modelhost's extension; the router budgets instances with it).
+  The answer carries ``memoryBytes``: what the load added to the process (the larger of the
+  resident size's growth and malloc's bytes in use; modelhost's extension: the router budgets
+  instances with it).
 - ``GET /models``, ``GET /models/<n>``, ``DELETE /models/<n>`` (404 when not loaded);
 - ``POST /models/<n>/invoke``: the handler chain of model ``n``; 404 when not loaded.
   ``POST /invocations`` with ``X-Amzn-SageMaker-Target-Model`` reaches the model loaded under
@@ -20,15 +21,16 @@ the event loop keeps answering the models already loaded.
 from __future__ import annotations
 
 import asyncio
-import gc
+import ctypes
 import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from modelhost.runtime.handlers import HandlerOptions, ModelHandler, load_handler
@@ -47,6 +49,38 @@ class Replier(Responder, Protocol):
 
 def enabled(env: dict[str, str] | os._Environ[str]) -> bool:
     return (env.get(ENV) or "").strip().lower() == "true"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc 2.33+
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return cast(Callable[[], _MallInfo2], fn)
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_bytes() -> int:
+    """Bytes malloc has handed out and not had back (glibc; 0 elsewhere). Unlike the resident
+    size it grows by what a load allocates even when the memory reuses what an unloaded model
+    freed."""
+    if _MALLINFO2 is None:
+        return 0
+    info = _MALLINFO2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def rss_bytes() -> int:
@@ -151,13 +185,13 @@ class MultiModels:
         future.add_done_callback(lambda f: self._loaded(conn, name, f))
 
     def _load_now(self, name: str, url: str) -> LoadedModel:
-        before = rss_bytes()
+        rss, heap = rss_bytes(), heap_bytes()
         started = time.perf_counter()
         handler: ModelHandler = load_handler(
             HandlerOptions(model_dir=url, program=self.program, default_accept=self.default_accept)
         )
         elapsed = (time.perf_counter() - started) * 1000
-        grown = max(0, rss_bytes() - before)
+        grown = max(0, rss_bytes() - rss, heap_bytes() - heap)
         return LoadedModel(name, url, PlainInvoker(handler), grown, elapsed, time.time())
 
     def _loaded(self, conn: Replier, name: str, future: asyncio.Future[LoadedModel]) -> None:
@@ -185,8 +219,7 @@ class MultiModels:
     def _unload(self, conn: Replier, model: LoadedModel) -> None:
         started = time.perf_counter()
         del self.models[model.name]
-        del model
-        gc.collect()
+        del model  # reference counting frees it now; cycles wait for the collector
         _json(
             conn,
             200,
