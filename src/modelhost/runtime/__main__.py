@@ -177,6 +177,9 @@ def serve(env: Mapping[str, str]) -> int:
     except (SourceDirError, RequirementsError) as err:
         _say(str(err))
         return 1
+    if workers > 1 and multimodel.enabled(os.environ):
+        _say("SAGEMAKER_MODEL_SERVER_WORKERS ignored: a multi-model server has one process")
+        workers = 1  # every worker would hold its own models: a load would reach one of them
     if workers == 1:
         return load_and_serve(h_options, s_options)
     # Workers share the TCP port (SO_REUSEPORT); a Unix socket path can have only one owner.
