@@ -99,14 +99,15 @@ def test_target_model_on_a_single_model_endpoint(server: LiveServer) -> None:
 def test_byo_server_with_the_mms_api(server: LiveServer, tmp_path: Path) -> None:
     image = mms_server(tmp_path / "byo")
     prefix = tmp_path / "models"
-    for model, weights in (("a", "weights of a"), ("b", "weights of b")):
+    for model, weights in (("a", "weights of a"), ("b", "weights of b"), ("c", "weights of c")):
         (tmp_path / model).mkdir()
         (tmp_path / model / "weights.txt").write_text(weights)
         prefix.mkdir(exist_ok=True)
         pack(tmp_path / model, prefix / f"{model}.tar.gz")
     sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
     name = unique("mme-byo")
-    desc = deploy_mme(sm, name, str(prefix), image=str(image))
+    # It has room for two models (507 for a third): the platform unloads idle ones and retries.
+    desc = deploy_mme(sm, name, str(prefix), image=str(image), environment={"MMS_MAX_MODELS": "2"})
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     for model in ("a", "b", "a"):
         out = _invoke(rt, name, f"{model}.tar.gz", b'{"x": 1}')
@@ -136,3 +137,8 @@ def test_byo_server_with_the_mms_api(server: LiveServer, tmp_path: Path) -> None
         check=False,
     )
     assert b"a.tar.gz" in table.stdout and b"s ago" in table.stdout, table.stderr
+
+    # A third model: the server answers 507, so a and b (idle) go and c loads.
+    assert _invoke(rt, name, "c.tar.gz", b"{}")["weights"] == "weights of c"
+    assert list(loaded(server, name).values()) == [["c.tar.gz"]]
+    assert metric(server, "modelhost_ModelUnloads_total", name) == 2
