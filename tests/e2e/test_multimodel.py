@@ -56,7 +56,7 @@ def test_sklearn_and_xgboost_under_one_prefix(server: LiveServer, tmp_path: Path
     _put(sklearn_archive(tmp_path / "sk.tar.gz"), prefix_dir / "iris-sk.tar.gz")
     _put(xgboost_archive(tmp_path / "xgb.tar.gz"), prefix_dir / "iris-xgb.tar.gz")
     sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
-    desc = deploy_mme(sm, name, f"s3://{BUCKET}/{name}/")
+    desc = deploy_mme(sm, name, f"s3://{BUCKET}/{name}/", count=2)
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
 
     assert _invoke(rt, name, "iris-sk.tar.gz") == [0, 1, 2]
@@ -67,11 +67,14 @@ def test_sklearn_and_xgboost_under_one_prefix(server: LiveServer, tmp_path: Path
     assert _invoke(rt, name, "iris-sk.tar.gz") == [0, 1, 2]  # from memory: no second load
     assert metric(server, "modelhost_ModelLoads_total", name) == 2
     assert metric(server, "sagemaker_ModelCacheHit_total", name) == 1
-    assert list(loaded(server, name).values()) == [["iris-sk.tar.gz", "iris-xgb.tar.gz"]]
+    # Two instances: the second model went to the one with room, each is held once.
+    assert sorted(loaded(server, name).values()) == [["iris-sk.tar.gz"], ["iris-xgb.tar.gz"]]
 
     # A model uploaded under the prefix after the endpoint exists is servable at once.
     _put(sklearn_archive(tmp_path / "late.tar.gz"), prefix_dir / "sub" / "late.tar.gz")
     assert _invoke(rt, name, "sub/late.tar.gz") == [0, 1, 2]
+    held = [m for models in loaded(server, name).values() for m in models]
+    assert sorted(held) == ["iris-sk.tar.gz", "iris-xgb.tar.gz", "sub/late.tar.gz"]
 
     with pytest.raises(rt.exceptions.ValidationError) as unknown:
         _invoke(rt, name, "nope.tar.gz")

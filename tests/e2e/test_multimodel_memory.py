@@ -103,8 +103,9 @@ def test_lru_eviction_single_flight_and_failures(tight: LiveServer, tmp_path: Pa
 
     # A model that fails to load: a ModelError naming the cause, and the next request tries again.
     for attempt in (1, 2):
-        with pytest.raises(rt.exceptions.ModelError, match="broken on purpose"):
+        with pytest.raises(rt.exceptions.ModelError, match="broken on purpose") as broken:
             _invoke(rt, name, "broken.tar.gz")
+        assert "inference.py" in broken.value.response["Error"]["Message"]  # the log tail
         assert metric(tight, "modelhost_ModelLoadFailures_total", name) == attempt
 
     # A slow load: ModelNotReadyException after the wait, while the load carries on.

@@ -39,6 +39,7 @@ from modelhost.runtime.invokers import PlainInvoker, Responder
 ENV = "SAGEMAKER_MULTI_MODEL"
 TARGET_MODEL = b"x-amzn-sagemaker-target-model"
 JSON_TYPE = b"application/json"
+LOG_TAIL_LINES = 4  # of a failed load's traceback, in the answer (the caller's ModelError)
 
 
 class Replier(Responder, Protocol):
@@ -202,9 +203,11 @@ class MultiModels:
             _text(conn, 507, f"out of memory loading model {name}")
             return
         except Exception as exc:  # ModelLoadError: the one line worth reporting
-            traceback.print_exception(exc, file=sys.stderr)
+            lines = traceback.format_exception(getattr(exc, "cause", None) or exc)
+            sys.stderr.write("".join(lines))
             print(f"modelhost.runtime: loading model {name} failed: {exc}", file=sys.stderr)
-            _text(conn, 500, f"loading model {name} failed: {exc}")
+            tail = "".join(lines[-LOG_TAIL_LINES:]).strip()
+            _text(conn, 500, f"loading model {name} failed: {exc}\n{tail}")
             return
         self.models[name] = model
         print(
