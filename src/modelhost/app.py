@@ -52,6 +52,7 @@ from modelhost.jobs.transform import JobDeps
 from modelhost.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelhost.metrics import Recorder
 from modelhost.model_data import model_data_checker
+from modelhost.multimodel.manager import MultiModelRouter, multi_model_router
 from modelhost.names import Arns
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
@@ -81,6 +82,8 @@ class Services:
     # Several servers on one PostgreSQL state store: the singletons run on the holder of the
     # controller lease only (cluster/leader.py); None: this server runs them (SQLite).
     cluster: Cluster | None = None
+    # Multi-model endpoints' road from the router's fast path (multimodel/)
+    multi_model: MultiModelRouter | None = None
 
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
@@ -118,6 +121,8 @@ class Services:
             await self.cluster.stop()
         if self.cloudwatch is not None:
             await self.cloudwatch.stop()  # after the instances: their last requests are counted
+        if self.multi_model is not None:
+            await self.multi_model.close()
         await self.runtime.routes.close()
         self.store.close()
 
@@ -179,6 +184,8 @@ def build_services(settings: Settings) -> Services:
         settings, store, controller, dispatcher, runtime, jobs=jobs, async_inference=workers
     )
     services.cluster = cluster
+    services.multi_model = multi_model_router(settings, objects, runtime.metrics)
+    runtime.fast.multi_model = services.multi_model
     services.autoscaling = Dispatcher(
         ctx, "application-autoscaling", "AnyScaleFrontendService", AUTOSCALING_OPERATIONS
     )
@@ -308,6 +315,18 @@ def progress_endpoint(services: Services) -> Callable[[Request], Awaitable[Respo
     return job_progress
 
 
+def models_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """modelhost's own GET: the models each instance of a multi-model endpoint holds
+    (``modelhost models ENDPOINT --loaded``)."""
+
+    async def loaded_models(request: Request) -> Response:
+        name = request.path_params["name"]
+        mm = services.multi_model
+        return JSONResponse({"Instances": [] if mm is None else mm.snapshot(name)})
+
+    return loaded_models
+
+
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -368,6 +387,7 @@ def create_app(
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
+            Route("/modelhost/endpoints/{name}/models", models_endpoint(services)),
         ],
         lifespan=lifespan,
     )

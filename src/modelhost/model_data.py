@@ -13,6 +13,8 @@ from modelhost.storage import ObjectStore, StorageError, parse_s3_url
 
 def model_data_checker(store: ObjectStore) -> Callable[[dict[str, Any]], None]:
     def check(container: dict[str, Any]) -> None:
+        if container.get("Mode") == "MultiModel":
+            return  # a prefix, maybe empty yet: models are added under it later
         if url := container.get("ModelDataUrl"):
             _check_url(store, url, prefix=False)
         source = container.get("ModelDataSource", {}).get("S3DataSource")

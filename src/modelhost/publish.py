@@ -52,6 +52,16 @@ class PublishedInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class MultiModelSpec:
+    """A multi-model variant (Mode MultiModel): where its models are, and the memory each of
+    its instances may fill with them."""
+
+    prefix: str  # ModelDataUrl: s3://bucket/prefix/ or a local directory
+    memory_budget_bytes: int
+    model_cache: bool = True  # False: ModelCacheSetting Disabled (unload after every call)
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedVariant:
     name: str
     weight: float
@@ -64,6 +74,7 @@ class PublishedVariant:
     # A serverless variant's MemorySizeInMB (its compute is metered in GB-seconds); 0: none.
     memory_mb: int = 0
     mode: str = ""  # its instances' containers: "Serial", "Direct", or "" (one container)
+    multi_model: MultiModelSpec | None = None
 
 
 # What the router calls to ask the controller for the instances of a variant that scaled to

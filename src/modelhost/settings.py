@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # scikit-learn and the server already (runtime/zygote.py): milliseconds instead of about
     # a second of interpreter start and imports. Off: every instance starts a new interpreter.
     zygote: bool = True
+    # Multi-model endpoints (multimodel/): the memory each instance may fill with models (None:
+    # 80% of its instance type's), the extracted archives kept on disk (LRU past this), and how
+    # long a request waits for its model to load before ModelNotReadyException (SageMaker: 60 s).
+    mme_memory_budget_bytes: int | None = Field(default=None, ge=0)
+    mme_disk_cache_bytes: int = Field(default=10 * 1024**3, ge=0)
+    mme_load_wait_s: float = Field(default=60.0, gt=0)
 
     # CloudWatch metrics: minutes of 1-minute history kept (in <data_dir>/metrics.db), and how
     # often the invocation counters are folded into it.

@@ -100,3 +100,23 @@ def test_sdk_pipeline_model_deploys_and_predicts(server: LiveServer, sdk_python:
     out = flow_output(done)
     assert out["containers"] == 2
     assert out["json"] == {"predictions": ["setosa", "virginica"]}
+
+
+def test_sdk_multi_data_model(server: LiveServer, sdk_python: Path) -> None:
+    """MultiDataModel.deploy and predict(target_model=...), unchanged."""
+    name = unique("sdk-mme")
+    path = server.data_dir / "objects" / BUCKET / name / "iris-v1.tar.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(build_archive())
+    flow = [str(sdk_python), str(FLOWS / "mme_flow.py"), server.url]
+    done = subprocess.run(
+        [*flow, f"s3://{BUCKET}/{name}/", name, "iris-v1.tar.gz"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    out = flow_output(done)
+    assert out["mode"] == "MultiModel"
+    assert out["prediction"] == {"predictions": ["setosa"]}
+    assert out["again"] == {"predictions": ["virginica"]}

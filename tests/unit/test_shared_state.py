@@ -5,6 +5,7 @@ queue's claims. SQLite and a real PostgreSQL server (tests/fixtures/postgres.py)
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -347,3 +348,31 @@ def test_the_lease_passes_on_a_clean_stop_and_after_a_crash(postgres_url: str) -
     finally:
         for s in stores:
             s.close()
+
+
+def test_stored_routes_carry_every_published_field() -> None:
+    """What a following server reads back is what the controller published: serverless,
+    multi-container and multi-model fields included (through JSON, as stored)."""
+    from modelhost.publish import (
+        Address,
+        MultiModelSpec,
+        PublishedContainer,
+        PublishedInstance,
+        PublishedVariant,
+    )
+    from modelhost.state.routes import from_doc, to_doc
+
+    first, second = Address("127.0.0.1", 1, "/tmp/a.sock", True), Address("127.0.0.1", 2)
+    pipeline = PublishedInstance(
+        "i-1", first, (PublishedContainer("a", first), PublishedContainer("b", second)), "Serial"
+    )
+    variants = [
+        PublishedVariant("serverless", 0.5, (pipeline,), 4, True, 2048, "Serial"),
+        PublishedVariant(
+            "mme",
+            1.0,
+            (PublishedInstance("i-2", second),),
+            multi_model=MultiModelSpec("s3://b/p/", 123, False),
+        ),
+    ]
+    assert from_doc(json.loads(json.dumps(to_doc(variants)))) == variants

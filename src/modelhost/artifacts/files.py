@@ -44,9 +44,15 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
 def extract_archive(archive: Path, dest: Path, url: str, budget: Budget) -> None:
     """Extract the tar (optionally gzip/bz2/xz compressed) ``archive`` into the new ``dest``."""
+    with archive.open("rb") as src:
+        extract_stream(src, dest, url, budget)
+
+
+def extract_stream(src: IO[bytes], dest: Path, url: str, budget: Budget) -> None:
+    """``extract_archive`` reading the archive from ``src`` as it comes (no copy on disk)."""
     dest.mkdir()
     try:
-        with tarfile.open(archive, "r|*", tarinfo=_BoundedTarInfo) as tar:
+        with tarfile.open(fileobj=src, mode="r|*", tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 _extract_member(tar, member, dest, url, budget)
     except _INVALID as exc:

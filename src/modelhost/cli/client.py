@@ -254,8 +254,25 @@ def _model_row(sm: SageMakerClient, name: str) -> dict[str, Any] | None:
     }
 
 
-def models(as_json: JsonOpt = False, url: UrlOpt = None) -> None:
-    """List models: image, model data, creation time."""
+def models(
+    endpoint: Annotated[
+        str | None, typer.Argument(help="With --loaded: the multi-model endpoint.")
+    ] = None,
+    loaded: Annotated[
+        bool, typer.Option("--loaded", help="The models each instance of ENDPOINT holds.")
+    ] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+) -> None:
+    """List models: image, model data, creation time. With ENDPOINT --loaded: the models each
+    instance of a multi-model endpoint holds, their size and last use."""
+    if loaded or endpoint is not None:
+        if endpoint is None or not loaded:
+            fail("Use `modelhost models ENDPOINT --loaded`.")
+        from modelhost.cli import loaded_models
+
+        loaded_models.show(Server.from_options(url), endpoint, as_json)
+        return
     rows = _rows(url, "list_models", "Models", "ModelName", _model_row)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -22,8 +22,9 @@ from modelhost.controller.pipelines import (
     start_group,
 )
 from modelhost.instance_types import Profile, profile_for
+from modelhost.multimodel.spec import MULTI_MODEL_ENV, multi_model_spec, undeclared
 from modelhost.names import Arns
-from modelhost.publish import PublishedVariant
+from modelhost.publish import MultiModelSpec, PublishedVariant
 from modelhost.settings import Settings
 from modelhost.state.records import (
     DeployedContainer,
@@ -71,6 +72,7 @@ class VariantPlan:
     # Where model_dir came from: a backend that runs instances elsewhere fetches it there.
     model_data_url: str | None = None
     model_data_source: dict[str, Any] | None = None
+    multi_model: MultiModelSpec | None = None  # Mode MultiModel: models loaded on request
 
     def instance_spec(self, endpoint: str, logs_dir: Path) -> InstanceSpec:
         spec = InstanceSpec(
@@ -114,6 +116,7 @@ def published(fleet: Fleet) -> list[PublishedVariant]:
             plan.scales_to_zero,
             plan.serverless_memory_mb,
             plan.mode,
+            plan.multi_model,
         )
         for name, plan in fleet.plans.items()
     ]
@@ -144,7 +147,11 @@ class Fleets:
         self, dv: DeployedVariant, weight: float, known_dir: str | None = None
     ) -> VariantPlan:
         container = self._container(dv)
-        model_dir = await self._model_dir(container, known_dir)
+        spec = multi_model_spec(container, _profile(dv), self.settings)
+        if spec is not None:
+            model_dir = await self._multi_model_dir(container)
+        else:
+            model_dir = await self._model_dir(container, known_dir)
         containers: tuple[ContainerPlan, ...] = ()
         if dv.containers is not None and len(dv.containers) > 1:
             dirs = [model_dir]
@@ -160,7 +167,7 @@ class Fleets:
         return VariantPlan(
             dv.name,
             model_dir,
-            dict(container.environment),
+            dict(container.environment) | (MULTI_MODEL_ENV if spec else {}),
             container.image,
             _profile(dv),
             weight,
@@ -173,7 +180,19 @@ class Fleets:
             dv.mode or ("Serial" if containers else ""),
             container.model_data_url,
             container.model_data_source,
+            spec,
         )
+
+    async def _multi_model_dir(self, container: DeployedContainer) -> Path:
+        """A multi-model container's model directory: empty (its models come on request),
+        once its server is known to speak the MMS API (FleetFailed otherwise)."""
+        try:
+            command = command_for(container.image)
+        except UnsupportedImage as exc:
+            raise FleetFailed(str(exc)) from exc
+        if why := undeclared(container.image, command.builtin):
+            raise FleetFailed(why)
+        return await asyncio.to_thread(self.artifacts.materialize, None, None)
 
     async def _model_dir(self, container: DeployedContainer, known_dir: str | None) -> Path:
         """The container's model data, unpacked (FleetFailed naming the cause otherwise)."""

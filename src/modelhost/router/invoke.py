@@ -20,7 +20,7 @@ import os
 import random
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from modelhost.api.serialize import http_status, rest_error
 from modelhost.auth.gate import Gate
@@ -57,14 +57,15 @@ FORWARDED = frozenset(
         b"accept",
         b"x-amzn-sagemaker-custom-attributes",
         b"x-amzn-sagemaker-inference-id",
-        b"x-amzn-sagemaker-target-model",
         b"x-amzn-sagemaker-enable-explanations",
         b"x-amzn-sagemaker-session-id",
     }
 )
 TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
-_TARGETING = frozenset({TARGET_VARIANT, TARGET_CONTAINER})
+TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+# Headers that choose where a request goes (not forwarded).
+_TARGETING = frozenset({TARGET_VARIANT, TARGET_CONTAINER, TARGET_MODEL})
 # Response headers of the container's that reach the caller.
 RETURNED = frozenset(
     {
@@ -150,6 +151,20 @@ class _Call:
         self.reply(head_bytes(status, headers), body)
 
 
+Call = _Call  # what the multi-model road (multimodel/manager.py) builds and answers
+
+
+class MultiModelDispatch(Protocol):
+    def dispatch(
+        self,
+        owner: InvokePath,
+        route: EndpointRoute,
+        wanted: bytes | None,
+        target: bytes | None,
+        call: _Call,
+    ) -> None: ...
+
+
 class InvokePath:
     """InvokeEndpoint as the front server's fast path (``accepts`` and ``dispatch``)."""
 
@@ -173,6 +188,8 @@ class InvokePath:
         routes.container_sink = self.metrics.record_container
         # Request signing (auth/gate.py), when the server checks it: set by app.py.
         self.gate: Gate | None = None
+        # Multi-model endpoints' road (multimodel/manager.py), when the server has one.
+        self.multi_model: MultiModelDispatch | None = None
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
@@ -199,28 +216,31 @@ class InvokePath:
         ):
             return
         lines: list[bytes] = []
-        wanted = container = None
+        wanted = container = target = None
         for key, value in raw_headers:
             if key in FORWARDED:
                 lines += (key, b": ", value, b"\r\n")
             elif key in _TARGETING:
                 if key == TARGET_VARIANT:
                     wanted = value
-                else:
+                elif key == TARGET_CONTAINER:
                     container = value
+                else:
+                    target = value
         route = self.routes.by_path.get(path)
         if (
             route is None
             or container is not None
+            or target is not None
             or type(body) is not bytes
             or len(body) > self.max_body
         ):
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
                 return
-            if container is not None or route.direct:  # never cached: see _check
+            if container is not None or target is not None or route.direct or route.multi_model:
                 joined = b"".join(lines)
-                self.direct(route, wanted, container, joined, body, rid, started, reply)
+                self.elsewhere(route, wanted, container, target, joined, body, rid, started, reply)
                 return
         variants = route.variants
         if wanted is None and len(variants) == 1:
@@ -254,6 +274,37 @@ class InvokePath:
             return False
         return True
 
+    def elsewhere(
+        self,
+        route: EndpointRoute,
+        wanted: bytes | None,
+        container: bytes | None,
+        target: bytes | None,
+        lines: bytes,
+        body: Payload,
+        rid: bytes,
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """A request off the single-model road: Direct multi-container, multi-model, or a
+        TargetModel where there is no multi-model variant (SageMaker's error)."""
+        if container is not None or route.direct:
+            self.direct(route, wanted, container, lines, body, rid, started, reply)
+            return
+        if not route.multi_model:
+            reply(*_error(not_multi_model(route.name), rid))
+            return
+        call = _Call(self, route.name, route.variants[0], lines, body, rid, started, reply)
+        if self.multi_model is not None:
+            self.multi_model.dispatch(self, route, wanted, target, call)
+            return
+        try:
+            variant = self.choose(route, wanted)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+            return
+        self.send(call, variant)
+
     def _check(
         self,
         path: bytes,
@@ -281,7 +332,7 @@ class InvokePath:
         if route.name.lower() in self.routes.async_only:  # never cached: refused each time
             reply(*_error(async_only(route.name), rid))
             return None
-        if not route.direct:
+        if not route.direct and not route.multi_model:
             self.routes.remember(path, route)
         return route
 
@@ -417,6 +468,11 @@ class InvokePath:
         self._record(call, variant, http_status(err), perf_counter(), False)
         call.error(err)
         return True
+
+    def refuse(self, call: _Call, err: ServiceError) -> None:
+        """Answer ``call`` with ``err``, recorded (the multi-model road's refusals)."""
+        self._record(call, call.variant, http_status(err), perf_counter(), False)
+        call.error(err)
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)
@@ -594,6 +650,13 @@ def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: s
             f"{', '.join(v.name for v in route.variants)}."
         )
     return variant
+
+
+def not_multi_model(name: str) -> ValidationError:
+    """TargetModel on an endpoint that is not multi-model (SageMaker's words)."""
+    return ValidationError(
+        f"Endpoint {name} is not a multi-model endpoint and does not support target model header."
+    )
 
 
 def async_only(name: str) -> ValidationError:

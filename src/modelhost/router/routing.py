@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from modelhost.publish import PublishedInstance, PublishedVariant, Waker
+from modelhost.publish import MultiModelSpec, PublishedInstance, PublishedVariant, Waker
 from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.pipeline import DIRECT, MultiContainerPool, Sink, pool_for
 
@@ -56,6 +56,8 @@ class VariantRoute:
     max_payload: int = 0
     # Scales to zero: with no targets, requests wait for an instance (RouteTable.hold).
     wakes: bool = False
+    # A multi-model variant's models (multimodel/); its requests take their own road.
+    multi_model: MultiModelSpec | None = None
     # The response header that names the variant, ready to write (the hot path's bytes).
     header_line: bytes = field(init=False, repr=False, compare=False, default=b"")
 
@@ -71,9 +73,12 @@ class EndpointRoute:
     # A multi-container endpoint invoked directly (TargetContainerHostname): router/invoke.py
     # sends its requests by the container's name, and never caches its path.
     direct: bool = False
+    # Some variant is multi-model: the route is never in the fast path's cache.
+    multi_model: bool = False
 
     def __post_init__(self) -> None:
         self.reweigh()
+        self.multi_model = any(v.multi_model is not None for v in self.variants)
 
     def reweigh(self) -> None:
         """Recompute the cumulative weights over variants that have instances."""
@@ -207,6 +212,7 @@ class RouteTable:
                 v.max_concurrency,
                 SERVERLESS_MAX_PAYLOAD if v.max_concurrency else 0,
                 v.wakes,
+                v.multi_model,
             )
             for v in variants
         ]

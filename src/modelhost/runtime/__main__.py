@@ -19,6 +19,8 @@ Environment (the SageMaker container variables plus a few of modelhost's own):
                                         its credentials (default: the AWS chain's)
   MODELHOST_FRAMEWORK                   framework (or image URI) the default model_fn tries first
   MODELHOST_BLOCK_IMPORTS               modules to treat as not installed (tests)
+  SAGEMAKER_MULTI_MODEL                 true: load no model at start; serve the MMS API
+                                        (runtime/multimodel.py) and load models on request
 
 The model loads before the socket opens; when anything fails the process prints the traceback
 and, last, one line saying why, then exits with status 1.
@@ -36,12 +38,13 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from modelhost.runtime import server
+from modelhost.runtime import multimodel, server
 from modelhost.runtime.batching import BatchConfigError, BatchPolicy
 from modelhost.runtime.codecs import JSON
-from modelhost.runtime.handlers import HandlerOptions, ModelLoadError, load_handler
+from modelhost.runtime.handlers import HandlerOptions, ModelHandler, ModelLoadError, load_handler
 from modelhost.runtime.loaders import huggingface
 from modelhost.runtime.loaders._imports import BLOCK_ENV, FrameworkNotInstalled, block_imports
+from modelhost.runtime.multimodel import MultiModels
 from modelhost.runtime.requirements import (
     RequirementsError,
     activate,
@@ -174,6 +177,9 @@ def serve(env: Mapping[str, str]) -> int:
     except (SourceDirError, RequirementsError) as err:
         _say(str(err))
         return 1
+    if workers > 1 and multimodel.enabled(os.environ):
+        _say("SAGEMAKER_MODEL_SERVER_WORKERS ignored: a multi-model server has one process")
+        workers = 1  # every worker would hold its own models: a load would reach one of them
     if workers == 1:
         return load_and_serve(h_options, s_options)
     # Workers share the TCP port (SO_REUSEPORT); a Unix socket path can have only one owner.
@@ -203,8 +209,12 @@ def load_and_serve(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
     """Load the model and serve it until SIGTERM (one process); the exit status."""
+    handler: ModelHandler | MultiModels
     try:
-        handler = load_handler(h_options)
+        if multimodel.enabled(os.environ):
+            handler = MultiModels(h_options.default_accept, h_options.program)
+        else:
+            handler = load_handler(h_options)
     except ModelLoadError as err:
         traceback.print_exception(err.cause, file=sys.stderr)
         # a missing framework: its message alone says what to do

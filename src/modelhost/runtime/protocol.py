@@ -41,6 +41,7 @@ from modelhost.runtime.handlers import (
     StreamingResult,
 )
 from modelhost.runtime.invokers import Invoker, PlainInvoker
+from modelhost.runtime.multimodel import MultiModels
 
 DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 
@@ -53,7 +54,7 @@ _JOIN_LIMIT = 64 * 1024  # bodies above this are written separately instead of c
 _CHUNKED_LINE = b"\r\nTransfer-Encoding: chunked"
 
 # routes, decided once the request line and headers are in
-_INVOKE, _PING, _NOT_FOUND, _BAD_METHOD = range(4)
+_INVOKE, _PING, _NOT_FOUND, _BAD_METHOD, _MODELS = range(5)
 _ROUTES = {b"/invocations": (b"POST", _INVOKE), b"/ping": (b"GET", _PING)}
 
 _header_bytes: dict[str, bytes] = {}
@@ -103,14 +104,20 @@ def _header_value(value: str) -> bytes:
 class ServerState:
     """What every connection of one server shares."""
 
-    def __init__(self, handler: ModelHandler, options: ServerOptions) -> None:
-        self.handler = handler
+    def __init__(self, handler: ModelHandler | MultiModels, options: ServerOptions) -> None:
         self.max_body = options.max_body_bytes
         self.connections: set[HttpConnection] = set()
         self.stopping = False
         self.all_closed = asyncio.Event()
         self.reading = 0  # invocations whose body is still arriving (batching counts them)
-        self.invoker: Invoker = PlainInvoker(handler)  # unless a connection is given another
+        # A multi-model server (SAGEMAKER_MULTI_MODEL): the MMS API, and the invoker.
+        self.models: MultiModels | None = None
+        self.invoker: Invoker  # the connections' unless one is given another
+        if isinstance(handler, MultiModels):
+            self.models = self.invoker = handler
+        else:
+            self.handler = handler
+            self.invoker = PlainInvoker(handler)
 
     def begin_shutdown(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their response."""
@@ -262,6 +269,8 @@ class HttpConnection(FlowControl):
     def on_headers_complete(self) -> None:
         self._route = _route(self._parser.get_method(), self._url)
         if self._route != _INVOKE:
+            if self._state.models is not None and self._url.startswith(b"/models"):
+                self._route = _MODELS  # the MMS API of a multi-model server
             return
         length = self._headers.get(b"content-length")
         if length is not None and int(length) > self._state.max_body:
@@ -273,7 +282,7 @@ class HttpConnection(FlowControl):
             self._state.reading += 1
 
     def on_body(self, body: bytes) -> None:
-        if self._route != _INVOKE:
+        if self._route != _INVOKE and self._route != _MODELS:
             return
         self._body_size += len(body)
         if self._body_size > self._state.max_body:
@@ -290,6 +299,11 @@ class HttpConnection(FlowControl):
             self._invoke(self, chunks[0] if len(chunks) == 1 else b"".join(chunks), self._headers)
         elif route == _PING:
             self._finish(_PING_RESPONSE, keep_alive=self._keep_alive())
+        elif route == _MODELS and self._state.models is not None:
+            chunks = self._body
+            self._state.models.handle(
+                self, self._parser.get_method(), self._url, b"".join(chunks), self._headers
+            )
         elif route == _NOT_FOUND:
             self._reply(404, b"not found: " + self._url)
         else:
@@ -443,6 +457,22 @@ class HttpConnection(FlowControl):
             )
         )
         self._finish(head + message, keep_alive)
+
+    def respond(self, status: int, body: bytes, content_type: bytes) -> None:
+        """Any answer with a body (the models API's)."""
+        keep_alive = self._keep_alive()
+        head = b"".join(
+            (
+                status_line(status),
+                b"Content-Type: ",
+                content_type,
+                b"\r\nContent-Length: ",
+                b"%d" % len(body),
+                b"" if keep_alive else _CLOSE_LINE,
+                b"\r\n\r\n",
+            )
+        )
+        self._finish(head + body, keep_alive)
 
     def _reject_too_large(self) -> None:
         limit = self._state.max_body

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from modelhost.runtime.batched import make_batcher
 from modelhost.runtime.handlers import ModelHandler
 from modelhost.runtime.invokers import BatchingInvoker, Invoker
+from modelhost.runtime.multimodel import MultiModels
 from modelhost.runtime.protocol import (
     DEFAULT_MAX_BODY_BYTES,
     HttpConnection,
@@ -24,15 +25,16 @@ from modelhost.runtime.protocol import (
 
 
 async def serve(
-    handler: ModelHandler,
+    handler: ModelHandler | MultiModels,
     options: ServerOptions,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
-    """Listen until SIGTERM/SIGINT, then drain: in-flight requests finish, then return."""
+    """Listen until SIGTERM/SIGINT, then drain: in-flight requests finish, then return.
+    ``handler``: the one model, or a multi-model server's models (loaded on request)."""
     loop = asyncio.get_running_loop()
     state = ServerState(handler, options)
-    batcher = make_batcher(handler, options, state)
-    invoker: Invoker = state.invoker if batcher is None else BatchingInvoker(handler, batcher)
+    batcher = None if isinstance(handler, MultiModels) else make_batcher(handler, options, state)
+    invoker: Invoker = state.invoker if batcher is None else BatchingInvoker(state.handler, batcher)
 
     def factory() -> HttpConnection:
         return HttpConnection(state, invoker)
@@ -88,7 +90,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(
-    handler: ModelHandler,
+    handler: ModelHandler | MultiModels,
     options: ServerOptions,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:

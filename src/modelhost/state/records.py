@@ -50,6 +50,10 @@ class DeployedContainer:
     model_data_source: dict[str, Any] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     hostname: str | None = None
+    # Mode MultiModel: model_data_url is a prefix; each request's TargetModel is an archive
+    # under it. model_cache False: MultiModelConfig.ModelCacheSetting Disabled.
+    multi_model: bool = False
+    model_cache: bool = True
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,8 @@ class DeployedContainer:
             "model_data_source": self.model_data_source,
             "environment": self.environment,
             "hostname": self.hostname,
+            "multi_model": self.multi_model,
+            "model_cache": self.model_cache,
         }
 
     @classmethod
@@ -68,6 +74,8 @@ class DeployedContainer:
             doc.get("model_data_source"),
             dict(doc.get("environment", {})),
             doc.get("hostname"),
+            bool(doc.get("multi_model", False)),
+            bool(doc.get("model_cache", True)),
         )
 
 

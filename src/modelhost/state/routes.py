@@ -14,7 +14,13 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, MetaData, String, Table, delete, insert, select
 
-from modelhost.publish import Address, PublishedInstance, PublishedVariant
+from modelhost.publish import (
+    Address,
+    MultiModelSpec,
+    PublishedContainer,
+    PublishedInstance,
+    PublishedVariant,
+)
 from modelhost.state.leases import leases
 from modelhost.state.store import Store
 
@@ -108,13 +114,16 @@ def to_doc(variants: Sequence[PublishedVariant]) -> list[dict[str, Any]]:
             "max_concurrency": v.max_concurrency,
             "wakes": v.wakes,
             "memory_mb": v.memory_mb,
+            "mode": v.mode,
+            "multi_model": None if v.multi_model is None else _multi_model_doc(v.multi_model),
             "instances": [
                 {
                     "id": i.instance_id,
-                    "host": i.address.host,
-                    "port": i.address.port,
-                    "unix_path": i.address.unix_path,
-                    "pipelined": i.address.pipelined,
+                    **_address_doc(i.address),
+                    "mode": i.mode,
+                    "containers": [
+                        {"name": c.name, **_address_doc(c.address)} for c in i.containers
+                    ],
                 }
                 for i in v.instances
             ],
@@ -123,20 +132,38 @@ def to_doc(variants: Sequence[PublishedVariant]) -> list[dict[str, Any]]:
     ]
 
 
+def _address_doc(a: Address) -> dict[str, Any]:
+    return {"host": a.host, "port": a.port, "unix_path": a.unix_path, "pipelined": a.pipelined}
+
+
+def _address(doc: Mapping[str, Any]) -> Address:
+    return Address(doc["host"], doc["port"], doc["unix_path"], doc["pipelined"])
+
+
+def _multi_model_doc(spec: MultiModelSpec) -> dict[str, Any]:
+    return {
+        "prefix": spec.prefix,
+        "memory_budget_bytes": spec.memory_budget_bytes,
+        "model_cache": spec.model_cache,
+    }
+
+
+def _instance(i: Mapping[str, Any]) -> PublishedInstance:
+    containers = tuple(PublishedContainer(c["name"], _address(c)) for c in i.get("containers", ()))
+    return PublishedInstance(i["id"], _address(i), containers, i.get("mode", ""))
+
+
 def from_doc(doc: Sequence[Mapping[str, Any]]) -> list[PublishedVariant]:
     return [
         PublishedVariant(
             v["name"],
             v["weight"],
-            tuple(
-                PublishedInstance(
-                    i["id"], Address(i["host"], i["port"], i["unix_path"], i["pipelined"])
-                )
-                for i in v["instances"]
-            ),
+            tuple(_instance(i) for i in v["instances"]),
             v["max_concurrency"],
             v.get("wakes", False),
             v.get("memory_mb", 0),
+            v.get("mode", ""),
+            None if v.get("multi_model") is None else MultiModelSpec(**v["multi_model"]),
         )
         for v in doc
     ]

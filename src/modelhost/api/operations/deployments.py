@@ -98,6 +98,8 @@ def deployed_containers(spec: dict[str, Any]) -> tuple[DeployedContainer, ...]:
             model_data_source=c.get("ModelDataSource"),
             environment=dict(c.get("Environment", {})),
             hostname=c.get("ContainerHostname"),
+            multi_model=c.get("Mode") == "MultiModel",
+            model_cache=c.get("MultiModelConfig", {}).get("ModelCacheSetting") != "Disabled",
         )
         for c in containers
     )

@@ -1,0 +1,54 @@
+"""A multi-model variant's ``MultiModelSpec`` (what the router needs), from its container, and
+whether its server declares the MMS container API.
+
+The built-in server always does. A container image declares it with the Docker label
+``com.amazonaws.sagemaker.capabilities.multi-models=true``; a BYO executable, with the same
+line in a ``labels`` file beside it (``<dir>/labels`` for an ``Image`` directory holding
+``serve``, ``<executable>.labels`` for an executable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelhost.instance_types import Profile
+from modelhost.publish import MultiModelSpec
+from modelhost.settings import Settings
+from modelhost.state.records import DeployedContainer
+
+MULTI_MODELS_LABEL = "com.amazonaws.sagemaker.capabilities.multi-models=true"
+# What a multi-model container is told (CONTRACT.md section 4).
+MULTI_MODEL_ENV = {"SAGEMAKER_MULTI_MODEL": "true"}
+# Of an instance type's memory, the share models may fill (the rest: the server, the OS).
+BUDGET_SHARE = 0.8
+
+
+def multi_model_spec(
+    container: DeployedContainer, profile: Profile, settings: Settings
+) -> MultiModelSpec | None:
+    """None for a single-model container."""
+    if not container.multi_model:
+        return None
+    budget = settings.mme_memory_budget_bytes
+    if budget is None:
+        budget = int(profile.memory_gib * 2**30 * BUDGET_SHARE)
+    return MultiModelSpec(container.model_data_url or "", budget, container.model_cache)
+
+
+def undeclared(image: str | None, builtin: bool) -> str | None:
+    """Why ``image`` cannot serve a multi-model endpoint (None: it can). Container images'
+    labels are not read yet: those are taken on trust."""
+    if builtin or image is None or not Path(image).is_absolute():
+        return None
+    path = Path(image)
+    labels = path / "labels" if path.is_dir() else path.with_name(path.name + ".labels")
+    try:
+        lines = {line.strip() for line in labels.read_text().splitlines()}
+    except OSError:
+        lines = set()
+    if MULTI_MODELS_LABEL in lines:
+        return None
+    return (
+        f"Your image {image} does not contain required {MULTI_MODELS_LABEL} label(s) (for an "
+        f"executable: a line in {labels})."
+    )
