@@ -34,6 +34,7 @@ from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
+from modelhost.controller.health import HealthWatch
 from modelhost.controller.loop import Activity, Controller
 from modelhost.controller.scaling_loop import Scaler
 from modelhost.jobs.manager import JobManager
@@ -67,11 +68,13 @@ class Services:
     scaler: Scaler | None = None
     # CloudWatch Logs and metrics (their history samples the Recorder in the background)
     cloudwatch: CloudWatch | None = None
+    # /ping checks of serving instances (a hung one is replaced)
+    health: HealthWatch | None = None
 
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
         before the controller stops the instances)."""
-        loops = (self.jobs, self.async_inference, self.scaler)
+        loops = (self.jobs, self.async_inference, self.scaler, self.health)
         return [part for part in loops if part is not None]
 
     async def start(self) -> None:
@@ -159,6 +162,12 @@ def build_services(settings: Settings) -> Services:
         interval_s=settings.autoscaling_interval_s,
         window_s=settings.autoscaling_window_s,
         backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
+    )
+    services.health = HealthWatch(
+        controller.serving,
+        controller.instance_hung,
+        settings.health_check_interval_s,
+        settings.invocation_timeout_s,
     )
     return services
 

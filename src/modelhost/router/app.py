@@ -166,6 +166,8 @@ class RuntimeApp:
                 pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
+            if pool.in_flight >= fast.per_instance and not attempt:
+                raise fast.busy(name, variant)
             head = pool.head(b"POST", INVOCATIONS, headers, len(body))
             try:
                 upstream = await pool.stream(head, body, self.stream_timeout, self.timeout)
