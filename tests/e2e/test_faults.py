@@ -6,11 +6,13 @@ test_killed_instance_loses_no_invocation)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import resource
 import shutil
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -20,7 +22,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.procs import instance_pids
-from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, pack, unique, wait_status
+from tests.fixtures.seaweed import S3Server
+from tests.fixtures.server import (
+    FIXTURE_MODELS,
+    LiveServer,
+    deploy,
+    pack,
+    unique,
+    wait_gone,
+    wait_status,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +201,118 @@ def test_write_failure_while_unpacking_fails_the_endpoint(
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     [built] = list((cache / "models").iterdir())
     assert (built / "weights.bin").stat().st_size == 3 * FILE_LIMIT
+
+
+class _Relay:
+    """A TCP relay to the object store that can be unplugged (its port then refuses
+    connections: the store is unreachable) and plugged in again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.listener: socket.socket | None = None
+        self.threads: list[threading.Thread] = []
+        self.conns: list[socket.socket] = []
+        self.plug()
+
+    def plug(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self.listener = listener
+        self._spawn(self._accept, listener)
+
+    def unplug(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() under way (Linux)
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()  # new connections are refused
+            self.listener = None
+        for conn in self.conns:  # and the open ones (the client's keep-alive pool) cut
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns.clear()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(100_000):
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # unplugged
+            upstream = socket.create_connection(self.target, timeout=30)
+            self.conns += (client, upstream)
+            self._spawn(_pump, client, upstream)
+            self._spawn(_pump, upstream, client)
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        for _ in range(10_000_000):
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def test_unreachable_object_store_fails_with_reason_then_works(
+    own_server: LiveServer, s3_server: S3Server, tmp_path: Path
+) -> None:
+    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
+    relay = _Relay((host, int(port)))
+    try:
+        bucket = unique("models").lower()
+        s3 = s3_server.client()
+        s3.create_bucket(Bucket=bucket)
+        s3.upload_file(
+            str(pack(FIXTURE_MODELS / "echo", tmp_path / "m.tar.gz")), bucket, "m.tar.gz"
+        )
+        own_server.env |= {
+            "MODELHOST_S3_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
+            "MODELHOST_S3_ACCESS_KEY_ID": s3_server.access_key,
+            "MODELHOST_S3_SECRET_ACCESS_KEY": s3_server.secret_key,
+            "MODELHOST_REGION": s3_server.region,
+        }
+        own_server.start()
+        sm = own_server.client("sagemaker")
+        name = unique("nostore")
+        url = f"s3://{bucket}/m.tar.gz"
+        sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": url})  # checked: there
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        relay.unplug()
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        desc = wait_status(sm, name, {"InService", "Failed"}, timeout=90)
+        assert desc["EndpointStatus"] == "Failed"
+        reason = desc["FailureReason"]
+        assert url in reason and "Could not connect" in reason, reason
+        relay.plug()
+        sm.delete_endpoint(EndpointName=name)
+        wait_gone(sm, name)
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        desc = wait_status(sm, name, {"InService", "Failed"}, timeout=60)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        assert _post(own_server, name, b"stored")[:3] == (200, "", b"stored")
+    finally:
+        relay.unplug()
