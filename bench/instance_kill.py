@@ -73,7 +73,7 @@ def main() -> int:
         worst = max(worst, failed)
         print(
             f"run {run}: {ok:,} answered, {failed} failed (limit {args.clients}), "
-            f"replacement serving after {healed:.2f} s  {samples[:3]}",
+            f"a replacement process after {healed:.2f} s  {samples[:3]}",
             flush=True,
         )
     met = worst <= args.clients
