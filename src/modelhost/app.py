@@ -120,7 +120,9 @@ def build_services(settings: Settings) -> Services:
         container_engine=settings.container_engine,
         gpu_count=settings.gpu_count,
         platform_env=instance_env(settings),
+        pid_dir=settings.data_dir / "instance-pids",
     )
+    backend.stop_orphans()  # a killed server's instances that outlived it
     fleets = Fleets(settings, store, backend, artifacts)
     runtime = RuntimeApp(routes, store, settings)
     controller = Controller(

@@ -316,3 +316,38 @@ def test_unreachable_object_store_fails_with_reason_then_works(
         assert _post(own_server, name, b"stored")[:3] == (200, "", b"stored")
     finally:
         relay.unplug()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def test_instance_a_killed_server_left_is_stopped_by_the_next(
+    own_server: LiveServer, tmp_path: Path
+) -> None:
+    """A hung (stopped) instance cannot act on the SIGTERM its server's death sends it: it
+    outlives a SIGKILLed server; the next server on the data directory stops it."""
+    own_server.env["MODELHOST_INVOCATION_TIMEOUT_S"] = "1"
+    own_server.env["MODELHOST_HEALTH_CHECK_INTERVAL_S"] = "0"  # not replaced meanwhile
+    own_server.start()
+    sm = own_server.client("sagemaker")
+    model_dir = tmp_path / "hang"
+    (model_dir / "code").mkdir(parents=True)
+    (model_dir / "code" / "inference.py").write_text(HANG)
+    name = unique("orphan")
+    assert deploy(sm, name, str(model_dir))["EndpointStatus"] == "InService"
+    [pid] = instance_pids(own_server.data_dir)
+    assert _post(own_server, name, b"hang")[0] == 424  # timed out: the instance is stopped
+    _poll(lambda: _state(pid) == "T", what="the instance to be stopped")
+    own_server.stop(signal.SIGKILL)
+    assert _state(pid) == "T"  # an orphan: alive, SIGTERM pending
+    own_server.start()
+    _poll(lambda: _state(pid) in ("", "Z"), what="the orphan to be stopped")
+    sm = own_server.client("sagemaker")
+    desc = wait_status(sm, name, {"InService", "Failed"})
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    assert _post(own_server, name, b"x")[0] == 200
+    assert pid not in instance_pids(own_server.data_dir)

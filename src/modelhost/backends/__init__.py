@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 from modelhost.backends import images
 from modelhost.backends.containers import ContainerBackend, EngineFinder
@@ -27,8 +28,9 @@ class Backends(LocalBackend):
         container_engine: str | None = None,
         platform_env: dict[str, str] | None = None,
         on_exit: ExitCallback | None = None,
+        pid_dir: Path | None = None,
     ) -> None:
-        super().__init__(host, gpu_count, platform_env, on_exit)
+        super().__init__(host, gpu_count, platform_env, on_exit, pid_dir)
         self.containers = ContainerBackend(EngineFinder(container_engine), host)
         # The controller asks images.command_for early (fail fast): let it find the engine.
         images.use_engine_probe(self.containers.finder)
