@@ -66,6 +66,8 @@ class Report:
     churn_samples: list[str] = field(default_factory=list)
     rss_slope_mb_per_min: float = 0.0
     rss_samples: int = 0
+    rss_mb_first: float = 0.0
+    rss_mb_last: float = 0.0
     start: Resources | None = None
     end: Resources | None = None
 
@@ -289,7 +291,9 @@ def phase(server: Server, endpoint: str, clients: int, seconds: float, churn: bo
     return load, mover, samples
 
 
-def soak(seconds: float, clients: int = 16, instances: int = 2, warmup: float = 5.0) -> Report:
+def soak(
+    seconds: float, clients: int = 16, instances: int = 2, warmup: float = 5.0, churn: bool = True
+) -> Report:
     report = Report(seconds=seconds, clients=clients)
     env = {"MODELHOST_RECONCILE_INTERVAL_S": "0.2", "MODELHOST_STOP_GRACE_S": "5"}
     with tempfile.TemporaryDirectory(prefix="modelhost-soak-") as tmp, Server(env=env) as server:
@@ -303,7 +307,7 @@ def soak(seconds: float, clients: int = 16, instances: int = 2, warmup: float = 
         if load.outcomes["failed"]:
             raise RuntimeError(f"warm-up failed: {load.samples}")
         report.start = settle(pid, server.data_dir, resources(pid, server.data_dir))
-        load, mover, samples = phase(server, endpoint, clients, seconds, churn=True)
+        load, mover, samples = phase(server, endpoint, clients, seconds, churn)
         report.invocations = sum(load.outcomes.values())
         report.throttled = load.outcomes["throttled"]
         report.failures = load.outcomes["failed"]
@@ -312,6 +316,7 @@ def soak(seconds: float, clients: int = 16, instances: int = 2, warmup: float = 
         report.churn_failures = mover.failures
         report.churn_samples = mover.samples
         report.rss_samples = len(samples)
+        report.rss_mb_first, report.rss_mb_last = samples[0][1], samples[-1][1]
         report.rss_slope_mb_per_min = slope_per_min(samples)
         report.end = settle(pid, server.data_dir, report.start)
     return report
@@ -322,9 +327,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--no-churn", action="store_true", help="load only")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
-    report = soak(args.minutes * 60, args.clients, args.instances)
+    report = soak(args.minutes * 60, args.clients, args.instances, churn=not args.no_churn)
     out = asdict(report)
     print(json.dumps(out, indent=2))
     rate = report.invocations / report.seconds
