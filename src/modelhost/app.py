@@ -32,6 +32,7 @@ from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.backends import Backends
+from modelhost.backends.local import Instance
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.controller.fleet import Fleets
 from modelhost.controller.health import HealthWatch
@@ -52,6 +53,10 @@ from modelhost.storage import ObjectStore
 from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
+
+# InvokeEndpointAsync's InvocationTimeoutSeconds is at most an hour (botocore's shape): an
+# asynchronous endpoint's instance may be busy with one request, /ping unanswered, that long.
+ASYNC_LONGEST_INVOCATION_S = 3600.0
 
 
 @dataclass
@@ -165,11 +170,18 @@ def build_services(settings: Settings) -> Services:
         window_s=settings.autoscaling_window_s,
         backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
     )
+
+    def health_grace(inst: Instance) -> float:
+        """How long an instance may leave /ping unanswered: the longest a request may run."""
+        if inst.spec.endpoint.lower() in workers.configs:
+            return ASYNC_LONGEST_INVOCATION_S
+        return settings.invocation_timeout_s
+
     services.health = HealthWatch(
         controller.serving,
         controller.instance_hung,
         settings.health_check_interval_s,
-        settings.invocation_timeout_s,
+        health_grace,
     )
     return services
 

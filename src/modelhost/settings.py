@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5
     # Every serving instance is sent GET /ping this often; one that has not answered for
-    # longer than invocation_timeout_s is hung: killed and replaced. 0: no checks.
+    # longer than invocation_timeout_s (async endpoints: an hour) is hung: killed and replaced.
+    # 0: no checks.
     health_check_interval_s: float = Field(default=5.0, ge=0)
     # Autoscaling: how often scaling policies are evaluated, and the window their metrics are
     # measured over (CloudWatch's one minute; short in tests).

@@ -46,7 +46,7 @@ def test_a_silent_instance_is_reported_once_after_the_grace() -> None:
         return answering[port]
 
     watch = HealthWatch(
-        lambda: listed, reported.append, 1.0, 5.0, pinger=pinger, timer=lambda: now[0]
+        lambda: listed, reported.append, 1.0, lambda _: 5.0, pinger=pinger, timer=lambda: now[0]
     )
 
     async def passes(times: int) -> None:
@@ -75,6 +75,6 @@ def test_an_exited_instance_is_not_judged() -> None:
     async def pinger(host: str, port: int, timeout: float) -> bool:
         return False
 
-    watch = HealthWatch(lambda: [inst], reported.append, 1.0, 0.0, pinger=pinger)
+    watch = HealthWatch(lambda: [inst], reported.append, 1.0, lambda _: 0.0, pinger=pinger)
     asyncio.run(watch.check_once())
     assert reported == [] and watch.last_ok == {}

@@ -4,11 +4,12 @@ longer answered) is killed, so the controller replaces it as it replaces a dead 
 SageMaker pings its containers and replaces the ones that stop answering. Here one task pings
 every instance of every fleet each ``interval`` seconds (one short connection per instance,
 2 s to answer, as SageMaker's limit; nothing on the request path). An instance whose last good
-answer is older than ``grace`` seconds is hung. ``grace`` is the invocation timeout: by then
-every request on the instance has timed out anyway, so a model busy with one long request
-inside the limit (the built-in server answers ``/ping`` between requests) is never killed for
-it. What to do with a hung instance is the caller's (``on_hung``: the controller takes it out
-of its route and kills it; the exit watcher then reports it as for any exit).
+answer is older than ``grace(instance)`` seconds is hung. The grace is the longest a request on
+it may run (the invocation timeout; an asynchronous endpoint's hour): by then every request on
+the instance has timed out anyway, so a model busy with one long request inside the limit (the
+built-in server answers ``/ping`` between requests) is never killed for it. What to do with a
+hung instance is the caller's (``on_hung``: the controller takes it out of its route and kills
+it; the exit watcher then reports it as for any exit).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class HealthWatch:
         instances: Callable[[], Sequence[Instance]],
         on_hung: Callable[[Instance], None],
         interval: float,
-        grace: float,
+        grace: Callable[[Instance], float],
         *,
         pinger: Ping = ping,
         timer: Callable[[], float] = time.monotonic,
@@ -87,7 +88,7 @@ class HealthWatch:
                 self.last_ok[inst] = now
                 continue
             last = self.last_ok.setdefault(inst, now)  # first seen failing: count from now
-            if hung(last, now, self.grace):
+            if hung(last, now, self.grace(inst)):
                 log.warning(
                     "instance %s of %s/%s has not answered /ping for %.0f s; replacing it",
                     inst.instance_id,
