@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import REPO, Server, instance_pids
-from soak import Load
+from _harness import REPO, Server
+from soak import Load, instances
 
 ECHO = REPO / "tests" / "fixtures" / "models" / "echo"
 
@@ -43,7 +43,8 @@ def one_run(clients: int, before: float, after: float) -> tuple[int, int, list[s
         )
         server.call("CreateEndpoint", {"EndpointName": "kill", "EndpointConfigName": "kill"})
         server.wait_status("kill", timeout=120, poll=0.05)
-        pids = instance_pids(server.data_dir)
+        pids = instances(server.data_dir)
+        assert len(pids) == 2, pids
         load = Load(server, "kill", clients, (b"ping", "text/plain", b"ping"))
         load.start()
         time.sleep(before)  # steady load before the kill (a benchmark's pacing, not a sync)
@@ -52,7 +53,7 @@ def one_run(clients: int, before: float, after: float) -> tuple[int, int, list[s
         healed = float("nan")
         deadline = killed + after
         while time.monotonic() < deadline:
-            running = instance_pids(server.data_dir)
+            running = instances(server.data_dir)
             if healed != healed and len(running) == 2 and pids[0] not in running:
                 healed = time.monotonic() - killed
             time.sleep(0.05)

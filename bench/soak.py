@@ -86,9 +86,21 @@ def resources(pid: int, data_dir: Path) -> Resources:
             continue
         fds += 1
         sockets += target.startswith("socket:")
-    return Resources(
-        rss_kb / 1024, fds, sockets, len(descendants(pid)), len(instance_pids(data_dir))
-    )
+    return Resources(rss_kb / 1024, fds, sockets, len(descendants(pid)), len(instances(data_dir)))
+
+
+def instances(data_dir: Path) -> list[int]:
+    """The instance processes of the server on ``data_dir``: _harness.instance_pids without
+    the zygote (which runs in the data directory itself; instances run in their model's)."""
+    root = str(data_dir.resolve())
+    found = []
+    for pid in instance_pids(data_dir):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") != root:
+                found.append(pid)
+        except OSError:
+            continue
+    return sorted(found)
 
 
 def descendants(root: int) -> list[int]:

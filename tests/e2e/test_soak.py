@@ -28,4 +28,5 @@ def test_soak_slice_loses_nothing_and_leaks_nothing() -> None:
     assert report.churn_cycles >= 1 and report.churn_failures == 0, report.churn_samples
     start, end = report.start, report.end
     assert end.fds <= start.fds and end.sockets <= start.sockets, (start, end)
-    assert end.descendants <= start.descendants and end.instances == 2, (start, end)
+    assert end.descendants <= start.descendants, (start, end)
+    assert end.instances == start.instances == 2, (start, end)
