@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -80,9 +81,21 @@ def instance_pids(data_dir: Path) -> list[int]:
         except OSError:
             cwd = ""
         model_dir = process_env(pid).get("MODELHOST_MODEL_DIR", "")
-        if cwd.startswith(root) or model_dir.startswith(root):
+        if (cwd.startswith(root) or model_dir.startswith(root)) and not _is_zygote(pid):
             found.append(pid)
     return found
+
+
+def _is_zygote(pid: int) -> bool:
+    """The zygote itself (runtime/zygote.py), not an instance it forked: those keep its
+    command line, and have it as their parent."""
+    if b"zygote" not in _read(f"/proc/{pid}/cmdline"):
+        return False
+    try:
+        ppid = int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return False
+    return b"zygote" not in _read(f"/proc/{ppid}/cmdline")
 
 
 def process_env(pid: int) -> dict[str, str]:
@@ -291,8 +304,11 @@ class Server:
         if len(pids) != 1:
             raise RuntimeError(f"expected one instance process, found {pids}")
         port = process_env(pids[0]).get("SAGEMAKER_BIND_TO_PORT")
-        if port is None:
-            raise RuntimeError(f"no SAGEMAKER_BIND_TO_PORT in instance {pids[0]}'s environment")
+        if port is None:  # forked from the zygote: /proc shows the zygote's environment
+            ports = re.findall(rb"started i-\w+ for .* on port (\d+)", self.log_path.read_bytes())
+            if not ports:
+                raise RuntimeError(f"no port found for instance {pids[0]}")
+            port = ports[-1].decode()
         return pids[0], int(port)
 
 

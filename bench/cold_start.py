@@ -72,27 +72,8 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 
 
 def instances(server: Server) -> list[int]:
-    """Instance processes: started afresh, or forked by the zygote (which is left out)."""
-    zygotes = {p for p in instance_pids(server.data_dir) if b"zygote" in _cmdline(p)}
-    found = [p for p in instance_pids(server.data_dir) if p not in zygotes]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _ppid(int(entry.name)) in zygotes:
-            found.append(int(entry.name))
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+    """Instance processes: started afresh, or forked by the zygote (the zygote left out)."""
+    return instance_pids(server.data_dir)
 
 
 def invoke(port: int, name: str) -> float:

@@ -42,9 +42,11 @@ from modelhost.asyncinf.worker import AsyncInference
 from modelhost.auth.gate import SCOPE_KEY, AuthMiddleware, Gate
 from modelhost.auth.keys import AccessKey
 from modelhost.backends import create_backend
+from modelhost.backends.local import Instance
 from modelhost.cloudwatch.service import CloudWatch, transform_logs_dir
 from modelhost.cluster.leader import Cluster
 from modelhost.controller.fleet import Fleets
+from modelhost.controller.health import HealthWatch
 from modelhost.controller.loop import Activity, Controller
 from modelhost.controller.scaling_loop import Scaler
 from modelhost.jobs.manager import JobManager
@@ -63,6 +65,10 @@ from modelhost.storage import ObjectStore
 from modelhost.storage.platform import platform_store
 
 log = logging.getLogger(__name__)
+
+# InvokeEndpointAsync's InvocationTimeoutSeconds is at most an hour (botocore's shape): an
+# asynchronous endpoint's instance may be busy with one request, /ping unanswered, that long.
+ASYNC_LONGEST_INVOCATION_S = 3600.0
 
 
 @dataclass
@@ -84,11 +90,13 @@ class Services:
     cluster: Cluster | None = None
     # Multi-model endpoints' road from the router's fast path (multimodel/)
     multi_model: MultiModelRouter | None = None
+    # /ping checks of serving instances (a hung one is replaced)
+    health: HealthWatch | None = None
 
     def loops(self) -> list[Background]:
         """What runs beside the controller, in the order it starts (it stops in reverse,
         before the controller stops the instances)."""
-        loops = (self.jobs, self.async_inference, self.scaler)
+        loops = (self.jobs, self.async_inference, self.scaler, self.health)
         return [part for part in loops if part is not None]
 
     async def start(self) -> None:
@@ -196,6 +204,19 @@ def build_services(settings: Settings) -> Services:
         interval_s=settings.autoscaling_interval_s,
         window_s=settings.autoscaling_window_s,
         backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
+    )
+
+    def health_grace(inst: Instance) -> float:
+        """How long an instance may leave /ping unanswered: the longest a request may run."""
+        if inst.spec.endpoint.lower() in workers.configs:
+            return ASYNC_LONGEST_INVOCATION_S
+        return settings.invocation_timeout_s
+
+    services.health = HealthWatch(
+        controller.serving,
+        controller.instance_hung,
+        settings.health_check_interval_s,
+        health_grace,
     )
     return services
 

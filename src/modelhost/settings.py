@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # Runtime API
     invocation_timeout_s: float = 60.0
     max_payload_bytes: int = 6 * 1024 * 1024
+    # Back-pressure: the requests one instance may hold at once, in flight at it plus waiting
+    # for it; past that on every instance of a variant, InvokeEndpoint answers
+    # ThrottlingException (400, retried by botocore) at once. 0: no limit.
+    max_requests_per_instance: int = Field(default=128, ge=0)
     # After activity the front server's event loop polls instead of sleeping for up to this
     # long (adaptive; keepawake.py): waking a halted vCPU costs tens of microseconds. 0: off.
     busy_poll_us: int = Field(default=200, ge=0, le=10_000)
@@ -55,6 +59,10 @@ class Settings(BaseSettings):
     startup_health_timeout_s: float = 240.0
     stop_grace_s: float = 30.0
     reconcile_interval_s: float = 0.5
+    # Every serving instance is sent GET /ping this often; one that has not answered for
+    # longer than invocation_timeout_s (async endpoints: an hour) is hung: killed and replaced.
+    # 0: no checks.
+    health_check_interval_s: float = Field(default=5.0, ge=0)
     # Autoscaling: how often scaling policies are evaluated, and the window their metrics are
     # measured over (CloudWatch's one minute; short in tests).
     autoscaling_interval_s: float = Field(default=5.0, gt=0)

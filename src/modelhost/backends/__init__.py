@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import sys
+from pathlib import Path
 
 from modelhost.backends import images
 from modelhost.backends.containers import ContainerBackend, EngineFinder
@@ -49,12 +50,15 @@ def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
             settings.max_artifact_bytes,
             settings.model_copy_max_bytes,
         )
-    return Backends(
+    backend = Backends(
         host="127.0.0.1",
         container_engine=settings.container_engine,
         gpu_count=settings.gpu_count,
         platform_env=platform_env,
+        pid_dir=settings.data_dir / "instance-pids",
     )
+    backend.stop_orphans()  # a killed server's instances that outlived it
+    return backend
 
 
 def no_engine_on_ray() -> str:
@@ -70,8 +74,9 @@ class Backends(LocalBackend):
         container_engine: str | None = None,
         platform_env: dict[str, str] | None = None,
         on_exit: ExitCallback | None = None,
+        pid_dir: Path | None = None,
     ) -> None:
-        super().__init__(host, gpu_count, platform_env, on_exit)
+        super().__init__(host, gpu_count, platform_env, on_exit, pid_dir)
         self.containers = ContainerBackend(EngineFinder(container_engine), host)
         # The controller asks images.command_for early (fail fast): let it find the engine.
         images.use_engine_probe(self.containers.finder)

@@ -25,6 +25,7 @@ from typing import Any
 
 from modelhost.backends.exits import Cancel, Process, watch_exit
 from modelhost.backends.images import command_for, is_framework_image
+from modelhost.backends.pidfiles import PidRecords
 from modelhost.backends.zygote import Zygote, ZygoteChild
 from modelhost.children import die_with_parent
 from modelhost.instance_types import Profile
@@ -148,8 +149,12 @@ class LocalBackend:
         gpu_count: int | None = None,
         platform_env: dict[str, str] | None = None,
         on_exit: ExitCallback | None = None,
+        pid_dir: Path | None = None,
     ) -> None:
         self.host = host
+        # One record per running instance process (pidfiles.py): a later server on the same
+        # data directory stops those this one leaves behind if it dies.
+        self.pids = PidRecords(pid_dir) if pid_dir is not None else None
         # Called when an instance's process exits unasked (see ``watch``).
         self.on_exit = on_exit
         self._watches: dict[Instance, Cancel] = {}
@@ -193,6 +198,8 @@ class LocalBackend:
         except OSError:
             self._gpus_free.extend(gpus)
             raise
+        if self.pids is not None:
+            self.pids.add(spec.instance_id, proc.pid)
         inst = Instance(spec, proc, gpus, Address(self.host, port))
         if (path := env.get("MODELHOST_UNIX_SOCKET")) is not None:
             inst.ready_address = Address(self.host, port, path, pipelined=not _batching(env))
@@ -286,6 +293,7 @@ class LocalBackend:
 
     def _exited(self, inst: Instance) -> None:
         self._watches.pop(inst, None)
+        self._unrecord(inst)
         if inst in self.instances and self.on_exit is not None:
             self.on_exit(inst)
 
@@ -304,6 +312,16 @@ class LocalBackend:
         with contextlib.suppress(subprocess.TimeoutExpired):
             inst.process.wait(timeout=5)
         signal_group(inst.process, signal.SIGKILL)  # children of a crashed server, if any
+        self._unrecord(inst)
+
+    def _unrecord(self, inst: Instance) -> None:
+        if self.pids is not None:
+            self.pids.remove(inst.instance_id)
+
+    def stop_orphans(self) -> list[int]:
+        """At start-up: stop instance processes a previous server on this data directory left
+        running (it was killed, and they could not act on their SIGTERM)."""
+        return self.pids.stop_orphans() if self.pids is not None else []
 
     def kill_all(self) -> None:
         """Last resort at exit: no orphan processes, whatever happened before."""
@@ -311,6 +329,7 @@ class LocalBackend:
             self.forget(inst)
             if inst.exited() is None:
                 signal_group(inst.process, signal.SIGKILL)
+            self._unrecord(inst)
         if self.zygote is not None:
             self.zygote.close()
         shutil.rmtree(self.sockets_dir, ignore_errors=True)

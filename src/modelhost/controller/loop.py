@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelhost.backends.local import Instance
+from modelhost.backends.local import Instance, signal_group
 from modelhost.controller.fleet import Fleet, FleetFailed, Fleets, published
 from modelhost.controller.status import Finish, Snapshot, finish, record_counts, set_status
 from modelhost.publish import Publisher
@@ -133,6 +134,16 @@ class Controller:
         route now; the pass this wakes replaces it."""
         self.publisher.lost(inst.instance_id)
         self._wake.set()
+
+    def serving(self) -> list[Instance]:
+        """The instances of every endpoint's fleet (what the health checks watch)."""
+        return [i for lv in self.live.values() if lv.fleet is not None for i in lv.fleet.all()]
+
+    def instance_hung(self, inst: Instance) -> None:
+        """A health check found ``inst`` hung: out of its route now, and killed; its exit is
+        then reported (``instance_exited``) and the next pass replaces it."""
+        self.publisher.lost(inst.instance_id)
+        signal_group(inst.process, signal.SIGKILL)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -192,6 +192,8 @@ class RuntimeApp:
                 pool = pick_target(variant.targets, self.routes.next_start())
             if pool is None:
                 break
+            if pool.in_flight >= fast.per_instance and not attempt:
+                raise fast.busy(name, variant)
             target, container = _stream_target(pool, hostname, name)
             head = target.head(b"POST", INVOCATIONS, headers, len(body))
             try:

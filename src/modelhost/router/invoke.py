@@ -178,6 +178,9 @@ class InvokePath:
         self.arns = Arns(settings.region, settings.account_id)
         self.max_body = settings.max_payload_bytes
         self.timeout = settings.invocation_timeout_s
+        # Back-pressure: requests one instance may hold (in flight at it plus waiting for
+        # it); one over on the least-loaded instance means every instance is full. 0: none.
+        self.per_instance = settings.max_requests_per_instance or 1 << 62
         self._random = random.Random()
         # Request ids: a random half per process, and a counter scrambled by an odd multiplier
         # (a bijection on 64 bits) for the other: unique, cheaper than 128 random bits each.
@@ -371,6 +374,9 @@ class InvokePath:
                 call.error(err)
                 return
             pool = chosen
+        if pool.in_flight >= self.per_instance and not call.attempt:
+            self.saturated(call, variant)
+            return
         call.variant = variant
         call.sent = perf_counter()
         pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
@@ -473,6 +479,20 @@ class InvokePath:
         """Answer ``call`` with ``err``, recorded (the multi-model road's refusals)."""
         self._record(call, call.variant, http_status(err), perf_counter(), False)
         call.error(err)
+
+    def saturated(self, call: _Call, variant: VariantRoute) -> None:
+        """Every instance of ``variant`` holds its limit of requests: SageMaker's throttling
+        error at once (botocore retries it with backoff) rather than an unbounded queue."""
+        err = self.busy(call.name, variant)
+        self._record(call, variant, http_status(err), perf_counter(), False)
+        call.error(err)
+
+    def busy(self, name: str, variant: VariantRoute) -> ThrottlingException:
+        return ThrottlingException(
+            f"Endpoint {name} is busy: every instance of variant {variant.name} holds "
+            f"{self.per_instance} requests in flight or waiting (the limit per instance, "
+            "MODELHOST_MAX_REQUESTS_PER_INSTANCE); retry later."
+        )
 
     def internal(self, call: _Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)
