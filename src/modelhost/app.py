@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+import boto3
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -315,11 +316,25 @@ def instance_env(settings: Settings) -> dict[str, str]:
     }
     if settings.s3_endpoint_url:
         env["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    if settings.s3_credentials:
-        env["MODELHOST_S3_ACCESS_KEY_ID"], env["MODELHOST_S3_SECRET_ACCESS_KEY"] = (
-            settings.s3_credentials
-        )
+    # The object store's credentials: the settings', else (an S3 server named without them)
+    # the AWS chain's, resolved here: instances do not inherit the server's AWS_* variables.
+    credentials = settings.s3_credentials
+    if credentials is None and settings.s3_endpoint_url:
+        credentials = chain_credentials()
+    if credentials:
+        env["MODELHOST_S3_ACCESS_KEY_ID"], env["MODELHOST_S3_SECRET_ACCESS_KEY"] = credentials
     return env
+
+
+def chain_credentials() -> tuple[str, str] | None:
+    """The AWS credential chain's access key and secret (environment, profile, ...), if any."""
+    found = boto3.Session().get_credentials()
+    if found is None:
+        return None
+    frozen = found.get_frozen_credentials()
+    if not frozen.access_key or not frozen.secret_key:
+        return None
+    return frozen.access_key, frozen.secret_key
 
 
 def progress_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
