@@ -14,7 +14,7 @@ slots into metric families when ``/metrics`` is scraped.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -91,6 +91,30 @@ _HISTOGRAMS = (
         "model_setup",
     ),
 )
+
+
+# (metric name, help text, the slot attribute holding its value)
+Family = tuple[str, str, str]
+
+
+def families(
+    slots: Sequence[tuple[tuple[str, ...], object]],
+    counters: Sequence[Family],
+    histograms: Sequence[Family],
+) -> Iterator[Metric]:
+    """Counter and histogram families over per-(endpoint, variant) slots: each family's value
+    for a slot is the slot's attribute it names (a number, or a ``Histogram``)."""
+    for name, doc, attr in counters:
+        counter = CounterMetricFamily(name, doc, labels=LABELS)
+        for key, slot in slots:
+            counter.add_metric(list(key), getattr(slot, attr))
+        yield counter
+    for name, doc, attr in histograms:
+        histogram = HistogramMetricFamily(name, doc, labels=LABELS)
+        for key, slot in slots:
+            h: Histogram = getattr(slot, attr)
+            histogram.add_metric(list(key), h.buckets(), h.total)
+        yield histogram
 
 
 class Recorder(Collector):
@@ -174,17 +198,7 @@ class Recorder(Collector):
 
     def collect(self) -> Iterator[Metric]:
         slots = list(self.slots.items())
-        for name, doc, attr in _COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=LABELS)
-            for key, slot in slots:
-                counter.add_metric(list(key), getattr(slot, attr))
-            yield counter
-        for name, doc, attr in _HISTOGRAMS:
-            histogram = HistogramMetricFamily(name, doc, labels=LABELS)
-            for key, slot in slots:
-                h: Histogram = getattr(slot, attr)
-                histogram.add_metric(list(key), h.buckets(), h.total)
-            yield histogram
+        yield from families(slots, _COUNTERS, _HISTOGRAMS)
         containers = HistogramMetricFamily(
             "sagemaker_ContainerLatency",
             "Time each container of a multi-container instance took, microseconds.",

@@ -13,14 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-from modelhost.metrics import LABELS, Histogram
+from modelhost.metrics import LABELS, Histogram, families
 
 
 @dataclass(slots=True)
@@ -75,18 +73,7 @@ class MultiModelMetrics(Collector):
         return s
 
     def collect(self) -> Iterator[Metric]:
-        slots = list(self.slots.items())
-        for name, doc, attr in _COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=LABELS)
-            for key, s in slots:
-                counter.add_metric(list(key), getattr(s, attr))
-            yield counter
-        for name, doc, attr in _HISTOGRAMS:
-            histogram = HistogramMetricFamily(name, doc, labels=LABELS)
-            for key, s in slots:
-                h: Histogram = getattr(s, attr)
-                histogram.add_metric(list(key), h.buckets(), h.total)
-            yield histogram
+        yield from families(list(self.slots.items()), _COUNTERS, _HISTOGRAMS)
         gauge = GaugeMetricFamily(
             "sagemaker_LoadedModelCount",
             "Models loaded on each instance.",
