@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.async_helpers import deploy_async, local_path, wait_file
 from tests.fixtures.server import LiveServer, unique
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.api
 
@@ -28,15 +27,6 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("async-zero"), env=env).start()
     yield live
     live.stop()
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_async_endpoint_scales_to_zero_and_back_on_backlog(

@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.fixtures.server import FIXTURE_MODELS, LiveServer, aws_env, deploy, unique, wait_gone
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.api
 
@@ -67,15 +68,6 @@ def error(call: Callable[..., Any], **kwargs: Any) -> tuple[str, str]:
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     err = info.value.response["Error"]
     return err["Code"], err["Message"]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def tracking(target: float, out_s: int = 0, in_s: int = 0, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from botocore.exceptions import ClientError
 from tests.api.test_cloudwatch import AWS, cloudwatch
 from tests.e2e.async_helpers import deploy_async, local_path, wait_file
 from tests.fixtures.server import LiveServer, aws_env, unique
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.api
 
@@ -48,15 +48,6 @@ def endpoint(fast: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
     deploy_async(sm, name, "echo", f"file://{tmp_path_factory.mktemp('step-out')}")
     yield name
     sm.delete_endpoint(EndpointName=name)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def error(call: Callable[..., Any], **kwargs: Any) -> tuple[str, str]:

@@ -58,7 +58,9 @@ def test_queue_shows_the_backlog(server: LiveServer, tmp_path: Path) -> None:
         server.client("sagemaker"), name, "slow", f"file://{tmp_path}/out", max_concurrent=1
     )
     source = tmp_path / "input.txt"
-    source.write_bytes(b"2")
+    # Each request holds the one slot 8 s: the backlog outlasts the four CLI starts even on a
+    # loaded machine (about 2 s each there), so it is still there when `queue` looks.
+    source.write_bytes(b"8")
     data = ("--data-dir", str(server.data_dir))
     for _ in range(3):
         assert client(server, "invoke-async", name, str(source), *data).returncode == 0

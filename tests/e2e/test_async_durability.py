@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,13 @@ from tests.e2e.async_helpers import deploy_async, wait_file
 from tests.e2e.procs import instance_pids
 from tests.fixtures.seaweed import S3Server
 from tests.fixtures.server import LiveServer, unique
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def _poll(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(check, timeout, what, interval=0.1)
 
 
 def _rows(data_dir: Path) -> dict[str, tuple[str, int]]:

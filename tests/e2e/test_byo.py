@@ -4,7 +4,6 @@ and inside a container image run by docker/podman (``Image=localhost/...``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from tests.fixtures.containers import ByoImages
 from tests.fixtures.server import LiveServer, deploy, pack, unique, wait_gone
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -20,12 +20,7 @@ WEIGHTS = b"weights: 42\n"
 
 
 def _poll(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    wait_for(predicate, timeout, what)
 
 
 def _model(tmp_path: Path) -> str:

@@ -30,17 +30,13 @@ from tests.fixtures.server import (
     wait_gone,
     wait_status,
 )
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def _poll(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    wait_for(predicate, timeout, what)
 
 
 CLIENTS = 8

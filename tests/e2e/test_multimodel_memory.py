@@ -27,6 +27,7 @@ from tests.fixtures.multimodel import (
 )
 from tests.fixtures.seaweed import S3Server
 from tests.fixtures.server import LiveServer, free_port, unique
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +36,7 @@ MB = 2**20
 
 
 def _poll(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    wait_for(check, timeout)
 
 
 @pytest.fixture(scope="module")

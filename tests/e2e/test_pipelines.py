@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import signal
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from tests.e2e.procs import instance_pids
 from tests.fixtures.models import MODELS_DIR, fixture_model_dir, sklearn_iris_dir
 from tests.fixtures.server import LiveServer, pack, unique, wait_status
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +31,7 @@ CSV = "\n".join(",".join(str(v) for v in row) for row in ROWS).encode()
 
 
 def _poll(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    wait_for(predicate, timeout, what)
 
 
 def _module(name: str) -> ModuleType:

@@ -4,12 +4,12 @@ without redoing finished files, and a job over a real S3-compatible server."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures import waiting
 from tests.fixtures.seaweed import S3Server
 from tests.fixtures.server import LiveServer, unique
 from tests.fixtures.transform import FINAL, job_request, make_model, outputs, run_job, wait_job
@@ -18,12 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(check, timeout, what)
 
 
 def slow_lines(name: str, count: int) -> bytes:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from modelhost.backends.local import Instance, InstanceSpec, LocalBackend
 from modelhost.backends.zygote import ZygoteChild
 from modelhost.instance_types import Profile
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,11 +30,8 @@ def _ppid(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _wait_until(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+def _wait_until(condition: Callable[[], object], timeout: float) -> None:
+    wait_for(condition, timeout, interval=0.01)
 
 
 @pytest.fixture
