@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from modelhost.controller.alarm_loop import Fired
 from modelhost.controller.autoscaler import Bounds, History, TargetTracking, decide
 from modelhost.controller.scaling_loop import Sample, Scaler, rates, utilization
 from modelhost.metrics import Recorder
+from modelhost.state.alarms import MetricAlarm
 from modelhost.state.records import (
     DeployedVariant,
     Deployment,
@@ -156,3 +158,30 @@ def test_scaler_sets_provisioned_concurrency(store: Store) -> None:
     assert rig.provisioned() == 0
     assert sorted(a.desired or 0 for a in scaling.activities()) == [0, 1, 4]
     assert all(a.status == "Successful" for a in scaling.activities())
+
+
+def test_step_scaling_sets_provisioned_concurrency(store: Store) -> None:
+    """A StepScaling policy run by an alarm (controller/alarm_loop.py) acts on it too."""
+    rig = Rig(store)
+    scaling = ScalingStore(store)
+    scaling.put_target(target(0, 3))
+    config = {
+        "AdjustmentType": "ChangeInCapacity",
+        "Cooldown": 0,
+        "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 2}],
+    }
+    step = ScalingPolicy(
+        name="s", arn="arn:s", namespace="sagemaker", resource_id=RID, dimension=DIM,
+        policy_type="StepScaling", created=0.0, spec=config, metric="", per_instance=False,
+        target=0.0, scale_out_cooldown_s=0.0, scale_in_cooldown_s=0.0, disable_scale_in=False,
+        alarms=[],
+    )  # fmt: skip
+    scaling.put_policy(step)
+    alarm = MetricAlarm("busy", "arn:alarm", {"Threshold": 1.0}, 0.0, state="ALARM")
+    rig.scaler._step(Fired(alarm, 2.0, "arn:s"), step)
+    assert rig.provisioned() == 2
+    rig.clock.now += 1.0
+    rig.scaler._step(Fired(alarm, 2.0, "arn:s"), step)
+    assert rig.provisioned() == 3  # clamped to the maximum
+    causes = sorted(a.cause for a in scaling.activities())
+    assert ["from 0 to 2" in causes[0], "from 2 to 3" in causes[1]] == [True, True], causes
