@@ -163,12 +163,13 @@ def build_services(settings: Settings) -> Services:
     backend = create_backend(settings, instance_env(settings))
     fleets = Fleets(settings, store, backend, artifacts)
     runtime = RuntimeApp(routes, store, settings)
+    activity = variant_activity(routes, runtime.fast.metrics)
     controller = Controller(
         fleets,
         routes if cluster is None else cluster.publisher,
         settings.reconcile_interval_s,
         idle_s=settings.serverless_idle_s,
-        activity=variant_activity(routes, runtime.fast.metrics),
+        activity=activity,
     )
     backend.on_exit = controller.instance_exited
     routes.waker = controller.wake_variant
@@ -205,6 +206,7 @@ def build_services(settings: Settings) -> Services:
         interval_s=settings.autoscaling_interval_s,
         window_s=settings.autoscaling_window_s,
         backlogs=lambda: {k: b.size for k, b in workers.queue.backlogs().items()},
+        concurrency=lambda endpoint, variant: activity(endpoint, variant)[1],
     )
 
     def health_grace(inst: Instance) -> float:

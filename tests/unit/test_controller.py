@@ -405,3 +405,44 @@ def test_provisioned_concurrency_never_sleeps(tmp_path: Path) -> None:
         assert len(h.running()) == 1
 
     asyncio.run(run())
+
+
+def test_provisioned_concurrency_changed_in_the_store_is_honoured_at_once(tmp_path: Path) -> None:
+    """What Application Auto Scaling does: 0 lets the idle variant sleep, more wakes it."""
+    h = Harness(tmp_path)
+    h.controller.idle_s = 1.0
+    h.controller.activity = lambda endpoint, variant: (0, 0)
+    create_model(h.ctx, {"ModelName": "pc", "PrimaryContainer": {}})
+    config = {"MemorySizeInMB": 1024, "MaxConcurrency": 2, "ProvisionedConcurrency": 1}
+    variant = {"VariantName": "AllTraffic", "ModelName": "pc", "ServerlessConfig": config}
+    create_endpoint_config(h.ctx, {"EndpointConfigName": "pc", "ProductionVariants": [variant]})
+    create_endpoint(h.ctx, {"EndpointName": "pc", "EndpointConfigName": "pc"})
+
+    def provision(n: int) -> None:
+        h.store.update_endpoint(
+            "pc", lambda e: setattr(e.variants[0], "provisioned_concurrency", n)
+        )
+
+    async def passes(n: int) -> None:
+        for _ in range(n):
+            h.now += 10.0
+            await h.converge("pc")
+
+    async def run() -> None:
+        await h.converge("pc")
+        ep = h.store.endpoint("pc")
+        assert ep is not None and ep.provisioned("AllTraffic") == 1
+        await passes(3)
+        assert len(h.running()) == 1
+        provision(0)
+        await passes(3)
+        assert h.running() == []  # idle, nothing provisioned: scaled to zero
+        provision(2)
+        await passes(1)
+        assert len(h.running()) == 1  # woken with no request waiting
+        await passes(3)
+        assert len(h.running()) == 1
+        ep = h.store.endpoint("pc")
+        assert ep is not None and ep.status is EndpointStatus.IN_SERVICE
+
+    asyncio.run(run())

@@ -62,7 +62,8 @@ class VariantPlan:
     startup_timeout: float
     hostname: str | None = None
     max_concurrency: int = 0  # a serverless variant's MaxConcurrency; 0: no limit
-    # A serverless variant without ProvisionedConcurrency: it scales to zero when idle.
+    # A serverless variant: it scales to zero when idle while its ProvisionedConcurrency in
+    # effect (Endpoint.provisioned, which autoscaling changes) is 0; the controller decides.
     scales_to_zero: bool = False
     serverless_memory_mb: int = 0  # a serverless variant's MemorySizeInMB
     # A model with several containers (controller/pipelines.py): every one, and the
@@ -174,7 +175,7 @@ class Fleets:
             self.settings.startup_health_timeout_s if timeout is None else timeout,
             container.hostname,
             dv.max_concurrency or 0,
-            dv.serverless_memory_mb is not None and not dv.provisioned_concurrency,
+            dv.serverless_memory_mb is not None,
             dv.serverless_memory_mb or 0,
             containers,
             dv.mode or ("Serial" if containers else ""),

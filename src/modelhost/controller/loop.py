@@ -192,6 +192,8 @@ class Controller:
             await self._forget(name)
 
     def _step(self, ep: Endpoint, live: Live) -> Coroutine[Any, Any, None] | None:
+        if ep.status is EndpointStatus.IN_SERVICE:
+            live.waking |= _provisioned_asleep(ep, live)
         match ep.status:
             case EndpointStatus.DELETING:
                 return self._delete(ep, live)
@@ -341,14 +343,17 @@ class Controller:
     # --- serverless variants: to zero when idle, back on the first request -----------------
 
     def _idle_variants(self, ep: Endpoint, live: Live) -> list[str]:
-        """Serverless variants (no ProvisionedConcurrency) with instances and no invocation
-        answered or in flight for ``idle_s``."""
+        """Serverless variants (no ProvisionedConcurrency in effect) with instances and no
+        invocation answered or in flight for ``idle_s``."""
         fleet = live.fleet
         if self.idle_s <= 0 or self.activity is None or fleet is None:
             return []
         now, idle = self.timer(), []
         for name, plan in fleet.plans.items():
             if not plan.scales_to_zero or name in live.asleep or not fleet.instances.get(name):
+                continue
+            if ep.provisioned(name):  # kept warm
+                live.idle.pop(name, None)
                 continue
             answered, in_flight = self.activity(ep.name, name)
             seen = live.idle.get(name)
@@ -448,3 +453,9 @@ class Controller:
 
     async def _record_counts(self, name: str, fleet: Fleet) -> None:
         await asyncio.to_thread(record_counts, self.store, name, Snapshot.of(fleet))
+
+
+def _provisioned_asleep(ep: Endpoint, live: Live) -> set[str]:
+    """Variants at zero whose ProvisionedConcurrency was raised (autoscaling): they wake now,
+    with no request waiting."""
+    return {name for name in live.asleep if ep.provisioned(name)}

@@ -10,6 +10,14 @@ UpdateEndpointWeightsAndCapacities does (desired count in the store, Updating, w
 controller, whose capacity step grows or drains-then-stops instances) and records a scaling
 activity, which turns Successful (or Failed) once the endpoint is back InService.
 
+A serverless variant's ``DesiredProvisionedConcurrency`` target is scaled the same way over
+``SageMakerVariantProvisionedConcurrencyUtilization``: the requests in flight on the variant
+(the router's count, held ones included), sampled every interval and averaged over the window,
+divided by its ProvisionedConcurrency. Acting sets the variant's ProvisionedConcurrency in the
+store, which the controller honours at once (0: the variant may scale to zero when idle; more:
+it is kept warm, and woken if asleep); the endpoint stays InService and the activity is
+Successful at once.
+
 Only InService endpoints are scaled: a change in progress finishes first. A target whose
 endpoint was deleted is deregistered, with its policies.
 """
@@ -44,10 +52,14 @@ from modelhost.state.store import Store
 log = logging.getLogger(__name__)
 
 INSTANCES = "sagemaker:variant:DesiredInstanceCount"
+PROVISIONED = "sagemaker:variant:DesiredProvisionedConcurrency"
 BACKLOG = "ApproximateBacklogSize"
+UTILIZATION = "ProvisionedConcurrencyUtilization"
 STEP = "StepScaling"
 # Requests queued or running per asynchronous endpoint (lower-cased name).
 Backlogs = Callable[[], Mapping[str, int]]
+# Requests in flight (held ones included) on (lower-cased endpoint, variant) now.
+Concurrency = Callable[[str, str], int]
 # Samples kept per series: a window of up to this many intervals (bounded memory).
 MAX_SAMPLES = 1000
 
@@ -57,14 +69,16 @@ class Sample:
     at: float  # monotonic seconds
     invocations: int
     per_instance: float
+    concurrent: int = 0  # requests in flight when sampled
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Per-minute rates over the window of one (endpoint, variant)."""
+    """Per-minute rates over the window of one (endpoint, variant), and its mean concurrency."""
 
     invocations: float
     per_instance: float
+    concurrency: float = 0.0
 
 
 def rates(samples: deque[Sample] | list[Sample], window_s: float) -> Rates | None:
@@ -77,9 +91,11 @@ def rates(samples: deque[Sample] | list[Sample], window_s: float) -> Rates | Non
     if old is None:
         return None
     minutes = (new.at - old.at) / 60.0
+    inside = [s.concurrent for s in samples if s.at > old.at]
     return Rates(
         (new.invocations - old.invocations) / minutes,
         (new.per_instance - old.per_instance) / minutes,
+        sum(inside) / len(inside),
     )
 
 
@@ -95,8 +111,10 @@ class Scaler:
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
         backlogs: Backlogs | None = None,
+        concurrency: Concurrency | None = None,
     ) -> None:
         self.store = store
+        self.concurrency = concurrency  # read on the loop, when sampling
         # Asynchronous endpoints' queued and running requests, by lower-cased endpoint name
         # (the ApproximateBacklogSize metrics); read in the evaluating thread.
         self.backlogs = backlogs
@@ -143,10 +161,11 @@ class Scaler:
         for key in self._watched | set(slots):
             slot = slots.get(key)
             series = self.samples.setdefault(key, deque(maxlen=MAX_SAMPLES))
+            busy = self.concurrency(*key) if self.concurrency is not None else 0
             if slot is None:
-                series.append(Sample(now, 0, 0.0))
+                series.append(Sample(now, 0, 0.0, busy))
             else:
-                series.append(Sample(now, slot.invocations, slot.per_instance))
+                series.append(Sample(now, slot.invocations, slot.per_instance, busy))
             while len(series) > 2 and now - series[1].at >= self.window_s:
                 series.popleft()  # keep one sample at least a window old
         for key in set(self.samples) - self._watched - set(slots):
@@ -171,7 +190,7 @@ class Scaler:
                 continue
             watched.add((ep.name.lower(), target.variant))
             self._settle(target, ep)
-            if ep.status is not EndpointStatus.IN_SERVICE or target.dimension != INSTANCES:
+            if ep.status is not EndpointStatus.IN_SERVICE:
                 continue
             mine = policies.get(_key(target.resource_id, target.dimension), [])
             rates_now = current.get((ep.name.lower(), target.variant))
@@ -194,12 +213,12 @@ class Scaler:
     def _step(self, f: Fired, policy: ScalingPolicy) -> None:
         target = self.scaling.target(policy.resource_id, policy.dimension)
         ep = self.store.endpoint(target.endpoint) if target is not None else None
-        if target is None or ep is None or target.dimension != INSTANCES:
+        if target is None or ep is None or ep.status is not EndpointStatus.IN_SERVICE:
             return
-        variant = ep.variant(target.variant)
-        if ep.status is not EndpointStatus.IN_SERVICE or variant is None:
+        current = capacity(ep, target)
+        if current is None:
             return
-        now, current = self.timer(), variant.desired_count
+        now = self.timer()
         bounds = Bounds(target.min, target.max)
         threshold = float(f.alarm.spec["Threshold"])
         step = StepPolicy.of(policy.spec)
@@ -231,10 +250,9 @@ class Scaler:
         rates_now: Rates | None,
         backlog: int = 0,
     ) -> None:
-        variant = ep.variant(target.variant)
-        if variant is None:
+        current = capacity(ep, target)
+        if current is None:
             return
-        current = variant.desired_count
         now = self.timer()
         if current == 0 and any(p.policy_type == STEP for p in policies):
             policies = []  # out of zero is the StepScaling policy's (its alarm's) job
@@ -250,8 +268,13 @@ class Scaler:
     def _act(
         self, target: ScalableTarget, endpoint: str, current: int, desired: int, cause: str
     ) -> bool:
-        """Set the desired count, note when, record the activity and wake the controller."""
-        if not self._set_desired(endpoint, target.variant, desired):
+        """Set the desired count (or provisioned concurrency), note when, record the activity
+        and wake the controller."""
+        provisioned = target.dimension == PROVISIONED
+        if provisioned:
+            if not self._set_provisioned(endpoint, target.variant, desired):
+                return False
+        elif not self._set_desired(endpoint, target.variant, desired):
             return False
         now = self.timer()
         history = self.history.get(target.key, History())
@@ -259,21 +282,24 @@ class Scaler:
         self.history[target.key] = (
             History(now, history.last_scale_in) if out else History(history.last_scale_out, now)
         )
-        self.scaling.add_activity(
-            ScalingActivity(
-                activity_id=str(uuid.uuid4()),
-                namespace=target.namespace,
-                resource_id=target.resource_id,
-                dimension=target.dimension,
-                description=f"Setting desired instance count to {desired}.",
-                cause=cause,
-                start=self.clock(),
-                status="InProgress",
-                message=f"Setting desired instance count from {current} to {desired}.",
-                desired=desired,
-                scale_out=out,
-            )
+        what = "provisioned concurrency" if provisioned else "instance count"
+        activity = ScalingActivity(
+            activity_id=str(uuid.uuid4()),
+            namespace=target.namespace,
+            resource_id=target.resource_id,
+            dimension=target.dimension,
+            description=f"Setting desired {what} to {desired}.",
+            cause=cause,
+            start=self.clock(),
+            status="InProgress",
+            message=f"Setting desired {what} from {current} to {desired}.",
+            desired=desired,
+            scale_out=out,
         )
+        if provisioned:  # in effect at once: the endpoint stays InService
+            activity.status, activity.end = "Successful", activity.start
+            activity.message = f"Successfully set desired {what} to {desired}."
+        self.scaling.add_activity(activity)
         log.info("autoscaling %s to %d: %s", target.resource_id, desired, cause)
         self.wake()
         return True
@@ -301,7 +327,7 @@ class Scaler:
                     (a["AlarmName"] for a in p.alarms if f"-Alarm{side}-" in a["AlarmName"]),
                     f"TargetTracking-{target.resource_id}-Alarm{side}",
                 )
-                unit = "" if p.metric == BACKLOG else " per minute"
+                unit = "" if p.metric in (BACKLOG, UTILIZATION) else " per minute"
                 return (
                     f"monitor alarm {alarm} in state ALARM triggered policy {p.name} "
                     f"({p.metric}{'PerInstance' if p.per_instance else ''} "
@@ -325,6 +351,19 @@ class Scaler:
 
         return bool(self.store.update_endpoint(endpoint, change))
 
+    def _set_provisioned(self, endpoint: str, variant: str, concurrency: int) -> bool:
+        """A serverless variant's ProvisionedConcurrency, in effect at once."""
+
+        def change(ep: Endpoint) -> bool:
+            v = ep.variant(variant)
+            if ep.status is not EndpointStatus.IN_SERVICE or v is None:
+                return False
+            v.provisioned_concurrency = concurrency
+            ep.modified = self.clock()
+            return True
+
+        return bool(self.store.update_endpoint(endpoint, change))
+
     def _settle(self, target: ScalableTarget, ep: Endpoint) -> None:
         """Activities in progress on this target finish once the endpoint is InService."""
         if ep.status is not EndpointStatus.IN_SERVICE:
@@ -332,6 +371,8 @@ class Scaler:
         variant = ep.variant(target.variant)
         for a in self.scaling.activities():
             if a.status != "InProgress" or a.resource_id != target.resource_id:
+                continue
+            if a.dimension != target.dimension:
                 continue
             reached = variant is not None and variant.current_count == a.desired
             a.end = self.clock()
@@ -353,6 +394,15 @@ def _key(resource_id: str, dimension: str) -> str:
     return f"{resource_id}|{dimension}"
 
 
+def capacity(ep: Endpoint, target: ScalableTarget) -> int | None:
+    """The target's capacity now: the variant's desired instance count, or a serverless
+    variant's ProvisionedConcurrency in effect; None when the variant is gone."""
+    if target.dimension == PROVISIONED:
+        return ep.provisioned(target.variant)
+    variant = ep.variant(target.variant)
+    return variant.desired_count if variant is not None else None
+
+
 def _tracking(p: ScalingPolicy) -> TargetTracking:
     return TargetTracking(
         p.target, p.scale_out_cooldown_s, p.scale_in_cooldown_s, p.disable_scale_in
@@ -362,12 +412,22 @@ def _tracking(p: ScalingPolicy) -> TargetTracking:
 def _metric(p: ScalingPolicy, r: Rates | None, backlog: int, instances: int) -> float | None:
     """The policy's metric now: an invocation rate over the window, or the async backlog (a
     gauge; per instance with at least one instance counted, so that a backlog at zero
-    instances asks for one, as HasBacklogWithoutCapacity does on SageMaker)."""
+    instances asks for one, as HasBacklogWithoutCapacity does on SageMaker), or the provisioned
+    concurrency's utilization (``instances`` is then the provisioned concurrency)."""
     if p.metric == BACKLOG:
         return backlog / max(1, instances) if p.per_instance else float(backlog)
+    if p.metric == UTILIZATION:
+        return None if r is None else utilization(r.concurrency, instances)
     if r is None or p.metric != "Invocations":
         return None
     return r.per_instance if p.per_instance else r.invocations
+
+
+def utilization(concurrency: float, provisioned: int) -> float:
+    """SageMakerVariantProvisionedConcurrencyUtilization: mean requests in flight over the
+    provisioned concurrency. At 0 provisioned, the concurrency itself, so that any request asks
+    for some (target tracking's zero rule, controller/autoscaler.py)."""
+    return concurrency / max(1, provisioned)
 
 
 def _suspended(target: ScalableTarget, decision: Decision, current: int) -> bool:

@@ -182,6 +182,10 @@ class VariantState:
     desired_count: int
     current_weight: float | None = None
     current_count: int | None = None
+    # A serverless variant's ProvisionedConcurrency in effect (its config's, then whatever
+    # Application Auto Scaling set; 0: none, it may scale to zero). None: not serverless, or
+    # a row written before this field (the deployment's value then holds).
+    provisioned_concurrency: int | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -190,6 +194,7 @@ class VariantState:
             "desired_count": self.desired_count,
             "current_weight": self.current_weight,
             "current_count": self.current_count,
+            "provisioned_concurrency": self.provisioned_concurrency,
         }
 
     @classmethod
@@ -200,6 +205,7 @@ class VariantState:
             doc["desired_count"],
             doc.get("current_weight"),
             doc.get("current_count"),
+            doc.get("provisioned_concurrency"),
         )
 
 
@@ -222,6 +228,18 @@ class Endpoint:
 
     def variant(self, name: str) -> VariantState | None:
         return next((v for v in self.variants if v.name == name), None)
+
+    def provisioned(self, name: str) -> int | None:
+        """A serverless variant's ProvisionedConcurrency in effect (0: none); None for a
+        variant that is not serverless."""
+        v = self.variant(name)
+        if v is not None and v.provisioned_concurrency is not None:
+            return v.provisioned_concurrency
+        deployed = self.deployment.variants if self.deployment is not None else None
+        dv = next((d for d in deployed or () if d.name == name), None)
+        if dv is None or dv.serverless_memory_mb is None:
+            return None
+        return dv.provisioned_concurrency or 0
 
     def to_doc(self) -> dict[str, Any]:
         return {

@@ -25,9 +25,12 @@ NAMESPACE = "sagemaker"
 INSTANCES = "sagemaker:variant:DesiredInstanceCount"
 PROVISIONED = "sagemaker:variant:DesiredProvisionedConcurrency"
 DIMENSIONS = (INSTANCES, PROVISIONED)
+UTILIZATION = "ProvisionedConcurrencyUtilization"
 PREDEFINED = {
     # predefined metric type -> (metrics.Recorder's metric, divided by the instance count)
     "SageMakerVariantInvocationsPerInstance": ("Invocations", True),
+    # Serverless variants' DesiredProvisionedConcurrency: requests in flight / provisioned.
+    "SageMakerVariantProvisionedConcurrencyUtilization": (UTILIZATION, False),
 }
 # CustomizedMetricSpecification names (namespace AWS/SageMaker) the scaler can measure.
 CUSTOM = {
@@ -94,6 +97,14 @@ def _serverless(ep: Endpoint, variant: str) -> bool:
     )
 
 
+def _max_concurrency(ep: Endpoint, variant: str) -> int:
+    spec = ep.deployment.config.spec if ep.deployment else {}
+    for pv in spec.get("ProductionVariants", []):
+        if pv.get("VariantName") == variant and "ServerlessConfig" in pv:
+            return int(pv["ServerlessConfig"]["MaxConcurrency"])
+    return 0
+
+
 def check_update(ctx: Context, ep: Endpoint, new_variants: list[dict[str, Any]]) -> None:
     """UpdateEndpoint may not remove an autoscaled variant or change its instance type (or
     make it serverless) while its scalable target is registered, as on SageMaker."""
@@ -155,6 +166,11 @@ def register_scalable_target(ctx: Context, req: Request) -> Response:
         )
     if hi < 1:
         raise ValidationException("Maximum capacity must be at least 1.")
+    if dim == PROVISIONED and hi > (most := _max_concurrency(ep, _variant)):
+        raise ValidationException(
+            f"Maximum capacity {hi} cannot be greater than the MaxConcurrency {most} of "
+            f"serverless variant {_variant}: its ProvisionedConcurrency may not exceed it."
+        )
     suspended = dict(old.suspended) if old else {}
     for key, value in (req.get("SuspendedState") or {}).items():
         suspended[key] = bool(value)
@@ -261,6 +277,7 @@ def put_scaling_policy(ctx: Context, req: Request) -> Response:
     elif kind == TRACKING:
         config = _check_tracking(req)
         metric, per_instance = _metric(config)
+        _check_dimension(dim, metric)
         target = float(config["TargetValue"])
     else:
         raise ValidationException(
@@ -327,6 +344,19 @@ def _check_tracking(req: Request) -> dict[str, Any]:
         if config.get(key, 0) < 0:
             raise ValidationException(f"{key} must be at least 0 seconds.")
     return config
+
+
+def _check_dimension(dim: str, metric: str) -> None:
+    """Provisioned concurrency tracks its utilization; instance counts track the rest."""
+    if (dim == PROVISIONED) != (metric == UTILIZATION):
+        wanted = (
+            "SageMakerVariantProvisionedConcurrencyUtilization"
+            if dim == PROVISIONED
+            else "an invocation or backlog metric"
+        )
+        raise ValidationException(
+            f"The metric of a target-tracking policy on scalable dimension {dim} must be {wanted}."
+        )
 
 
 def _alarm(a: dict[str, str]) -> dict[str, str]:

@@ -35,9 +35,10 @@ def variants_from_config(config: Resource) -> list[VariantState]:
     out = []
     for pv in config.spec["ProductionVariants"]:
         count = pv.get("InitialInstanceCount", 1)
-        out.append(
-            VariantState(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0)), count)
-        )
+        state = VariantState(pv["VariantName"], float(pv.get("InitialVariantWeight", 1.0)), count)
+        if (serverless := pv.get("ServerlessConfig")) is not None:
+            state.provisioned_concurrency = serverless.get("ProvisionedConcurrency", 0)
+        out.append(state)
     return out
 
 

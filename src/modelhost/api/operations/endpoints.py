@@ -129,10 +129,19 @@ def _describe_variants(ep: Endpoint) -> list[dict[str, Any]]:
             # configuration instead of Current/DesiredInstanceCount.
             item.pop("DesiredInstanceCount", None)
             item.pop("CurrentInstanceCount", None)
-            item["CurrentServerlessConfig"] = item["DesiredServerlessConfig"] = spec[
-                "ServerlessConfig"
-            ]
+            item["CurrentServerlessConfig"] = item["DesiredServerlessConfig"] = _serverless(
+                spec["ServerlessConfig"], ep.provisioned(v.name)
+            )
         out.append(item)
+    return out
+
+
+def _serverless(config: dict[str, Any], provisioned: int | None) -> dict[str, Any]:
+    """The config's ServerlessConfig with the ProvisionedConcurrency in effect (Application
+    Auto Scaling changes it at once, so Current and Desired agree); none when it is 0."""
+    out = {k: v for k, v in config.items() if k != "ProvisionedConcurrency"}
+    if provisioned:
+        out["ProvisionedConcurrency"] = provisioned
     return out
 
 
