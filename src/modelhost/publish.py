@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Protocol
 
 
@@ -59,6 +60,21 @@ class MultiModelSpec:
     prefix: str  # ModelDataUrl: s3://bucket/prefix/ or a local directory
     memory_budget_bytes: int
     model_cache: bool = True  # False: ModelCacheSetting Disabled (unload after every call)
+    # Container instances see the extracted models elsewhere: (the host directory, where it is
+    # mounted inside them). None: instances read this host's paths as they are.
+    mount: tuple[str, str] | None = None
+
+    def instance_path(self, path: str) -> str | None:
+        """The ``url`` an instance is given for the host directory ``path`` (None: the
+        instance cannot see it)."""
+        if self.mount is None:
+            return path
+        host, inside = self.mount
+        try:
+            rest = PurePosixPath(path).relative_to(host)
+        except ValueError:
+            return None
+        return str(PurePosixPath(inside) / rest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
+from modelhost.multimodel.manager import mms_name
+from modelhost.multimodel.spec import MULTI_MODELS_LABEL
 from tests.fixtures.containers import ByoImages
+from tests.fixtures.multimodel import deploy_mme
 from tests.fixtures.server import LiveServer, deploy, pack, unique, wait_gone
 from tests.fixtures.waiting import wait_for
 
@@ -137,6 +140,44 @@ def test_c_server_in_a_container(server: LiveServer, byo_images: ByoImages, tmp_
     text = log.read_text()
     assert "echo-server: listening on 0.0.0.0:8080" in text
     assert "echo-server: SIGTERM, exiting" in text
+
+
+def test_multi_model_container_loads_models_from_its_mount(
+    server: LiveServer, byo_images: ByoImages, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "models"
+    prefix.mkdir()
+    for model in ("a", "b"):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "weights.txt").write_text(f"weights of {model}")
+        pack(tmp_path / model, prefix / f"{model}.tar.gz")
+    sm, rt = server.client("sagemaker"), server.client("sagemaker-runtime")
+    name = unique("mme-container")
+    desc = deploy_mme(sm, name, str(prefix), image=byo_images.mme)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    for model in ("a", "b", "a"):
+        target = f"{model}.tar.gz"
+        out = rt.invoke_endpoint(EndpointName=name, TargetModel=target, Body=b"hi")
+        # The server read weights.txt under the url it was given: the extracted archive is
+        # mounted in the container (it answers 404 to a load whose url it cannot see).
+        assert (
+            out["Body"].read()
+            == (
+                f"model={mms_name(target)} target={target} weights=weights of {model} body=hi"
+            ).encode()
+        )
+    (log,) = (server.data_dir / "logs" / name / "AllTraffic").glob("*.log")
+    assert log.read_text().count("echo-server: POST /models HTTP/1.1") == 2
+    _delete(sm, name)
+    assert byo_images.engine.containers(f"label=modelhost.endpoint={name}") == []
+
+    unlabelled = unique("mme-nolabel")
+    desc = deploy_mme(sm, unlabelled, str(prefix), image=byo_images.echo)
+    assert desc["EndpointStatus"] == "Failed"
+    assert desc["FailureReason"] == (
+        f"Your image {byo_images.echo} does not contain required {MULTI_MODELS_LABEL} label(s)."
+    )
+    assert byo_images.engine.containers(f"label=modelhost.endpoint={unlabelled}") == []
 
 
 def test_container_that_never_answers_ping_fails_with_its_log(

@@ -1,5 +1,6 @@
 """The pure container decisions: which images need an engine, the failure reason without one,
-and the engine command lines (no engine is run here)."""
+the engine command lines, and what a multi-model container needs (its label, its models'
+mount; no engine is run here)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from modelhost.backends.containers import Engine, EngineFinder, container_name
+from modelhost.backends import images
+from modelhost.backends.containers import MODELS_MOUNT, Engine, EngineFinder, container_name
 from modelhost.backends.images import NoEngine, UnsupportedImage, command_for
 from modelhost.backends.local import InstanceSpec
 from modelhost.instance_types import Profile
+from modelhost.multimodel.spec import LABEL_KEY, undeclared
+from modelhost.publish import MultiModelSpec
 
 IMAGE = "registry.example.com/team/custom-server:1.0"
 
@@ -111,3 +115,68 @@ def test_podman_gets_runc_and_ignore_flags(tmp_path: Path) -> None:
 def test_exists_lists_exactly_one_container_by_name() -> None:
     argv = Engine("podman", "/usr/bin/podman", podman=True).exists_argv("mh-i-1")
     assert argv[-6:] == ["ps", "-a", "--filter", "name=^mh-i-1$", "--format", "{{.Names}}"]
+
+
+def test_multi_model_instance_gets_its_models_mounted_read_only(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    cache = tmp_path / "cache" / "multimodel"
+    spec.mounts = ((str(cache), MODELS_MOUNT),)
+    argv = Engine("podman", "/usr/bin/podman", podman=True).run_argv(spec, IMAGE, "127.0.0.1", 1)
+    pairs = list(itertools.pairwise(argv))
+    assert ("-v", f"{cache.resolve()}:/opt/ml/models:ro") in pairs
+    assert ("-v", f"{tmp_path.resolve()}:/opt/ml/model:ro") in pairs
+
+
+def test_labels_are_read_with_image_inspect() -> None:
+    argv = Engine("docker", "docker", podman=False).labels_argv(IMAGE)
+    assert argv == ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", IMAGE]
+
+
+def test_the_url_a_container_gets_is_the_mounted_path() -> None:
+    mounted = MultiModelSpec("s3://b/p/", 1, mount=("/var/cache/mh/multimodel", MODELS_MOUNT))
+    assert mounted.instance_path("/var/cache/mh/multimodel/ab12") == "/opt/ml/models/ab12"
+    assert mounted.instance_path("/srv/models/a") is None  # not under the mount
+    assert MultiModelSpec("s3://b/p/", 1).instance_path("/srv/models/a") == "/srv/models/a"
+
+
+@pytest.mark.parametrize(
+    ("labels", "declared"),
+    [
+        ({LABEL_KEY: "true"}, True),
+        ({LABEL_KEY: "True"}, True),
+        ({LABEL_KEY: "false"}, False),
+        ({"org.opencontainers.image.title": "x"}, False),
+        ({}, False),
+    ],
+)
+def test_multi_model_image_needs_the_label(labels: dict[str, str], declared: bool) -> None:
+    previous = images._label_reader
+    asked: list[str] = []
+
+    def reader(image: str) -> dict[str, str]:
+        asked.append(image)
+        return labels
+
+    images.use_label_reader(reader)
+    try:
+        why = undeclared(IMAGE, command_for(IMAGE, probe=lambda: "podman"))
+    finally:
+        images.use_label_reader(previous)
+    assert asked == [IMAGE]
+    if declared:
+        assert why is None
+    else:
+        assert why == (
+            f"Your image {IMAGE} does not contain required "
+            "com.amazonaws.sagemaker.capabilities.multi-models=true label(s)."
+        )
+
+
+def test_multi_model_image_without_a_label_reader_fails_clearly() -> None:
+    previous = images._label_reader
+    images.use_label_reader(None)
+    try:
+        with pytest.raises(UnsupportedImage, match="needs a container engine to read its labels"):
+            undeclared(IMAGE, command_for(IMAGE, probe=lambda: "podman"))
+    finally:
+        images.use_label_reader(previous)

@@ -374,5 +374,11 @@ def test_stored_routes_carry_every_published_field() -> None:
             (PublishedInstance("i-2", second),),
             multi_model=MultiModelSpec("s3://b/p/", 123, False),
         ),
+        PublishedVariant(
+            "mme-container",
+            1.0,
+            (PublishedInstance("i-3", second),),
+            multi_model=MultiModelSpec("s3://b/q/", 9, True, ("/c/multimodel", "/opt/ml/models")),
+        ),
     ]
     assert from_doc(json.loads(json.dumps(to_doc(variants)))) == variants

@@ -42,6 +42,7 @@ def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
                 f"The ray backend needs Ray ({exc}): pip install 'modelhost[ray]'."
             ) from exc
         images.use_engine_probe(no_engine_on_ray)
+        images.use_label_reader(None)
 
         return RayBackend(
             settings.ray_address,
@@ -80,6 +81,7 @@ class Backends(LocalBackend):
         self.containers = ContainerBackend(EngineFinder(container_engine), host)
         # The controller asks images.command_for early (fail fast): let it find the engine.
         images.use_engine_probe(self.containers.finder)
+        images.use_label_reader(self.containers.labels)
 
     def start(self, spec: InstanceSpec) -> Instance:
         command = images.command_for(spec.image)

@@ -4,16 +4,20 @@ engine (docker, or podman where no Docker daemon answers), as SageMaker runs it:
     <engine> run --rm --name mh-<instance id> -v <model dir>:/opt/ml/model:ro
         -p 127.0.0.1:<free port>:8080 --cpus N --memory M -e K=V ... <image> serve
 
-The container listens on 8080 (SAGEMAKER_BIND_TO_PORT is not set); the port is published on
-127.0.0.1 only. ``run`` stays attached: the Instance's process is the ``<engine> run`` process
-and the container's output goes to the instance log. Stop = ``<engine> stop -t <grace>``
-(SIGTERM, then SIGKILL), then ``rm -f`` so that no container is left behind.
+A multi-model instance also gets its models' directory (the extracted TargetModels,
+``<cache>/multimodel``) read-only at /opt/ml/models, where SageMaker's MMS containers find
+theirs (``InstanceSpec.mounts``). The container listens on 8080 (SAGEMAKER_BIND_TO_PORT is
+not set); the port is published on 127.0.0.1 only. ``run`` stays attached: the Instance's
+process is the ``<engine> run`` process and the container's output goes to the instance log.
+Stop = ``<engine> stop -t <grace>`` (SIGTERM, then SIGKILL), then ``rm -f`` so that no
+container is left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelhost.backends.images import DEFAULT_ENGINES, NoEngine
+from modelhost.backends.images import DEFAULT_ENGINES, NoEngine, UnsupportedImage
 from modelhost.backends.local import (
     Instance,
     InstanceSpec,
@@ -40,10 +44,12 @@ log = logging.getLogger(__name__)
 
 CONTAINER_PORT = 8080
 MODEL_MOUNT = "/opt/ml/model"
+MODELS_MOUNT = "/opt/ml/models"  # a multi-model container's models (CONTRACT.md section 4)
 NAME_PREFIX = "mh-"
 PROBE_TIMEOUT_S = 20.0
 FAILED_PROBE_TTL_S = 10.0  # ask again after this long when no engine answered
 ENGINE_COMMAND_TIMEOUT_S = 60.0
+PULL_TIMEOUT_S = 600.0
 REMOVAL_TIMEOUT_S = 30.0  # how long a removed container may still be listed
 REMOVAL_CHECKS = 200
 # Podman as root here needs explicit ulimits (DESIGN.md); harmless for docker.
@@ -71,6 +77,8 @@ class Engine:
         if spec.hostname:
             argv += ["--hostname", spec.hostname]
         argv += ["-v", f"{Path(spec.model_dir).resolve()}:{MODEL_MOUNT}:ro"]
+        for host_dir, inside in spec.mounts:
+            argv += ["-v", f"{Path(host_dir).resolve()}:{inside}:ro"]
         argv += ["-p", f"{host}:{port}:{CONTAINER_PORT}"]
         argv += ["--cpus", str(cpus), "--memory", f"{memory_mib}m"]
         for limit in ULIMITS:
@@ -78,6 +86,13 @@ class Engine:
         for key, value in spec.environment.items():
             argv += ["-e", f"{key}={value}"]
         return [*argv, image, "serve"]
+
+    def labels_argv(self, image: str) -> list[str]:
+        """Prints the image's labels as a JSON object (``null`` when it has none)."""
+        return [*self.base(), "image", "inspect", "--format", "{{json .Config.Labels}}", image]
+
+    def pull_argv(self, image: str) -> list[str]:
+        return [*self.base(), "pull", image]
 
     def stop_argv(self, name: str, grace: float) -> list[str]:
         return [*self.base(), "stop", "-t", str(max(0, math.ceil(grace))), name]
@@ -93,6 +108,35 @@ class Engine:
 def container_name(spec: InstanceSpec) -> str:
     suffix = f"-{spec.container_index}" if spec.container_index else ""
     return f"{NAME_PREFIX}{spec.instance_id}{suffix}"
+
+
+def image_labels(engine: Engine, image: str) -> dict[str, str]:
+    """The labels of ``image``, pulled first when the engine does not have it (as ``run``
+    would); UnsupportedImage naming the cause when it cannot be inspected."""
+    done = _inspect(engine.labels_argv(image))
+    if done.returncode != 0:
+        pulled = _inspect(engine.pull_argv(image), PULL_TIMEOUT_S)
+        if pulled.returncode == 0:
+            done = _inspect(engine.labels_argv(image))
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip()[-500:] or f"exit status {done.returncode}"
+        raise UnsupportedImage(f"Image {image} could not be inspected by {engine.name}: {why}")
+    try:
+        labels = json.loads(done.stdout or "null") or {}
+    except ValueError:
+        labels = {}
+    if not isinstance(labels, dict):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _inspect(
+    argv: list[str], timeout: float = ENGINE_COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return subprocess.CompletedProcess(argv, 1, "", str(exc))
 
 
 def probe(name: str) -> Engine:
@@ -159,6 +203,14 @@ class ContainerBackend:
 
     def owns(self, inst: Instance) -> bool:
         return inst in self.instances
+
+    def labels(self, image: str) -> dict[str, str]:
+        """``image``'s labels (an images.LabelReader; blocks: run it in a thread)."""
+        try:
+            engine = self.finder.find()
+        except NoEngine as exc:
+            raise UnsupportedImage(f"Image {image} needs a container engine: {exc}") from exc
+        return image_labels(engine, image)
 
     def start(self, spec: InstanceSpec, image: str) -> Instance:
         """Start ``<engine> run`` attached (returns at once; the caller waits for /ping)."""

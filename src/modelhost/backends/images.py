@@ -8,6 +8,8 @@
 
 Whether an engine answers is asked through a probe: the server installs one
 (``use_engine_probe``) when it builds its backends; without one (unit tests, tools) there is none.
+An image's labels (a multi-model image declares itself with one) are read through a label reader
+installed the same way (``use_label_reader``).
 """
 
 from __future__ import annotations
@@ -62,11 +64,32 @@ DEFAULT_ENGINES = ("docker", "podman")
 
 _engine_probe: EngineProbe | None = None
 
+# Returns a container image's labels (read with the engine), or raises UnsupportedImage saying
+# why they cannot be read.
+LabelReader = Callable[[str], dict[str, str]]
+
+_label_reader: LabelReader | None = None
+
 
 def use_engine_probe(probe: EngineProbe | None) -> None:
     """Install (or remove, with None) the probe ``command_for`` asks for container images."""
     global _engine_probe
     _engine_probe = probe
+
+
+def use_label_reader(reader: LabelReader | None) -> None:
+    """Install (or remove, with None) the reader ``image_labels`` asks."""
+    global _label_reader
+    _label_reader = reader
+
+
+def image_labels(image: str) -> dict[str, str]:
+    """The labels of the container image ``image``; UnsupportedImage when none can be read."""
+    if _label_reader is None:
+        raise UnsupportedImage(
+            f"Image {image} needs a container engine to read its labels; none is configured."
+        )
+    return _label_reader(image)
 
 
 def is_framework_image(image: str) -> bool:

@@ -90,6 +90,9 @@ class InstanceSpec:
     # run on other machines fetches it there (backends/ray.py) instead of using model_dir.
     model_data_url: str | None = None
     model_data_source: dict[str, Any] | None = None
+    # More host directories a container instance sees, read-only: (host dir, path inside).
+    # A multi-model container's extracted models (controller/fleet.py); processes ignore it.
+    mounts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(eq=False)

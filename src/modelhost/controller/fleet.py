@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from modelhost.artifacts import ArtifactCache, ArtifactError
 from modelhost.artifacts.files import working_copy
+from modelhost.backends.containers import MODELS_MOUNT
 from modelhost.backends.images import UnsupportedImage, command_for
 from modelhost.backends.local import Instance, InstanceFailed, InstanceSpec
 from modelhost.backends.protocol import Backend
@@ -22,6 +23,7 @@ from modelhost.controller.pipelines import (
     start_group,
 )
 from modelhost.instance_types import Profile, profile_for
+from modelhost.multimodel.archives import archives_root
 from modelhost.multimodel.spec import MULTI_MODEL_ENV, multi_model_spec, undeclared
 from modelhost.names import Arns
 from modelhost.publish import MultiModelSpec, PublishedVariant
@@ -88,6 +90,8 @@ class VariantPlan:
             model_data_url=self.model_data_url,
             model_data_source=self.model_data_source,
         )
+        if self.multi_model is not None and self.multi_model.mount is not None:
+            spec.mounts = (self.multi_model.mount,)
         spec.log_path = logs_dir / endpoint / self.name / f"{spec.instance_id}.log"
         return spec
 
@@ -150,7 +154,7 @@ class Fleets:
         container = self._container(dv)
         spec = multi_model_spec(container, _profile(dv), self.settings)
         if spec is not None:
-            model_dir = await self._multi_model_dir(container)
+            model_dir, spec = await self._multi_model_dir(container, spec)
         else:
             model_dir = await self._model_dir(container, known_dir)
         containers: tuple[ContainerPlan, ...] = ()
@@ -184,16 +188,24 @@ class Fleets:
             spec,
         )
 
-    async def _multi_model_dir(self, container: DeployedContainer) -> Path:
+    async def _multi_model_dir(
+        self, container: DeployedContainer, spec: MultiModelSpec
+    ) -> tuple[Path, MultiModelSpec]:
         """A multi-model container's model directory: empty (its models come on request),
-        once its server is known to speak the MMS API (FleetFailed otherwise)."""
+        once its server is known to speak the MMS API (FleetFailed otherwise); and its spec,
+        with the models' directory mounted at MODELS_MOUNT when a container engine runs it."""
         try:
             command = command_for(container.image)
+            why = await asyncio.to_thread(undeclared, container.image, command)
         except UnsupportedImage as exc:
             raise FleetFailed(str(exc)) from exc
-        if why := undeclared(container.image, command.builtin):
+        if why:
             raise FleetFailed(why)
-        return await asyncio.to_thread(self.artifacts.materialize, None, None)
+        if command.container_image is not None:
+            root = archives_root(self.settings.cache_dir)
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+            spec = replace(spec, mount=(str(root), MODELS_MOUNT))
+        return await asyncio.to_thread(self.artifacts.materialize, None, None), spec
 
     async def _model_dir(self, container: DeployedContainer, known_dir: str | None) -> Path:
         """The container's model data, unpacked (FleetFailed naming the cause otherwise)."""

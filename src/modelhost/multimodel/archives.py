@@ -28,6 +28,11 @@ from modelhost.storage import ObjectStore, StorageError, parse_s3_url
 MAX_MEMBERS = 100_000
 
 
+def archives_root(cache_dir: Path) -> Path:
+    """Where the extracted TargetModels live (mounted into multi-model containers)."""
+    return cache_dir / "multimodel"
+
+
 class UnknownModel(ValidationError):
     """No object at ``<prefix>/<target>`` (SageMaker's answer, a ValidationError)."""
 
@@ -70,7 +75,7 @@ class Archives:
         self, store: ObjectStore, cache_dir: Path, limit_bytes: int, max_bytes: int
     ) -> None:
         self.store = store
-        self.root = cache_dir / "multimodel"
+        self.root = archives_root(cache_dir)
         shutil.rmtree(self.root, ignore_errors=True)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True)

@@ -224,12 +224,13 @@ class MultiModelRouter:
                 slot.downloading.observe(fetched.seconds * 1e6)
             known = self._costs.get((spec.prefix, target))
             held.cost = policy.estimate(models, known, fetched.size)
+            where = _instance_url(spec, target, fetched.path)
             await self._make_room(inst, 0, target, slot)
             began = perf_counter()
-            result = await mms.load(inst.pool, mms_name(target), str(fetched.path))
+            result = await mms.load(inst.pool, mms_name(target), where)
             if result.status == 507:  # out of memory: every idle model goes, then once more
                 await self._make_room(inst, models.budget, target, slot)
-                result = await mms.load(inst.pool, mms_name(target), str(fetched.path))
+                result = await mms.load(inst.pool, mms_name(target), where)
             if result.status not in (200, 409):
                 raise owner.model_error(inst.endpoint, result.status, result.text[-2000:])
             slot.loading.observe((perf_counter() - began) * 1e6)
@@ -374,6 +375,18 @@ class MultiModelRouter:
     async def close(self) -> None:
         for task in [*self._tasks, *self._loads.values()]:
             task.cancel()
+
+
+def _instance_url(spec: MultiModelSpec, target: str, path: Path) -> str:
+    """The ``url`` of ``POST /models``: the extracted directory as the instance sees it (a
+    container sees the cache where it is mounted)."""
+    where = spec.instance_path(str(path))
+    if where is None:
+        raise ValidationError(
+            f"TargetModel {target} is a directory outside the model cache, which the endpoint's "
+            "container cannot see; give it as a .tar.gz archive."
+        )
+    return where
 
 
 def _vanished(result: UpstreamResponse | UpstreamError) -> bool:

@@ -145,7 +145,18 @@ def _multi_model_doc(spec: MultiModelSpec) -> dict[str, Any]:
         "prefix": spec.prefix,
         "memory_budget_bytes": spec.memory_budget_bytes,
         "model_cache": spec.model_cache,
+        "mount": None if spec.mount is None else list(spec.mount),
     }
+
+
+def _multi_model_spec(doc: Mapping[str, Any]) -> MultiModelSpec:
+    mount = doc.get("mount")
+    return MultiModelSpec(
+        doc["prefix"],
+        doc["memory_budget_bytes"],
+        doc["model_cache"],
+        None if mount is None else (str(mount[0]), str(mount[1])),
+    )
 
 
 def _instance(i: Mapping[str, Any]) -> PublishedInstance:
@@ -163,7 +174,7 @@ def from_doc(doc: Sequence[Mapping[str, Any]]) -> list[PublishedVariant]:
             v.get("wakes", False),
             v.get("memory_mb", 0),
             v.get("mode", ""),
-            None if v.get("multi_model") is None else MultiModelSpec(**v["multi_model"]),
+            None if v.get("multi_model") is None else _multi_model_spec(v["multi_model"]),
         )
         for v in doc
     ]
