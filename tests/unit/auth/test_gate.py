@@ -156,3 +156,14 @@ def test_instances_beyond_loopback_follow_the_same_rule(tmp_path: Path) -> None:
     wildcard = Settings(instance_host="0.0.0.0", data_dir=tmp_path)
     problem = startup_problem(wildcard, has_keys=True)  # keys or not: nobody can dial it
     assert problem is not None and "MODELHOST_INSTANCE_HOST" in problem
+
+
+def test_serve_refuses_instances_beyond_loopback_without_keys(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelhost.cli.main import app
+
+    env = {"MODELHOST_INSTANCE_HOST": "10.1.2.3", "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "refusing to serve on 10.1.2.3 without access keys" in result.output
