@@ -172,7 +172,9 @@ def build_services(settings: Settings) -> Services:
         activity=activity,
     )
     backend.on_exit = controller.instance_exited
-    routes.waker = controller.wake_variant
+    routes.waker = (
+        controller.wake_variant if cluster is None else cluster.waker(controller.wake_variant)
+    )
     routes.meter = runtime.metrics.set_memory
     jobs = JobManager(store, job_deps(settings, fleets, objects), settings.reconcile_interval_s)
 
@@ -240,6 +242,7 @@ def shared_state(settings: Settings, store: Store, routes: RouteTable) -> Cluste
         owner,
         settings.leader_lease_s,
         settings.route_poll_interval_s,
+        host_id=settings.host_id or socket.gethostname(),
         is_async=is_async,
         marks=routes,
     )

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     # and how often a server that does not hold it reads the published routes.
     leader_lease_s: float = Field(default=6.0, ge=1.0, le=300.0)
     route_poll_interval_s: float = Field(default=0.5, gt=0, le=30.0)
+    # The address this server's instances listen on, which the routes it publishes name:
+    # servers on other hosts reach them there (a non-loopback one is refused without access
+    # keys, like `host`; a wildcard such as 0.0.0.0 is refused: others cannot dial it).
+    instance_host: str = "127.0.0.1"
+    # This host's name in the published routes (None: the hostname): a server uses an
+    # instance's Unix socket only when the routes come from its own host, else TCP.
+    host_id: str | None = None
 
     @property
     def state_db_url(self) -> str:

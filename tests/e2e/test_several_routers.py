@@ -4,6 +4,8 @@ controller, another takes over when it dies; HAProxy in front (docs/examples/hap
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
@@ -28,14 +30,21 @@ HAPROXY_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "examples" / "ha
 
 
 @contextmanager
-def two_routers(url: str, data: Path) -> Iterator[list[LiveServer]]:
-    """Two servers, each with its own data directory, on one database."""
+def two_routers(
+    url: str, data: Path, extra: dict[str, str] | None = None, hosts: bool = False
+) -> Iterator[list[LiveServer]]:
+    """Two servers, each with its own data directory, on one database (``hosts``: each
+    told it runs on a host of its own, ``host-a`` and ``host-b``)."""
     env = {
         "MODELHOST_STATE_URL": url,
         "MODELHOST_LEADER_LEASE_S": str(LEASE_S),
         "MODELHOST_ROUTE_POLL_INTERVAL_S": "0.2",
+        **(extra or {}),
     }
-    servers = [LiveServer(data / name, env=env) for name in ("a", "b")]
+    servers = [
+        LiveServer(data / name, env=env | ({"MODELHOST_HOST_ID": f"host-{name}"} if hosts else {}))
+        for name in ("a", "b")
+    ]
     try:
         for s in servers:
             s.start()
@@ -193,6 +202,9 @@ def test_two_routers_behind_haproxy(routers: list[LiveServer], haproxy: str) -> 
     name = unique("pg-lb")
     assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
     assert invoke_until(rt, name, b"first") == b"first"
+    for s in routers:  # both have read the route (the one not running the controller polls)
+        assert invoke_until(s.client("sagemaker-runtime"), name, b"ready") == b"ready"
+    before = [invocations(s, name) for s in routers]
     for i in range(40):  # new connections each time: leastconn spreads them over both
         body = f"hello {i}".encode()
         assert (
@@ -201,5 +213,88 @@ def test_two_routers_behind_haproxy(routers: list[LiveServer], haproxy: str) -> 
             .read()
             == body
         )
-    counts = [invocations(s, name) for s in routers]
-    assert all(c > 0 for c in counts), counts
+    counts = [invocations(s, name) - b for s, b in zip(routers, before, strict=True)]
+    assert all(c > 0 for c in counts), counts  # through the balancer, both got some
+
+
+# --- a router on another host ------------------------------------------------------------------
+
+PID_MODEL = Path(__file__).resolve().parents[1] / "fixtures" / "models" / "pid"
+
+
+def stored_ports(url: str, endpoint: str) -> list[int]:
+    """The TCP ports of the endpoint's instances, as the controller's server stored them."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT variants FROM routes WHERE endpoint = %s", (endpoint.lower(),)
+        ).fetchone()
+    if row is None:
+        return []
+    return [i["port"] for v in row[0]["variants"] for i in v["instances"]]
+
+
+def tcp_peer_ports(pid: int) -> set[int]:
+    """The remote ports of the process's TCP connections (its socket inodes in /proc/net)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def routed(server: LiveServer, endpoint: str) -> float | None:
+    """How many instances the server routes the endpoint's variants to (its /metrics)."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    pattern = (
+        rf'^sagemaker_CurrentInstanceCount\{{[^}}]*EndpointName="{re.escape(endpoint)}"'
+        rf"[^}}]*\}} (\S+)"
+    )
+    found = re.findall(pattern, text, re.M)
+    return sum(float(m) for m in found) if found else None
+
+
+def test_a_router_on_another_host_uses_tcp_and_wakes_the_controller(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Each server believes it runs on a host of its own: the one without the controller
+    reaches the instances over TCP at the stored address (not by the other host's Unix
+    sockets), and a request it holds for a serverless variant at zero instances wakes the
+    controller's server (a wake request in the database)."""
+    extra = {"MODELHOST_SERVERLESS_IDLE_S": "1", "MODELHOST_INVOCATION_TIMEOUT_S": "40"}
+    with two_routers(postgres_url, tmp_path, extra, hosts=True) as routers:
+        runner = leader(routers, postgres_url)
+        other = next(s for s in routers if s is not runner)
+        assert other.process is not None
+        sm, rt = other.client("sagemaker"), other.client("sagemaker-runtime")
+
+        name = unique("pg-tcp")
+        assert deploy(sm, name, str(FIXTURE_MODELS / "echo"))["EndpointStatus"] == "InService"
+        assert invoke_until(rt, name, b"over tcp") == b"over tcp"
+        ports = stored_ports(postgres_url, name)
+        assert len(ports) == 1
+        assert ports[0] in tcp_peer_ports(other.process.pid)  # its kept-alive connection
+
+        zero = unique("pg-zero")
+        config = {"MemorySizeInMB": 1024, "MaxConcurrency": 4}
+        variants = [{"VariantName": "AllTraffic", "ModelName": zero, "ServerlessConfig": config}]
+        desc = deploy(sm, zero, str(PID_MODEL), variants=variants)
+        assert desc["EndpointStatus"] == "InService"
+        deadline = time.monotonic() + 60
+        while stored_ports(postgres_url, zero) or routed(other, zero) != 0:  # idle: at zero
+            assert time.monotonic() < deadline, "the serverless variant never scaled to zero"
+            time.sleep(0.1)
+        started = time.monotonic()
+        out = rt.invoke_endpoint(EndpointName=zero, Body=b"x", ContentType="text/plain")
+        assert "pid" in json.loads(out["Body"].read())
+        assert time.monotonic() - started < 30  # woken, not left to time out (40 s)

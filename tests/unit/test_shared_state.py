@@ -86,7 +86,9 @@ def test_a_new_database_gets_every_revision_and_reopens(store: Store, state_url:
     with store.engine.connect() as conn:
         assert migrate.current(conn) == migrate.head()
         indexes = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
+        tables = set(inspect(conn).get_table_names())
     assert "ix_async_requests_endpoint_status_seq" in indexes  # revision 0003
+    assert "wake_requests" in tables  # revision 0004
     Store(state_url).close()  # at head already: opening again changes nothing
 
 
@@ -382,3 +384,86 @@ def test_stored_routes_carry_every_published_field() -> None:
         ),
     ]
     assert from_doc(json.loads(json.dumps(to_doc(variants)))) == variants
+
+
+# --- several hosts ---------------------------------------------------------------------------
+
+
+def test_another_hosts_routes_reach_instances_over_tcp_only() -> None:
+    """Read on another host, every address (containers' too) is its TCP host and port: that
+    host's socket paths mean nothing here, and pipelining is for the Unix socket only."""
+    from modelhost.publish import PublishedContainer
+    from modelhost.state.routes import to_doc
+
+    sock = Address("10.0.0.5", 9001, "/tmp/i-1.sock", True)
+    inst = PublishedInstance("i-1", sock, (PublishedContainer("a", sock),), "Serial")
+    doc = json.loads(json.dumps(to_doc([PublishedVariant("v", 1.0, (inst,))])))
+    assert from_doc(doc)[0].instances[0] == inst  # the same host: as published
+    remote = from_doc(doc, same_host=False)[0].instances[0]
+    assert remote.address == Address("10.0.0.5", 9001)
+    assert remote.containers[0].address == Address("10.0.0.5", 9001)
+
+
+@pytest.mark.parametrize(("follower_host", "unix"), [("host-a", True), ("host-b", False)])
+def test_a_follower_uses_unix_sockets_only_on_the_publishers_host(
+    store: Store, follower_host: str, unix: bool
+) -> None:
+    Lease(store, "controller", "a", 60.0).acquire()
+
+    async def scenario() -> None:
+        leader_table, follower_table = RouteTable(), RouteTable()
+        shared = SharedRoutes(leader_table, RouteStore(store, "controller", "a", "host-a"))
+        follower = RouteFollower(
+            follower_table, RouteStore(store, "controller", "b", follower_host), 0.05
+        )
+        shared.publish("MyEp", VARIANTS)
+        await shared.flush()
+        assert RouteStore(store, "controller", "b").read()["myep"][1]["host"] == "host-a"
+        await follower.poll_once()
+        route = follower_table.get("myep")
+        assert route is not None
+        first = route.variants[0].targets[0]
+        assert first.instance_id == "i-1"
+        assert (first.address.unix_path is not None) is unix
+        assert first.pipelined is unix
+        assert first.address.port == 9001  # TCP: the advertised host and port
+        await leader_table.close()
+        await follower_table.close()
+
+    asyncio.run(scenario())
+
+
+def test_wake_requests_are_kept_once_and_taken_once(store: Store) -> None:
+    from modelhost.state.wakes import WakeRequests
+
+    wakes = WakeRequests(store)
+    assert wakes.take() == []
+    wakes.ask("MyEp", "AllTraffic")
+    wakes.ask("MyEp", "AllTraffic")  # asked again before it was taken: one request
+    wakes.ask("MyEp", "Other")
+    assert sorted(wakes.take()) == [("MyEp", "AllTraffic"), ("MyEp", "Other")]
+    assert wakes.take() == []
+
+
+def test_a_followers_waker_reaches_the_leaders_controller(store: Store) -> None:
+    """On a follower the route table's waker records a wake request; the leader's relay takes
+    it and calls its controller's wake; on the leader the waker calls it at once."""
+    woken: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        leader = Cluster(store, RouteTable(), "a", lease_s=60.0, poll_s=0.05)
+        follower = Cluster(store, RouteTable(), "b", lease_s=60.0, poll_s=0.05)
+        leader.waker(lambda e, v: woken.append((e, v)))
+        leader.leading = True
+        ask = follower.waker(lambda e, v: pytest.fail("a follower's controller never wakes"))
+        ask("MyEp", "AllTraffic")
+        deadline = time.monotonic() + 5
+        while not woken:
+            await leader.wakes.take_once(leader._wake_here)
+            assert time.monotonic() < deadline, "the wake request never reached the leader"
+            await asyncio.sleep(0.02)
+        assert woken == [("MyEp", "AllTraffic")]
+        leader.waker(lambda e, v: woken.append((e, v)))("Here", "V")
+        assert woken[-1] == ("Here", "V")
+
+    asyncio.run(scenario())

@@ -65,13 +65,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
 def startup_problem(settings: Settings, has_keys: bool) -> str | None:
-    """Why ``serve`` must not start with these settings (None: it may)."""
-    if has_keys or settings.insecure_no_auth or is_loopback(settings.host):
+    """Why ``serve`` must not start with these settings (None: it may). Instances on a
+    non-loopback address (MODELHOST_INSTANCE_HOST) count as serving beyond loopback: the
+    server that reaches them is meant to be reached from other hosts too."""
+    if is_wildcard(settings.instance_host):
+        return (
+            f"MODELHOST_INSTANCE_HOST={settings.instance_host} is a wildcard: the routes name "
+            f"that address to the other servers, so give the one they reach this host at."
+        )
+    if has_keys or settings.insecure_no_auth:
+        return None
+    outward = [h for h in (settings.host, settings.instance_host) if not is_loopback(h)]
+    if not outward:
         return None
     path = keys_path(settings.data_dir, settings.keys_file)
     return (
-        f"refusing to serve on {settings.host} without access keys: anyone who can reach the "
+        f"refusing to serve on {outward[0]} without access keys: anyone who can reach the "
         f"port could run code as this user. Create a key first:\n"
         f"  modelhost keys create admin --policy admin --data-dir {settings.data_dir}\n"
         f"(keys file {path}), then sign requests with it (AWS_ACCESS_KEY_ID / "

@@ -52,7 +52,7 @@ def create_backend(settings: Settings, platform_env: dict[str, str]) -> Backend:
             settings.model_copy_max_bytes,
         )
     backend = Backends(
-        host="127.0.0.1",
+        host=settings.instance_host,
         container_engine=settings.container_engine,
         gpu_count=settings.gpu_count,
         platform_env=platform_env,

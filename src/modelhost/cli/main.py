@@ -128,6 +128,13 @@ def _auth_gate(settings: Settings) -> Gate:
             "can reach this port can deploy code that runs as this user",
             settings.host,
         )
+    if not is_loopback(settings.instance_host):
+        log.warning(
+            "WARNING: instances listen on %s and take no signature: anyone who can reach "
+            "their ports can invoke the models directly. Let only the routers' hosts reach "
+            "them (a private network or a firewall)",
+            settings.instance_host,
+        )
     return gate
 
 

@@ -24,10 +24,12 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 
 from modelhost.cluster.routes import AsyncMarks, RouteFollower, SharedRoutes
-from modelhost.publish import Publisher
+from modelhost.cluster.wakes import WakeRelay
+from modelhost.publish import Publisher, Waker
 from modelhost.state.leases import Lease
 from modelhost.state.routes import RouteStore
 from modelhost.state.store import Store
+from modelhost.state.wakes import WakeRequests
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +69,18 @@ class Cluster:
         lease_s: float,
         poll_s: float,
         *,
+        host_id: str = "",
         is_async: Callable[[str], bool] | None = None,
         marks: AsyncMarks | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.owner = owner
         self.lease = Lease(store, CONTROLLER_LEASE, owner, lease_s)
-        routes = RouteStore(store, CONTROLLER_LEASE, owner)
+        routes = RouteStore(store, CONTROLLER_LEASE, owner, host_id)
         self.publisher = SharedRoutes(table, routes)  # the controller's Publisher
         self.follower = RouteFollower(table, routes, poll_s, is_async, marks)
+        self.wakes = WakeRelay(WakeRequests(store), poll_s)
+        self._wake_here: Waker = lambda endpoint, variant: None
         self.leading = False
         self.valid_until = 0.0
         self.timer = timer
@@ -83,6 +88,20 @@ class Cluster:
         self._unlead: Action | None = None
         self._on_lost: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
+
+    def waker(self, controller: Waker) -> Waker:
+        """The route table's ``Waker``: ``controller`` (its ``wake_variant``) while this server
+        leads, which also takes the others' wake requests; a wake request in the store while
+        it follows."""
+        self._wake_here = controller
+
+        def wake(endpoint: str, variant: str) -> None:
+            if self.leading:
+                controller(endpoint, variant)
+            else:
+                self.wakes.ask(endpoint, variant)
+
+        return wake
 
     async def start(self, lead: Action, unlead: Action, on_lost: Callable[[], None]) -> None:
         """Follow the stored routes, and try for the lease: ``lead`` starts the controller
@@ -140,9 +159,11 @@ class Cluster:
         self.publisher.start()
         assert self._lead is not None
         await self._lead()
+        self.wakes.start(self._wake_here)  # the controller runs: it can wake variants now
 
     async def _stand_down(self) -> None:
         self.leading = False
+        await self.wakes.stop()
         assert self._unlead is not None
         await self._unlead()
         await self.publisher.stop()

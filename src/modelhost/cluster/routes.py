@@ -8,6 +8,8 @@ from one background task that coalesces changes (the newest routes of an endpoin
 routes and publishes what changed into its own route table, so a server learns a change at
 most ``interval`` (plus one read) after the runner wrote it. Each server spreads requests by
 its own in-flight counts (router/routing.py ``pick_target``); it does not see the others'.
+Routes written on another host (their ``"host"`` is not the follower's) reach the instances
+over TCP at the address the runner advertised, never by its Unix sockets.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelhost.publish import PublishedVariant, Publisher
 from modelhost.state.routes import RouteStore, from_doc
@@ -135,6 +138,7 @@ class RouteFollower:
         self.marks = marks
         self.async_only: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()  # hosts whose routes name loopback addresses
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="route-follower")
@@ -161,12 +165,27 @@ class RouteFollower:
         changed = [name for name, stamp in stamps.items() if self.seen.get(name) != stamp]
         stored = await asyncio.to_thread(self.store.read, changed) if changed else {}
         for name, (stamp, doc) in stored.items():  # one deleted meanwhile: next poll
-            self.table.publish(doc["endpoint"], from_doc(doc["variants"]))
+            self.table.publish(doc["endpoint"], self._variants(doc))
             self.seen[name] = stamp
         changed = list(stored)
         if (gone or changed) and self.is_async is not None and self.marks is not None:
             await asyncio.to_thread(self._recheck_async, gone, changed)
             self.marks.mark_async(self.async_only)
+
+    def _variants(self, doc: dict[str, Any]) -> list[PublishedVariant]:
+        """The stored variants as this host reaches them (routes stored before hosts were
+        recorded came from this host: no server on another could reach them)."""
+        host = doc.get("host") or self.store.host_id
+        variants = from_doc(doc["variants"], same_host=host == self.store.host_id)
+        loopback = any(_loopback(i.address.host) for v in variants for i in v.instances)
+        if host != self.store.host_id and loopback and host not in self._warned:
+            self._warned.add(host)
+            log.warning(
+                "routes from host %s name loopback addresses: servers on other hosts cannot "
+                "reach its instances (set MODELHOST_INSTANCE_HOST there)",
+                host,
+            )
+        return variants
 
     def _recheck_async(self, gone: list[str], changed: list[str]) -> None:
         assert self.is_async is not None
@@ -191,3 +210,10 @@ def _without(variant: PublishedVariant, instance_id: str) -> PublishedVariant:
     if len(kept) == len(variant.instances):
         return variant
     return dataclasses.replace(variant, instances=kept)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -3,7 +3,9 @@ addresses, as the controller's runner last published them (cluster/routes.py wri
 the other servers read them into their own route tables).
 
 A row carries its writer; a write or delete is done only while the writer holds the
-controller lease, so a deposed runner cannot overwrite its successor's routes.
+controller lease, so a deposed runner cannot overwrite its successor's routes. A row also
+names the writer's host (``"host"`` in its document): a reader on another host cannot use the
+instances' Unix sockets, so ``from_doc`` gives it their TCP addresses only (``same_host``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ READ_CHUNK = 500  # endpoints per IN (...) list
 
 
 class RouteStore:
-    def __init__(self, store: Store, lease: str, owner: str) -> None:
+    def __init__(self, store: Store, lease: str, owner: str, host_id: str = "") -> None:
         self.store = store
         self.lease = lease
         self.owner = owner
+        self.host_id = host_id  # this server's host, written with its routes
 
     def write(self, changes: Mapping[str, Sequence[PublishedVariant] | None]) -> bool:
         """Set (or, for None, delete) these endpoints' routes in one transaction; False (and
@@ -56,7 +59,11 @@ class RouteStore:
                 {
                     "endpoint": name.lower(),
                     "owner": self.owner,
-                    "variants": {"endpoint": name, "variants": to_doc(variants)},
+                    "variants": {
+                        "endpoint": name,
+                        "host": self.host_id,
+                        "variants": to_doc(variants),
+                    },
                     "stamp": uuid.uuid4().hex,
                 }
                 for name, variants in changes.items()
@@ -82,8 +89,8 @@ class RouteStore:
 
     def read(self, names: Collection[str] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
         """These endpoints' (every one's, for None) routes as stored: lower-cased name ->
-        (stamp, ``{"endpoint": name as published, "variants": [...]}``; ``from_doc`` makes
-        the variants ``PublishedVariant``s)."""
+        (stamp, ``{"endpoint": name as published, "host": the writer's host, "variants":
+        [...]}``; ``from_doc`` makes the variants ``PublishedVariant``s)."""
         query = select(routes.c.endpoint, routes.c.stamp, routes.c.variants)
         if names is None:
             chunks = [query]
@@ -136,7 +143,9 @@ def _address_doc(a: Address) -> dict[str, Any]:
     return {"host": a.host, "port": a.port, "unix_path": a.unix_path, "pipelined": a.pipelined}
 
 
-def _address(doc: Mapping[str, Any]) -> Address:
+def _address(doc: Mapping[str, Any], same_host: bool) -> Address:
+    if not same_host:  # another host's socket path means nothing here: TCP, never pipelined
+        return Address(doc["host"], doc["port"])
     return Address(doc["host"], doc["port"], doc["unix_path"], doc["pipelined"])
 
 
@@ -159,17 +168,21 @@ def _multi_model_spec(doc: Mapping[str, Any]) -> MultiModelSpec:
     )
 
 
-def _instance(i: Mapping[str, Any]) -> PublishedInstance:
-    containers = tuple(PublishedContainer(c["name"], _address(c)) for c in i.get("containers", ()))
-    return PublishedInstance(i["id"], _address(i), containers, i.get("mode", ""))
+def _instance(i: Mapping[str, Any], same_host: bool) -> PublishedInstance:
+    containers = tuple(
+        PublishedContainer(c["name"], _address(c, same_host)) for c in i.get("containers", ())
+    )
+    return PublishedInstance(i["id"], _address(i, same_host), containers, i.get("mode", ""))
 
 
-def from_doc(doc: Sequence[Mapping[str, Any]]) -> list[PublishedVariant]:
+def from_doc(doc: Sequence[Mapping[str, Any]], same_host: bool = True) -> list[PublishedVariant]:
+    """The variants a ``to_doc`` document describes; read on another host than the writer's
+    (``same_host`` False), every address is its TCP host and port only."""
     return [
         PublishedVariant(
             v["name"],
             v["weight"],
-            tuple(_instance(i) for i in v["instances"]),
+            tuple(_instance(i, same_host) for i in v["instances"]),
             v["max_concurrency"],
             v.get("wakes", False),
             v.get("memory_mb", 0),

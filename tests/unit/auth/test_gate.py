@@ -145,3 +145,25 @@ def test_each_protocol_frames_its_refusal() -> None:
     cbor = classify("/service/GraniteServiceVersion20100801/operation/ListMetrics", [], b"")
     status, headers, _ = cbor.error(err)
     assert status == 403 and (b"x-amzn-query-error", b"SignatureDoesNotMatch;Sender") in headers
+
+
+def test_instances_beyond_loopback_follow_the_same_rule(tmp_path: Path) -> None:
+    outward = Settings(instance_host="10.1.2.3", data_dir=tmp_path)
+    problem = startup_problem(outward, has_keys=False)
+    assert problem is not None and "10.1.2.3" in problem and "--insecure-no-auth" in problem
+    assert startup_problem(outward, has_keys=True) is None
+    assert startup_problem(outward.model_copy(update={"insecure_no_auth": True}), False) is None
+    wildcard = Settings(instance_host="0.0.0.0", data_dir=tmp_path)
+    problem = startup_problem(wildcard, has_keys=True)  # keys or not: nobody can dial it
+    assert problem is not None and "MODELHOST_INSTANCE_HOST" in problem
+
+
+def test_serve_refuses_instances_beyond_loopback_without_keys(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelhost.cli.main import app
+
+    env = {"MODELHOST_INSTANCE_HOST": "10.1.2.3", "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "refusing to serve on 10.1.2.3 without access keys" in result.output
