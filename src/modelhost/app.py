@@ -363,6 +363,26 @@ def models_endpoint(services: Services) -> Callable[[Request], Awaitable[Respons
     return loaded_models
 
 
+def server_info(settings: Settings) -> dict[str, str | None]:
+    """modelhost's own GET ``/modelhost/info``: where client commands (``modelhost deploy``,
+    ``invoke-async``) upload objects. The S3 server clients should use (the embedded one's
+    front, or the configured one); null with the local directory store, whose directory is
+    given instead (only a client on this machine can write there)."""
+    s3 = settings.s3_public_url or settings.s3_endpoint_url
+    return {
+        "S3EndpointUrl": s3,
+        "LocalObjectsDir": None if s3 else str(settings.objects_dir),
+        "Region": settings.region,
+    }
+
+
+def info_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    async def info(_: Request) -> Response:
+        return JSONResponse(server_info(settings))
+
+    return info
+
+
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -422,6 +442,7 @@ def create_app(
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/modelhost/info", info_endpoint(settings), methods=["GET"]),
             Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
             Route("/modelhost/endpoints/{name}/models", models_endpoint(services)),
         ],

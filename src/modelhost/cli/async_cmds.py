@@ -16,7 +16,7 @@ from rich.table import Table
 
 from modelhost.asyncinf.objects import ObjectIOError, exists, read_input
 from modelhost.cli._aws import DataOpt, Server, UrlOpt, console, err, fail, reporting, settings
-from modelhost.storage.platform import client_store
+from modelhost.cli.objects import server_store
 
 INPUT_PREFIX = "async-inputs"
 POLL_S = 0.25
@@ -44,9 +44,9 @@ def invoke_async(
     the output (or failure) object exists, then prints the output to stdout (or saves it)."""
     s = settings(data_dir)
     server = Server.from_options(url, s)
-    store = client_store(s)
     if not file.is_file():
         fail(f"{file} is not a file.")
+    store, _ = server_store(server, data_dir)
     key = f"{INPUT_PREFIX}/{uuid.uuid4().hex}/{file.name}"
     with reporting(server):
         store.ensure_bucket(s.default_bucket)
