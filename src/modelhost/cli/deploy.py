@@ -192,7 +192,9 @@ def _report(server: Server, desc: dict[str, Any], config: str) -> None:
     if status != "InService" or reason or desc["EndpointConfigName"] != config:
         if reason:
             err.print(f"[red]{escape(reason)}[/red]", highlight=False)
-        err.print(f"Instance logs: modelhost logs {escape(name)}", highlight=False)
+        err.print(
+            f"Instance logs: modelhost logs {escape(name)} --url {server.url}", highlight=False
+        )
         raise typer.Exit(1)
     err.print(
         f"[green]Endpoint {escape(name)} is InService.[/green] Invoke it with a request your "
