@@ -1,6 +1,7 @@
 """Client commands that know only the server's URL: ``deploy`` uploads through the server's
 (embedded) S3 server, ``logs`` reads CloudWatch Logs, both from a directory that is not the
-server's data directory; with access keys on, the caller's key signs all of it."""
+server's data directory; with access keys on, the caller's key signs all of it. A server with
+the plain local directory store says the client must run on its machine."""
 
 from __future__ import annotations
 
@@ -172,7 +173,8 @@ def test_an_unreachable_server_is_named(elsewhere: Path) -> None:
 def test_with_access_keys_the_callers_key_signs_everything(
     s3_server: LiveServer, elsewhere: Path, slow: str
 ) -> None:
-    """Last in the module: once a key exists, the server requires one."""
+    """After the module's other tests of ``s3_server``: once a key exists, it requires one."""
+    invoke(s3_server, slow, "0.05")
     key_id, secret = create_key(s3_server.data_dir, "cli-admin", "admin")
     keys = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
     name = unique("url-keyed")
@@ -183,6 +185,28 @@ def test_with_access_keys_the_callers_key_signs_everything(
     assert deployed.returncode == 0, deployed.stderr
     assert "Uploaded" in deployed.stderr and f"Creating endpoint {name}" in deployed.stderr
     logs = run(elsewhere, "logs", slow, "--url", s3_server.url, **keys)
-    assert logs.returncode == 0 and "| slow: sleeping 0.01" in logs.stdout, logs.stderr
+    assert logs.returncode == 0 and "| slow: sleeping 0.05" in logs.stdout, logs.stderr
     refused: Any = run(elsewhere, "logs", slow, "--url", s3_server.url, **TEST_KEYS)
     assert refused.returncode == 1 and "modelhost access key" in refused.stderr, refused.stderr
+    reader_id, reader_secret = create_key(s3_server.data_dir, "cli-reader", "read-only")
+    reader = {"AWS_ACCESS_KEY_ID": reader_id, "AWS_SECRET_ACCESS_KEY": reader_secret}
+    read_only = run(
+        elsewhere, "deploy", model, "--name", unique("url-ro"), "--url", s3_server.url, **reader
+    )
+    assert read_only.returncode == 1, read_only.stderr
+    assert "Uploading to the S3 server" in read_only.stderr, read_only.stderr
+    assert "AccessDenied" in read_only.stderr, read_only.stderr
+    assert "modelhost access key" in read_only.stderr and "Traceback" not in read_only.stderr
+
+
+def test_the_local_directory_store_says_it_needs_the_servers_machine(
+    server: LiveServer, elsewhere: Path
+) -> None:
+    """The session's server has no S3 server: a data directory this machine lacks is named."""
+    missing = elsewhere / "not-the-data-dir"
+    model = str(FIXTURE_MODELS / "echo")
+    args = ("deploy", model, "--name", unique("url-local"), "--url", server.url)
+    out = run(elsewhere, *args, "--data-dir", str(missing))
+    assert out.returncode == 1, out.stderr
+    assert "no S3 server" in out.stderr and "server's machine" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

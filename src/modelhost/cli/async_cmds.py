@@ -46,11 +46,13 @@ def invoke_async(
     server = Server.from_options(url, s)
     if not file.is_file():
         fail(f"{file} is not a file.")
-    store, _ = server_store(server, data_dir)
+    target = server_store(server, data_dir)
+    store = target.store
     key = f"{INPUT_PREFIX}/{uuid.uuid4().hex}/{file.name}"
     with reporting(server):
-        store.ensure_bucket(s.default_bucket)
-        store.upload_file(file, s.default_bucket, key)
+        with target.writing():
+            store.ensure_bucket(s.default_bucket)
+            store.upload_file(file, s.default_bucket, key)
         request: dict[str, Any] = {
             "EndpointName": name,
             "InputLocation": f"s3://{s.default_bucket}/{key}",

@@ -80,16 +80,17 @@ def model_data_url(path: str, name: str, when: str, server: Server, data_dir: Pa
         fail(
             f"{path} is not a .tar.gz archive (give a model directory, a .tar.gz or an s3:// URL)."
         )
-    store, where = server_store(server, data_dir)
+    target = server_store(server, data_dir)
     key = f"{name}/{when}/model.tar.gz"
-    store.ensure_bucket(BUCKET)
-    if local.is_dir():
-        with tempfile.TemporaryDirectory() as tmp:
-            store.upload_file(pack(local, Path(tmp) / "model.tar.gz"), BUCKET, key)
-    else:
-        store.upload_file(local, BUCKET, key)
+    with target.writing():
+        target.store.ensure_bucket(BUCKET)
+        if local.is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                target.store.upload_file(pack(local, Path(tmp) / "model.tar.gz"), BUCKET, key)
+        else:
+            target.store.upload_file(local, BUCKET, key)
     url = s3_url(BUCKET, key)
-    err.print(f"Uploaded {escape(path)} to {url} ({escape(where)})", highlight=False)
+    err.print(f"Uploaded {escape(path)} to {url} ({escape(target.where)})", highlight=False)
     return url
 
 

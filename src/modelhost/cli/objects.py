@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelhost.cli._aws import AUTH_HINT, Server, caller_credentials, fail
-from modelhost.storage import ObjectStore, object_store
+from modelhost.cli._aws import AUTH_CODES, AUTH_HINT, Server, caller_credentials, fail
+from modelhost.storage import ObjectStore, StorageError, object_store
 
 INFO_PATH = "/modelhost/info"
 
@@ -39,15 +42,38 @@ def server_info(server: Server) -> dict[str, Any]:
     return data
 
 
-def server_store(server: Server, data_dir: Path | None) -> tuple[ObjectStore, str]:
-    """The server's object store as this client reaches it, and a line saying where that is."""
+@dataclass
+class ServerStore:
+    """The server's object store as this client reaches it."""
+
+    store: ObjectStore
+    where: str  # "the S3 server URL" or "the local directory store DIR"
+    local: bool  # the local directory store, written directly
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """One clear line and exit 1 when a write fails, saying where it went."""
+        try:
+            yield
+        except StorageError as exc:
+            if self.local:
+                fail(
+                    f"Writing to {self.where} failed ({exc}): the server has no S3 server, so "
+                    "this client writes the server's data directory itself, which works on the "
+                    "server's machine only (--data-dir names the directory)."
+                )
+            hint = AUTH_HINT if exc.code in AUTH_CODES | {"AccessDenied", "403"} else ""
+            fail(f"Uploading to {self.where} failed: {exc}{hint}")
+
+
+def server_store(server: Server, data_dir: Path | None) -> ServerStore:
+    """The server's object store as this client reaches it."""
     info = server_info(server)
     s3 = info.get("S3EndpointUrl")
     if isinstance(s3, str) and s3:
         creds = caller_credentials()
-        return object_store(Path(), s3, server.region, (creds.access_key, creds.secret_key)), (
-            f"the S3 server {s3}"
-        )
+        store = object_store(Path(), s3, server.region, (creds.access_key, creds.secret_key))
+        return ServerStore(store, f"the S3 server {s3}", local=False)
     reported = info.get("LocalObjectsDir")
     objects = data_dir / "objects" if data_dir is not None else Path(str(reported))
     if (data_dir is None and not reported) or not objects.parent.is_dir():
@@ -58,4 +84,5 @@ def server_store(server: Server, data_dir: Path | None) -> tuple[ObjectStore, st
             "server's machine (with --data-dir DIR, the server's data directory), or serve "
             "with the embedded S3 server or MODELHOST_S3_ENDPOINT_URL."
         )
-    return object_store(objects, None, server.region), f"the local directory store {objects}"
+    store = object_store(objects, None, server.region)
+    return ServerStore(store, f"the local directory store {objects}", local=True)
