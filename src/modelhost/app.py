@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
+from modelhost.asyncinf.backlog import backlog_summary
 from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
@@ -376,6 +378,21 @@ def server_info(settings: Settings) -> dict[str, str | None]:
     }
 
 
+def queue_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """modelhost's own GET: an asynchronous endpoint's backlog (``modelhost queue``)."""
+
+    async def backlog(request: Request) -> Response:
+        workers, name = services.async_inference, request.path_params["name"]
+        if workers is None:
+            return JSONResponse(
+                {"endpoint": name, "backlog": 0, "oldest_age_s": 0.0, "requests": []}
+            )
+        summary = await asyncio.to_thread(backlog_summary, workers.queue, name, time.time())
+        return JSONResponse(summary)
+
+    return backlog
+
+
 def info_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
     async def info(_: Request) -> Response:
         return JSONResponse(server_info(settings))
@@ -445,6 +462,7 @@ def create_app(
             Route("/modelhost/info", info_endpoint(settings), methods=["GET"]),
             Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
             Route("/modelhost/endpoints/{name}/models", models_endpoint(services)),
+            Route("/modelhost/endpoints/{name}/queue", queue_endpoint(services)),
         ],
         lifespan=lifespan,
     )

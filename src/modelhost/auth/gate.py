@@ -228,7 +228,9 @@ def classify(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> 
             return Route(frozenset({service}), Action(service, params.get("Action", "")), _query)
         return Route(SAGEMAKER, Action("sagemaker", ""), _json)
     # modelhost's own pages (Gets): /metrics, the server's info, a transform job's progress
-    op = OWN_PAGES.get(path, "GetTransformJobProgress")
+    op = OWN_PAGES.get(path) or (
+        "GetAsyncQueue" if path.endswith("/queue") else "GetTransformJobProgress"
+    )
     return Route(frozenset({"sagemaker", "monitoring"}), Action("sagemaker", op), _rest)
 
 

@@ -23,12 +23,17 @@ INFO_PATH = "/modelhost/info"
 
 
 def server_info(server: Server) -> dict[str, Any]:
-    """The server's ``/modelhost/info``; one clear line and exit 1 when it cannot be had."""
+    """The server's ``/modelhost/info``."""
+    return server_json(server, INFO_PATH)
+
+
+def server_json(server: Server, path: str) -> dict[str, Any]:
+    """One of modelhost's own JSON pages; one clear line and exit 1 when it cannot be had."""
     try:
-        data = json.loads(server.get(INFO_PATH))
+        data = json.loads(server.get(path))
     except urllib.error.HTTPError as exc:
         hint = AUTH_HINT if exc.code == 403 else ""
-        fail(f"The server at {server.url} answered {INFO_PATH} with HTTP {exc.code}{hint}.")
+        fail(f"The server at {server.url} answered {path} with HTTP {exc.code}{hint}.")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         fail(
@@ -36,9 +41,9 @@ def server_info(server: Server) -> dict[str, Any]:
             "`modelhost serve` or point --url at it."
         )
     except ValueError:
-        fail(f"The server at {server.url} answered {INFO_PATH} with something not JSON.")
+        fail(f"The server at {server.url} answered {path} with something not JSON.")
     if not isinstance(data, dict):
-        fail(f"The server at {server.url} answered {INFO_PATH} with something unexpected.")
+        fail(f"The server at {server.url} answered {path} with something unexpected.")
     return data
 
 

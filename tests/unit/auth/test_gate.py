@@ -132,6 +132,13 @@ def test_keys_turn_checking_on_and_a_wide_server_never_opens(tmp_path: Path) -> 
             {"sagemaker", "monitoring"},
             Action("sagemaker", "GetServerInfo"),
         ),
+        (
+            "/modelhost/endpoints/e/queue",
+            {},
+            b"",
+            {"sagemaker", "monitoring"},
+            Action("sagemaker", "GetAsyncQueue"),
+        ),
     ],
 )
 def test_classify(
