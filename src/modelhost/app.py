@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +37,6 @@ from modelhost.api.operations.deployments import upgrade_deployments
 from modelhost.api.query import FORM
 from modelhost.api.sts import sts_service
 from modelhost.artifacts import ArtifactCache
-from modelhost.asyncinf.backlog import backlog_summary
 from modelhost.asyncinf.metrics import AsyncMetrics
 from modelhost.asyncinf.notify import Notifier
 from modelhost.asyncinf.worker import AsyncInference
@@ -59,6 +57,7 @@ from modelhost.metrics import Recorder
 from modelhost.model_data import model_data_checker
 from modelhost.multimodel.manager import MultiModelRouter, multi_model_router
 from modelhost.names import Arns
+from modelhost.pages import info_endpoint, queue_endpoint
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
@@ -365,41 +364,6 @@ def models_endpoint(services: Services) -> Callable[[Request], Awaitable[Respons
     return loaded_models
 
 
-def server_info(settings: Settings) -> dict[str, str | None]:
-    """modelhost's own GET ``/modelhost/info``: where client commands (``modelhost deploy``,
-    ``invoke-async``) upload objects. The S3 server clients should use (the embedded one's
-    front, or the configured one); null with the local directory store, whose directory is
-    given instead (only a client on this machine can write there)."""
-    s3 = settings.s3_public_url or settings.s3_endpoint_url
-    return {
-        "S3EndpointUrl": s3,
-        "LocalObjectsDir": None if s3 else str(settings.objects_dir),
-        "Region": settings.region,
-    }
-
-
-def queue_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
-    """modelhost's own GET: an asynchronous endpoint's backlog (``modelhost queue``)."""
-
-    async def backlog(request: Request) -> Response:
-        workers, name = services.async_inference, request.path_params["name"]
-        if workers is None:
-            return JSONResponse(
-                {"endpoint": name, "backlog": 0, "oldest_age_s": 0.0, "requests": []}
-            )
-        summary = await asyncio.to_thread(backlog_summary, workers.queue, name, time.time())
-        return JSONResponse(summary)
-
-    return backlog
-
-
-def info_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
-    async def info(_: Request) -> Response:
-        return JSONResponse(server_info(settings))
-
-    return info
-
-
 def create_app(
     settings: Settings, on_ready: Callable[[Services], None] | None = None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -462,7 +426,7 @@ def create_app(
             Route("/modelhost/info", info_endpoint(settings), methods=["GET"]),
             Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
             Route("/modelhost/endpoints/{name}/models", models_endpoint(services)),
-            Route("/modelhost/endpoints/{name}/queue", queue_endpoint(services)),
+            Route("/modelhost/endpoints/{name}/queue", queue_endpoint(services.async_inference)),
         ],
         lifespan=lifespan,
     )
