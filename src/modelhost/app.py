@@ -57,6 +57,7 @@ from modelhost.metrics import Recorder
 from modelhost.model_data import model_data_checker
 from modelhost.multimodel.manager import MultiModelRouter, multi_model_router
 from modelhost.names import Arns
+from modelhost.pages import info_endpoint, queue_endpoint
 from modelhost.router.app import Receive, RuntimeApp, Scope, Send
 from modelhost.router.routing import RouteTable
 from modelhost.settings import Settings
@@ -427,8 +428,10 @@ def create_app(
             Route("/healthz", health, methods=["GET"]),
             Route("/ping", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/modelhost/info", info_endpoint(settings), methods=["GET"]),
             Route("/modelhost/transform-jobs/{name}/progress", progress_endpoint(services)),
             Route("/modelhost/endpoints/{name}/models", models_endpoint(services)),
+            Route("/modelhost/endpoints/{name}/queue", queue_endpoint(services.async_inference)),
         ],
         lifespan=lifespan,
     )

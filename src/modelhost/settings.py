@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     embedded_s3: bool = True
+    # The S3 URL client commands are told to use (GET /modelhost/info): unset, the embedded
+    # server's front (set by `serve`), else s3_endpoint_url.
+    s3_public_url: str | None = None
     # Asynchronous inference's arn:aws:sns:... notification topics publish here (http(s)://
     # topics need nothing: they are webhooks).
     sns_endpoint_url: str | None = None

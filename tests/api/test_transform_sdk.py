@@ -1,10 +1,11 @@
 """The SageMaker Python SDK against a live modelhost: batch transforms of the demo iris model
-over a CSV in the object store, waited for by the SDK itself (v2's Transformer, v3's
-sagemaker-core TransformJob)."""
+over a CSV in the object store, waited for by the SDK itself (v2's Transformer, printing the
+job's logs; v3's sagemaker-core TransformJob)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -43,14 +44,18 @@ def test_sdk_transformer_transform_and_wait(server: LiveServer, sdk_python: Path
             name,
             f"s3://{BUCKET}/{name}/in/",
             f"s3://{BUCKET}/{name}/out",
+            "logs",
         ],
         capture_output=True,
         text=True,
         timeout=180,
+        env=os.environ | {"AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url},
         check=False,
     )
     out = flow_output(done)
     assert out["status"] == "Completed"
+    # logs=True: the SDK printed the job's instance log (group /aws/sagemaker/TransformJobs)
+    assert "modelhost.runtime: serving on http://127.0.0.1:" in done.stdout, done.stdout[-3000:]
     result = store.open_read(BUCKET, f"{name}/out/iris.csv.out").read()
     assert result.count(b"setosa") == 50
     assert result.count(b"virginica") == 50

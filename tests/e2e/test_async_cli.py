@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.async_helpers import deploy_async, wait_file
-from tests.e2e.test_cli import client, modelhost
+from tests.e2e.test_cli import client
 from tests.fixtures.server import LiveServer, unique
 
 pytestmark = pytest.mark.e2e
@@ -64,11 +64,11 @@ def test_queue_shows_the_backlog(server: LiveServer, tmp_path: Path) -> None:
     data = ("--data-dir", str(server.data_dir))
     for _ in range(3):
         assert client(server, "invoke-async", name, str(source), *data).returncode == 0
-    out = modelhost("queue", name, "--json", *data)
+    out = client(server, "queue", name, "--json")  # from another directory: the server's URL
     assert out.returncode == 0, out.stderr.decode()
     summary = json.loads(out.stdout)
     assert summary["endpoint"] == name
     assert summary["backlog"] >= 2
     assert {r["status"] for r in summary["requests"]} <= {"queued", "running"}
-    table = modelhost("queue", name, *data)
+    table = client(server, "queue", name)
     assert f"{name}: " in table.stdout.decode() and "InferenceId" in table.stdout.decode()

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,19 @@ CLI_TIMEOUT_S = 180.0
 
 
 def modelhost(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run one ``modelhost`` command; stdout and stderr are captured, never inherited."""
-    return subprocess.run(
-        [sys.executable, "-m", "modelhost.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
+    """Run one ``modelhost`` command from a directory of its own (never the server's data
+    directory); stdout and stderr are captured, never inherited."""
+    with tempfile.TemporaryDirectory(prefix="modelhost-cli-") as elsewhere:
+        done = subprocess.run(
+            [sys.executable, "-m", "modelhost.cli.main", *args],
+            input=stdin,
+            cwd=elsewhere,
+            capture_output=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+        assert not (Path(elsewhere) / ".modelhost").exists(), "a client made a data directory"
+    return done
 
 
 def client(
@@ -45,8 +51,6 @@ def deploy(server: LiveServer, model: str, name: str) -> subprocess.CompletedPro
         name,
         "--timeout",
         "120",
-        "--data-dir",
-        str(server.data_dir),
     )
 
 
@@ -127,7 +131,7 @@ def test_tables_show_the_endpoint_and_model(server: LiveServer, echo: str) -> No
 
 
 def test_logs_prints_instance_lines(server: LiveServer, echo: str) -> None:
-    out = modelhost("logs", echo, "--data-dir", str(server.data_dir))
+    out = client(server, "logs", echo)
     assert out.returncode == 0, out.stderr.decode()
     assert re.search(rb"^AllTraffic/\S+ \| ", out.stdout, re.MULTILINE), out.stdout
 

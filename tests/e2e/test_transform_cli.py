@@ -72,9 +72,10 @@ def test_transform_follows_the_job_and_jobs_lists_it(
             "modelhost.cli.main",
             "logs",
             name,
-            "--data-dir",
-            str(server.data_dir),
+            "--url",
+            server.url,
         ],
+        cwd=tmp_path,  # not the server's data directory: logs come through CloudWatch Logs
         capture_output=True,
         text=True,
         timeout=60,

@@ -52,6 +52,7 @@ RUNTIME_ACTIONS = {
     "invocations-response-stream": "InvokeEndpointWithResponseStream",
     "async-invocations": "InvokeEndpointAsync",
 }
+OWN_PAGES = {"/metrics": "GetMetrics", "/modelhost/info": "GetServerInfo"}
 CLOUDWATCH_QUERY_VERSION = "2010-08-01"
 FORM = "application/x-www-form-urlencoded"
 
@@ -243,8 +244,10 @@ def classify(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> 
             service = "monitoring" if monitoring else "sts"
             return Route(frozenset({service}), Action(service, params.get("Action", "")), _query)
         return Route(SAGEMAKER, Action("sagemaker", ""), _json)
-    # modelhost's own pages: /metrics (a Get), a transform job's progress (a Get)
-    op = "GetMetrics" if path == "/metrics" else "GetTransformJobProgress"
+    # modelhost's own pages (Gets): /metrics, the server's info, a transform job's progress
+    op = OWN_PAGES.get(path) or (
+        "GetAsyncQueue" if path.endswith("/queue") else "GetTransformJobProgress"
+    )
     return Route(frozenset({"sagemaker", "monitoring"}), Action("sagemaker", op), _rest)
 
 

@@ -54,8 +54,8 @@ DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="The server's data directory, for uploads to its local object store "
-        "(env MODELHOST_DATA_DIR).",
+        help="The server's data directory, for uploads to its local directory object store "
+        "when it has no S3 server (default: the one the server names; same machine only).",
     ),
 ]
 
@@ -120,16 +120,23 @@ class Server:
             aws_secret_access_key=secret,
         )
 
+    def logs(self) -> Any:
+        """The CloudWatch Logs client (untyped: its stubs are not installed)."""
+        session, key, secret = _session()
+        make: Any = session.client
+        return make(
+            "logs",
+            endpoint_url=self.url,
+            region_name=self.region,
+            config=_CONFIG,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+
     def get(self, path: str, timeout: float = 5.0) -> bytes:
         """GET one of modelhost's own pages (``/modelhost/...``), signed with the caller's
         credentials (SigV4, service ``sagemaker``) as a server with access keys requires."""
-        session, key, secret = _session()
-        found = session.get_credentials()
-        creds = (
-            found.get_frozen_credentials()
-            if found is not None
-            else Credentials(key or DUMMY_CREDENTIAL, secret or DUMMY_CREDENTIAL)
-        )
+        creds = caller_credentials()
         request = AWSRequest("GET", self.url + path)
         SigV4Auth(creds, "sagemaker", self.region).add_auth(request)
         headers = {k: str(v) for k, v in request.headers.items()}
@@ -154,6 +161,21 @@ def _session() -> tuple[boto3.Session, str | None, str | None]:
     if session.get_credentials() is not None:
         return session, None, None
     return session, DUMMY_CREDENTIAL, DUMMY_CREDENTIAL
+
+
+def caller_credentials() -> Credentials:
+    """The caller's credentials (environment, profile), else dummy ones (a server without
+    access keys accepts any)."""
+    session, key, secret = _session()
+    found = session.get_credentials()
+    if found is not None:
+        frozen = found.get_frozen_credentials()
+        return Credentials(
+            frozen.access_key or DUMMY_CREDENTIAL,
+            frozen.secret_key or DUMMY_CREDENTIAL,
+            frozen.token,
+        )
+    return Credentials(key or DUMMY_CREDENTIAL, secret or DUMMY_CREDENTIAL)
 
 
 def fail(message: str) -> NoReturn:

@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from modelhost.asyncinf.objects import ObjectIOError, exists, read_input
 from modelhost.cli._aws import DataOpt, Server, UrlOpt, console, err, fail, reporting, settings
-from modelhost.storage.platform import client_store
+from modelhost.cli.objects import server_json, server_store
 
 INPUT_PREFIX = "async-inputs"
 POLL_S = 0.25
@@ -44,13 +45,15 @@ def invoke_async(
     the output (or failure) object exists, then prints the output to stdout (or saves it)."""
     s = settings(data_dir)
     server = Server.from_options(url, s)
-    store = client_store(s)
     if not file.is_file():
         fail(f"{file} is not a file.")
+    target = server_store(server, data_dir)
+    store = target.store
     key = f"{INPUT_PREFIX}/{uuid.uuid4().hex}/{file.name}"
     with reporting(server):
-        store.ensure_bucket(s.default_bucket)
-        store.upload_file(file, s.default_bucket, key)
+        with target.writing():
+            store.ensure_bucket(s.default_bucket)
+            store.upload_file(file, s.default_bucket, key)
         request: dict[str, Any] = {
             "EndpointName": name,
             "InputLocation": f"s3://{s.default_bucket}/{key}",
@@ -106,39 +109,15 @@ def _read(store: Any, location: str) -> bytes:
 def queue(
     name: Annotated[str, typer.Argument(help="Endpoint name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    data_dir: DataOpt = None,
+    url: UrlOpt = None,
 ) -> None:
     """Show the backlog of asynchronous endpoint NAME: its requests not yet ended, oldest
-    first (read from the server's state store)."""
-    from modelhost.state.async_queue import AsyncQueue
-    from modelhost.state.store import Store
-
-    s = settings(data_dir)
-    if not (s.data_dir / "state.db").exists():
-        fail(f"No modelhost state in {s.data_dir}; give the server's --data-dir.")
-    store = Store(s.state_db_url)
-    try:
-        q = AsyncQueue(store)
-        requests = q.open_requests(name, limit=1000)
-        backlog = q.backlogs().get(name.lower())
-    finally:
-        store.close()
-    now = time.time()
-    rows: list[dict[str, Any]] = [
-        {
-            "inference_id": r.inference_id,
-            "status": r.status.value,
-            "attempts": r.attempts,
-            "age_s": round(now - r.created, 1),
-            "input": r.input_location,
-            "output": r.output_location,
-        }
-        for r in requests
-    ]
-    size = backlog.size if backlog else 0
-    oldest = round(now - backlog.oldest, 1) if backlog and backlog.oldest else 0.0
+    first."""
+    server = Server.from_options(url)
+    summary = server_json(server, f"/modelhost/endpoints/{quote(name, safe='')}/queue")
+    rows: list[dict[str, Any]] = summary.get("requests", [])
+    size, oldest = summary.get("backlog", 0), summary.get("oldest_age_s", 0.0)
     if as_json:
-        summary = {"endpoint": name, "backlog": size, "oldest_age_s": oldest, "requests": rows}
         console.print_json(json.dumps(summary))
         return
     console.print(f"{escape(name)}: {size} requests not yet ended; oldest {oldest:g} s old")

@@ -20,9 +20,8 @@ from botocore.exceptions import ClientError
 from rich.markup import escape
 
 from modelhost.cli._aws import DataOpt, Server, UrlOpt, err, fail, is_missing, reporting, settings
-from modelhost.settings import Settings
+from modelhost.cli.objects import server_store
 from modelhost.storage import s3_url
-from modelhost.storage.platform import client_store
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -70,7 +69,7 @@ def pack(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def model_data_url(path: str, name: str, when: str, s: Settings) -> str:
+def model_data_url(path: str, name: str, when: str, server: Server, data_dir: Path | None) -> str:
     """An s3:// URL as given, or where a local directory or tar.gz was uploaded."""
     if path.startswith("s3://"):
         return path
@@ -81,16 +80,17 @@ def model_data_url(path: str, name: str, when: str, s: Settings) -> str:
         fail(
             f"{path} is not a .tar.gz archive (give a model directory, a .tar.gz or an s3:// URL)."
         )
-    store = client_store(s)
+    target = server_store(server, data_dir)
     key = f"{name}/{when}/model.tar.gz"
-    store.ensure_bucket(BUCKET)
-    if local.is_dir():
-        with tempfile.TemporaryDirectory() as tmp:
-            store.upload_file(pack(local, Path(tmp) / "model.tar.gz"), BUCKET, key)
-    else:
-        store.upload_file(local, BUCKET, key)
+    with target.writing():
+        target.store.ensure_bucket(BUCKET)
+        if local.is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                target.store.upload_file(pack(local, Path(tmp) / "model.tar.gz"), BUCKET, key)
+        else:
+            target.store.upload_file(local, BUCKET, key)
     url = s3_url(BUCKET, key)
-    err.print(f"Uploaded {escape(path)} to {url}", highlight=False)
+    err.print(f"Uploaded {escape(path)} to {url} ({escape(target.where)})", highlight=False)
     return url
 
 
@@ -193,7 +193,9 @@ def _report(server: Server, desc: dict[str, Any], config: str) -> None:
     if status != "InService" or reason or desc["EndpointConfigName"] != config:
         if reason:
             err.print(f"[red]{escape(reason)}[/red]", highlight=False)
-        err.print(f"Instance logs: modelhost logs {escape(name)}", highlight=False)
+        err.print(
+            f"Instance logs: modelhost logs {escape(name)} --url {server.url}", highlight=False
+        )
         raise typer.Exit(1)
     err.print(
         f"[green]Endpoint {escape(name)} is InService.[/green] Invoke it with a request your "
@@ -244,7 +246,7 @@ def deploy(
     with reporting(server):
         sm = server.sagemaker()
         sm.list_endpoints(MaxResults=1)  # a server that does not answer fails here, before uploads
-        container["ModelDataUrl"] = model_data_url(path, name, when, s)
+        container["ModelDataUrl"] = model_data_url(path, name, when, server, data_dir)
         config = _create_resources(sm, name, container, variant, when)
         _start(sm, name, config, timeout)
         if not wait:

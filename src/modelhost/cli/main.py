@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
+from modelhost.cli._aws import UrlOpt
 from modelhost.settings import DEFAULT_PORT, Settings
 
 if TYPE_CHECKING:
@@ -247,17 +248,15 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
-    data_dir: DataOpt = None,
+    url: UrlOpt = None,
 ) -> None:
     """Print the logs of every instance of ENDPOINT (or of transform job ENDPOINT)."""
+    from modelhost.cli._aws import Server, reporting
     from modelhost.cli.logs import show_logs
-    from modelhost.cloudwatch.logstore import TRANSFORM_LOGS
 
-    root = settings_from(None, None, data_dir).logs_dir
-    if not (root / endpoint).is_dir() and (root / TRANSFORM_LOGS / endpoint).is_dir():
-        show_logs(root / TRANSFORM_LOGS, endpoint, follow, pattern=f"{endpoint}/**/*.log")
-    else:
-        show_logs(root / endpoint, endpoint, follow)
+    server = Server.from_options(url)
+    with reporting(server):
+        show_logs(server, endpoint, follow)
 
 
 def _register_client_commands() -> None:

@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
-
-import botocore.session
 
 from modelhost.settings import Settings
 from modelhost.storage import ObjectStore, object_store
@@ -19,7 +16,6 @@ from modelhost.storage.embedded import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
     EmbeddedS3,
-    client_endpoint,
     start_embedded_s3,
 )
 from modelhost.storage.migrate import move_local_objects
@@ -49,6 +45,7 @@ def start_platform_s3(
             "s3_endpoint_url": server.direct_url,
             "s3_access_key_id": ACCESS_KEY_ID,
             "s3_secret_access_key": SECRET_ACCESS_KEY,
+            "s3_public_url": settings.s3_public_url or server.url,
         }
     )
     try:
@@ -57,42 +54,3 @@ def start_platform_s3(
         server.stop()
         raise
     return updated, server
-
-
-def client_store(settings: Settings) -> ObjectStore:
-    """The object store a client command run beside a server (same data directory) must write
-    to: the server's embedded S3 server while that server runs, else what the settings say."""
-    if not settings.s3_endpoint_url and settings.embedded_s3 and _server_running(settings):
-        url = client_endpoint(settings.data_dir)
-        if url is not None:
-            return object_store(settings.objects_dir, url, settings.region, _client_credentials())
-    return platform_store(settings)
-
-
-def _client_credentials() -> tuple[str, str]:
-    """The caller's AWS credentials (environment, profile) for the server's S3 front, which
-    checks them when the server has access keys; placeholders when there are none. The chain
-    stops before the EC2/ECS metadata services (a network timeout on a laptop)."""
-    core = botocore.session.get_session()
-    resolver = core.get_component("credential_provider")
-    for name in ("container-role", "iam-role"):
-        resolver.remove(name)
-    found = core.get_credentials()
-    if found is None:
-        return "any", "any"
-    frozen = found.get_frozen_credentials()
-    return frozen.access_key or "any", frozen.secret_key or "any"
-
-
-def _server_running(settings: Settings) -> bool:
-    """Whether a server holds the data directory's lock (cli/main.py takes it)."""
-    try:
-        with (settings.data_dir / "server.lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            return False
-    except OSError:
-        return False

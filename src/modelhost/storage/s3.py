@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -95,7 +96,17 @@ class S3ObjectStore:
     # --- writes --------------------------------------------------------------------------
 
     def upload_file(self, src: Path, bucket: str, key: str) -> None:
-        _call(lambda: self.client.upload_file(str(src), bucket, key, Config=_TRANSFER), bucket, key)
+        try:
+            _call(
+                lambda: self.client.upload_file(str(src), bucket, key, Config=_TRANSFER),
+                bucket,
+                key,
+            )
+        except S3UploadFailedError as exc:  # the transfer manager's wrapper of a ClientError
+            cause = exc.__context__
+            if isinstance(cause, ClientError):
+                raise _storage_error(cause, bucket, key) from exc
+            raise StorageError(str(exc), code="S3UploadFailedError") from exc
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         _call(lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data), bucket, key)

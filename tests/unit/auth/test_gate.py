@@ -125,6 +125,20 @@ def test_keys_turn_checking_on_and_a_wide_server_never_opens(tmp_path: Path) -> 
             Action("monitoring", "GetMetricData"),
         ),
         ("/metrics", {}, b"", {"sagemaker", "monitoring"}, Action("sagemaker", "GetMetrics")),
+        (
+            "/modelhost/info",
+            {},
+            b"",
+            {"sagemaker", "monitoring"},
+            Action("sagemaker", "GetServerInfo"),
+        ),
+        (
+            "/modelhost/endpoints/e/queue",
+            {},
+            b"",
+            {"sagemaker", "monitoring"},
+            Action("sagemaker", "GetAsyncQueue"),
+        ),
     ],
 )
 def test_classify(
