@@ -193,8 +193,10 @@ def group(records: Iterator[bytes], multi: bool, limit: int | None, what: str) -
             yield Batch(record, 1)
             continue
         if parts and limit is not None and size + len(record) > limit:
-            yield Batch(b"".join(parts), len(parts))
-            parts, size = [], 0
+            body, count = b"".join(parts), len(parts)
+            parts, size = [], 0  # not held (a second copy) while the batch is out
+            yield Batch(body, count)
+            del body
         parts.append(record)
         size += len(record)
     if parts:
@@ -217,8 +219,10 @@ def line_groups(
             yield Batch(part, 1, (record,))
             continue
         if parts and limit is not None and size + len(part) > limit:
-            yield Batch(b"".join(parts), len(parts), tuple(inputs))
-            inputs, parts, size = [], [], 0
+            batch = Batch(b"".join(parts), len(parts), tuple(inputs))
+            inputs, parts, size = [], [], 0  # not held (a second copy) while the batch is out
+            yield batch
+            del batch
         inputs.append(record)
         parts.append(part)
         size += len(part)
