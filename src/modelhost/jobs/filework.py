@@ -47,7 +47,7 @@ class Emitter:
 
 
 def _ends_line(parts: list[bytes]) -> bool:
-    """Whether the body in ``parts`` is empty or ends with a newline."""
+    """Whether the body in ``parts`` ends with a newline (an empty one does not)."""
     for part in reversed(parts):
         if part:
             return part.endswith(b"\n")
