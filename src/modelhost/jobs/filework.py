@@ -29,16 +29,29 @@ class Emitter:
         self.line_end = plan.assemble_lines
         self.processor = processor_for(plan)
 
-    def __call__(self, out: BinaryIO, body: bytes, batch: Batch) -> None:
-        if self.processor is not None and batch.inputs is not None:
+    def __call__(self, out: BinaryIO, parts: list[bytes], inputs: tuple[bytes, ...] | None) -> None:
+        """Write one answer, given as the parts it arrived in (written one by one, never
+        joined unless DataProcessing reads it whole)."""
+        if self.processor is not None and inputs is not None:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            del parts[:]  # the joined body is the only copy kept
             try:
-                out.write(self.processor.output(list(batch.inputs), body))
+                out.write(self.processor.output(list(inputs), body))
             except (FilterError, UnicodeDecodeError) as exc:
                 raise FileFailed(f"DataProcessing: {exc}") from exc
             return
-        out.write(body)
-        if self.line_end and not body.endswith(b"\n"):
+        for part in parts:
+            out.write(part)
+        if self.line_end and not _ends_line(parts):
             out.write(b"\n")
+
+
+def _ends_line(parts: list[bytes]) -> bool:
+    """Whether the body in ``parts`` ends with a newline (an empty one does not)."""
+    for part in reversed(parts):
+        if part:
+            return part.endswith(b"\n")
+    return False  # an empty answer still gets its line end
 
 
 def processor_for(plan: TransformPlan) -> Processor | None:

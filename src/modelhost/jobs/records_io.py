@@ -29,7 +29,7 @@ class BadRecord(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    body: bytes
+    body: bytes | bytearray  # a bytearray: a large block of lines (_line_blocks), uncopied
     records: int
     # The records as read, when each is transformed before sending (DataProcessing): the
     # answer is joined with them record by record.
@@ -82,23 +82,56 @@ def _whole(f: BinaryIO, limit: int | None) -> Iterator[Batch]:
 
 def _line_blocks(f: BinaryIO, limit: int) -> Iterator[Batch]:
     """MultiRecord over lines, by blocks: read up to ``limit`` bytes, cut after the last
-    newline, carry the rest into the next block. No per-line work in Python."""
+    newline, carry the rest into the next block. No per-line work in Python.
+
+    A block is read into a ``bytearray`` that becomes the body itself (cut in place, never
+    sliced into a copy), so a batch costs one payload of memory while it is read, sent and
+    kept for a retry. A small block (the end of a file) is made ``bytes``."""
     carry = b""
     while True:
-        block = carry + read_full(f, limit - len(carry))
-        if not block:
+        buf = bytearray(limit)
+        buf[: len(carry)] = carry
+        size = len(carry) + _read_into(f, buf, len(carry))
+        if size < limit:  # the end of the stream
+            if size:
+                del buf[size:]
+                yield Batch(_small(buf), _count_lines(buf))
             return
-        if len(block) < limit:  # the end of the stream
-            yield Batch(block, _count_lines(block))
-            return
-        cut = block.rfind(b"\n")
+        cut = buf.rfind(b"\n")
         if cut < 0:
             raise RecordTooLarge(f"a line is longer than MaxPayloadInMB ({limit} bytes)")
-        body, carry = block[: cut + 1], block[cut + 1 :]
-        yield Batch(body, body.count(b"\n"))
+        carry = bytes(buf[cut + 1 :])
+        del buf[cut + 1 :]
+        yield Batch(_small(buf), buf.count(b"\n"))
 
 
-def _count_lines(data: bytes) -> int:
+SMALL_BODY = 64 * 1024
+
+
+def _small(buf: bytearray) -> bytes | bytearray:
+    """``buf`` as the body: as it is, or as ``bytes`` when small (the router's pipelined
+    connection takes small bodies of type bytes only)."""
+    return bytes(buf) if len(buf) <= SMALL_BODY else buf
+
+
+def _read_into(f: BinaryIO, buf: bytearray, start: int) -> int:
+    """Fill ``buf[start:]`` from ``f``: the bytes read, fewer only at the end of the stream."""
+    readinto = getattr(f, "readinto", None)
+    if readinto is None:  # a file object without readinto: read, then copy
+        data = read_full(f, len(buf) - start)
+        buf[start : start + len(data)] = data
+        return len(data)
+    got = start
+    with memoryview(buf) as view:
+        while got < len(buf):
+            n = readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return got - start
+
+
+def _count_lines(data: bytes | bytearray) -> int:
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
@@ -160,8 +193,10 @@ def group(records: Iterator[bytes], multi: bool, limit: int | None, what: str) -
             yield Batch(record, 1)
             continue
         if parts and limit is not None and size + len(record) > limit:
-            yield Batch(b"".join(parts), len(parts))
-            parts, size = [], 0
+            body, count = b"".join(parts), len(parts)
+            parts, size = [], 0  # not held (a second copy) while the batch is out
+            yield Batch(body, count)
+            del body
         parts.append(record)
         size += len(record)
     if parts:
@@ -184,8 +219,10 @@ def line_groups(
             yield Batch(part, 1, (record,))
             continue
         if parts and limit is not None and size + len(part) > limit:
-            yield Batch(b"".join(parts), len(parts), tuple(inputs))
-            inputs, parts, size = [], [], 0
+            batch = Batch(b"".join(parts), len(parts), tuple(inputs))
+            inputs, parts, size = [], [], 0  # not held (a second copy) while the batch is out
+            yield batch
+            del batch
         inputs.append(record)
         parts.append(part)
         size += len(part)

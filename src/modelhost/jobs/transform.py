@@ -18,11 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from modelhost.backends.local import Instance, InstanceFailed
 from modelhost.controller.fleet import FleetFailed, Fleets, VariantPlan
 from modelhost.controller.pipelines import published_instance
+from modelhost.http11 import Payload
 from modelhost.jobs.files import InputFile, NoInputs, Outputs, list_inputs
 from modelhost.jobs.filework import Emitter, FileFailed, Reader, Stream, processor_for
 from modelhost.jobs.params import (
@@ -269,18 +270,22 @@ class TransformRun:
     ) -> int:
         plan = self.plan
         reader = Reader(item, plan, params)
-        pending: deque[tuple[asyncio.Task[bytes], Batch]] = deque()
+        # Requests in flight or answered, in input order: the task (its answer's parts), the
+        # records and the inputs kept for DataProcessing. Not the body: only the request's own
+        # task holds it (for a retry), so it is freed once answered, before the answer is
+        # written.
+        pending: deque[tuple[asyncio.Task[list[bytes]], int, tuple[bytes, ...] | None]] = deque()
         ahead: deque[Batch] = deque()  # read, not sent yet (small batches come several at once)
         records = 0
         emit = Emitter(plan)
 
         async def write_head() -> None:
-            head, sent = pending.popleft()
+            head, sent, inputs = pending.popleft()
             try:
-                emit(out, await head, sent)
+                emit(out, await head, inputs)
             finally:
                 worker.budget.release()
-            self.records_done += sent.records
+            self.records_done += sent
 
         try:
             with temp.open("wb") as out:
@@ -305,14 +310,15 @@ class TransformRun:
                     await worker.slots.acquire()  # released when the request is done
                     task = asyncio.ensure_future(self._send(worker, batch.body))
                     task.add_done_callback(_releaser(worker.slots))
-                    pending.append((task, batch))
+                    pending.append((task, batch.records, batch.inputs))
+                    del batch
                 while pending:
                     await write_head()
         finally:
-            for task, _ in pending:
+            for task, _, _ in pending:
                 task.cancel()
                 worker.budget.release()
-            await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
+            await asyncio.gather(*(t for t, _, _ in pending), return_exceptions=True)
             await asyncio.to_thread(reader.close)
         return records
 
@@ -362,21 +368,26 @@ class TransformRun:
         attempts = plan.retries + 1
         raise FileFailed(f"{reason} (after {attempts} attempt{'s' * (attempts > 1)})")
 
-    async def _send(self, worker: _Worker, body: bytes) -> bytes:
-        """One request, retried."""
+    async def _send(self, worker: _Worker, body: bytes | bytearray) -> list[bytes]:
+        """One request, retried; the answer's body as the parts it arrived in (not joined:
+        they are written out one by one)."""
         plan = self.plan
         headers = self._headers()
+        # A large bytearray body (records_io._line_blocks) goes as a one-part payload: the
+        # pool hands the parts of a list to transport.writelines, which takes any buffer, so
+        # it is written uncopied (hence the cast).
+        payload: Payload = body if isinstance(body, bytes) else [cast(bytes, body)]
         reason = ""
         for _ in range(plan.retries + 1):
             pool = worker.pool
             head = pool.head(b"POST", b"/invocations", headers, len(body))
             try:
-                answer = await _call(pool, head, body, plan.timeout_s)
+                answer = await _call(pool, head, payload, plan.timeout_s)
             except UpstreamError as exc:
                 reason = f"the request to the model failed: {exc.reason}"
                 continue
             if 200 <= answer.status < 300:
-                return answer.body
+                return answer.parts
             text = answer.body[:_ERROR_TEXT_MAX].decode("utf-8", "replace").strip()
             who = container_of(answer)
             model = "the model" if who == PRIMARY else f"container {who}"
@@ -388,7 +399,7 @@ class TransformRun:
         await asyncio.to_thread(update_job, self.deps.fleets.store, self.job.name, change)
 
 
-async def _take(budget: asyncio.Semaphore, head: asyncio.Future[bytes] | None) -> bool:
+async def _take(budget: asyncio.Semaphore, head: asyncio.Future[Any] | None) -> bool:
     """A token of ``budget``: True once taken; False when ``head`` (this file's oldest request)
     answered first, so that its caller writes it out (and frees a token) instead of waiting
     on tokens that its own answers hold."""
@@ -412,16 +423,16 @@ async def _take(budget: asyncio.Semaphore, head: asyncio.Future[bytes] | None) -
     return True
 
 
-def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[bytes]], None]:
+def _releaser(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[list[bytes]]], None]:
     """Gives a request's slot back when its task ends, also if it was cancelled unstarted."""
 
-    def release(_task: asyncio.Task[bytes]) -> None:
+    def release(_task: asyncio.Task[list[bytes]]) -> None:
         slots.release()
 
     return release
 
 
-async def _call(pool: UpstreamPool, head: bytes, body: bytes, timeout: float) -> UpstreamResponse:
+async def _call(pool: UpstreamPool, head: bytes, body: Payload, timeout: float) -> UpstreamResponse:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[UpstreamResponse] = loop.create_future()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import pytest
@@ -16,7 +17,7 @@ from modelhost.jobs.records_io import (
 
 
 def split(data: bytes, split: str, multi: bool, limit: int | None) -> list[tuple[bytes, int]]:
-    return [(b.body, b.records) for b in batches(io.BytesIO(data), split, multi, limit)]
+    return [(bytes(b.body), b.records) for b in batches(io.BytesIO(data), split, multi, limit)]
 
 
 def test_none_is_the_whole_object() -> None:
@@ -45,6 +46,34 @@ def test_line_multi_record_packs_whole_lines_up_to_the_limit() -> None:
 def test_line_multi_record_without_a_final_newline() -> None:
     out = split(b"aa\nbb\ncc", "Line", True, 6)
     assert out == [(b"aa\nbb\n", 2), (b"cc", 1)]
+
+
+class _ReadOnly:
+    """A file object with read only (no readinto), as some storage readers are."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(min(n, 7) if n >= 0 else n)  # short reads too
+
+
+def test_large_line_blocks_are_read_in_place_whole_lines_and_all() -> None:
+    line = b"%08d,0.5,1.5\n"
+    data = b"".join(line % i for i in range(40_003))  # 4 blocks of 170,000 bytes and 51
+    limit = 170_000
+    for f in (
+        io.BytesIO(data),
+        _ReadOnly(data),
+        gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(data))),
+    ):
+        out = list(batches(f, "Line", True, limit))  # type: ignore[arg-type]
+        assert b"".join(bytes(b.body) for b in out) == data
+        assert sum(b.records for b in out) == 40_003
+        assert all(b.body.endswith(b"\n") and len(b.body) <= limit for b in out)
+        # the large blocks are the buffers they were read into (no copy); the small last one bytes
+        assert all(type(b.body) is bytearray for b in out[:-1])
+        assert type(out[-1].body) is bytes
 
 
 def test_line_multi_record_without_limit_is_one_batch() -> None:
