@@ -125,6 +125,10 @@ def _wait_line(lines: queue.Queue[str], seen: list[str], needle: str) -> None:
             continue
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_follow_prints_each_new_line_once(
     s3_server: LiveServer, elsewhere: Path, slow: str
 ) -> None:
@@ -136,6 +140,9 @@ def test_follow_prints_each_new_line_once(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=_default_sigint,
     )
     try:
         lines: queue.Queue[str] = queue.Queue()
