@@ -86,46 +86,27 @@ class Server:
         return cls((url or default_url(s)).rstrip("/"), s.region)
 
     def sagemaker(self) -> SageMakerClient:
-        session, key, secret = _session()
-        return session.client(
-            "sagemaker",
-            endpoint_url=self.url,
-            region_name=self.region,
-            config=_CONFIG,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-        )
+        client: SageMakerClient = self.client("sagemaker")
+        return client
 
     def autoscaling(self) -> object:
         """The application-autoscaling client (untyped: its stubs are not installed)."""
-        session, key, secret = _session()
-        make: Any = session.client
-        return make(
-            "application-autoscaling",
-            endpoint_url=self.url,
-            region_name=self.region,
-            config=_CONFIG,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-        )
+        return self.client("application-autoscaling")
 
     def runtime(self) -> SageMakerRuntimeClient:
-        session, key, secret = _session()
-        return session.client(
-            "sagemaker-runtime",
-            endpoint_url=self.url,
-            region_name=self.region,
-            config=_CONFIG,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-        )
+        client: SageMakerRuntimeClient = self.client("sagemaker-runtime")
+        return client
 
     def logs(self) -> Any:
         """The CloudWatch Logs client (untyped: its stubs are not installed)."""
+        return self.client("logs")
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` at this server, with the caller's credentials."""
         session, key, secret = _session()
         make: Any = session.client
         return make(
-            "logs",
+            service,
             endpoint_url=self.url,
             region_name=self.region,
             config=_CONFIG,
