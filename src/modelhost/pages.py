@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from modelhost.addresses import host_of, reachable_url
 from modelhost.asyncinf.backlog import backlog_summary
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.settings import Settings
@@ -17,12 +18,20 @@ from modelhost.settings import Settings
 Page = Callable[[Request], Awaitable[Response]]
 
 
-def server_info(settings: Settings) -> dict[str, str | None]:
-    """``GET /modelhost/info``: where client commands (``modelhost deploy``, ``invoke-async``)
-    upload objects. The S3 server clients should use (the embedded one's front, or the
-    configured one); null with the local directory store, whose directory is given instead
-    (only a client on this machine can write there)."""
+def client_s3_url(settings: Settings, client_host: str | None = None) -> str | None:
+    """The S3 URL clients should use: MODELHOST_S3_PUBLIC_URL, else the embedded server's front
+    (on a wildcard address: at the host the client reached the API at, ``client_host``, else
+    this machine's name), else the configured S3 server; None with the local directory store."""
     s3 = settings.s3_public_url or settings.s3_endpoint_url
+    return reachable_url(s3, client_host) if s3 else None
+
+
+def server_info(settings: Settings, client_host: str | None = None) -> dict[str, str | None]:
+    """``GET /modelhost/info``: where client commands (``modelhost deploy``, ``invoke-async``)
+    upload objects. The S3 server clients should use (:func:`client_s3_url`); null with the
+    local directory store, whose directory is given instead (only a client on this machine can
+    write there)."""
+    s3 = client_s3_url(settings, client_host)
     return {
         "S3EndpointUrl": s3,
         "LocalObjectsDir": None if s3 else str(settings.objects_dir),
@@ -31,8 +40,8 @@ def server_info(settings: Settings) -> dict[str, str | None]:
 
 
 def info_endpoint(settings: Settings) -> Page:
-    async def info(_: Request) -> Response:
-        return JSONResponse(server_info(settings))
+    async def info(request: Request) -> Response:
+        return JSONResponse(server_info(settings, host_of(request.headers.get("host"))))
 
     return info
 

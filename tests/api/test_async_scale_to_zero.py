@@ -24,9 +24,8 @@ DIM = "sagemaker:variant:DesiredInstanceCount"
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = {"MODELHOST_AUTOSCALING_INTERVAL_S": "0.2", "MODELHOST_AUTOSCALING_WINDOW_S": "2"}
-    live = LiveServer(tmp_path_factory.mktemp("async-zero"), env=env).start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("async-zero"), env=env) as live:
+        yield live
 
 
 def test_async_endpoint_scales_to_zero_and_back_on_backlog(

@@ -33,9 +33,8 @@ NS = "sagemaker"
 def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose scaler looks every 0.2 s over a 2 s window."""
     env = {"MODELHOST_AUTOSCALING_INTERVAL_S": "0.2", "MODELHOST_AUTOSCALING_WINDOW_S": "2"}
-    live = LiveServer(tmp_path_factory.mktemp("autoscaling"), env=env).start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("autoscaling"), env=env) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,7 @@ DIMS = [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Va
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server sampling metrics every 0.2 s, with one endpoint invoked ``CALLS`` times."""
     env = {"MODELHOST_METRICS_SAMPLE_INTERVAL_S": "0.2"}
-    server = LiveServer(tmp_path_factory.mktemp("cw"), env=env).start()
-    try:
+    with LiveServer(tmp_path_factory.mktemp("cw"), env=env) as server:
         sm = server.client("sagemaker")
         desc = deploy(sm, ENDPOINT, str((FIXTURE_MODELS / "echo").resolve()))
         assert desc["EndpointStatus"] == "InService", desc
@@ -42,8 +41,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         for i in range(CALLS):
             rt.invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/json", Body=f"[{i}]")
         yield server
-    finally:
-        server.stop()
 
 
 def cloudwatch(server: LiveServer, protocol: str | None = None) -> Any:

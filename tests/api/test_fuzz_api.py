@@ -21,9 +21,8 @@ EXAMPLES = 300
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = oracle.seeded_server(tmp_path_factory.mktemp("fuzz"))
-    yield live
-    live.stop()
+    with oracle.seeded_server(tmp_path_factory.mktemp("fuzz")) as live:
+        yield live
 
 
 @seed(14)

@@ -31,9 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "MODELHOST_AUTOSCALING_INTERVAL_S": "0.2",
         "MODELHOST_AUTOSCALING_WINDOW_S": "1",
     }
-    live = LiveServer(tmp_path_factory.mktemp("provisioned"), env=env).start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("provisioned"), env=env) as live:
+        yield live
 
 
 def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:

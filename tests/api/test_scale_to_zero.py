@@ -25,12 +25,9 @@ IDLE_S = 1.0
 
 @pytest.fixture(scope="module")
 def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(
-        tmp_path_factory.mktemp("scale-to-zero"),
-        env={"MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S)},
-    ).start()
-    yield live
-    live.stop()
+    env = {"MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S)}
+    with LiveServer(tmp_path_factory.mktemp("scale-to-zero"), env=env) as live:
+        yield live
 
 
 def _alive(pid: int) -> bool:

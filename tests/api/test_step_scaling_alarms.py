@@ -36,9 +36,8 @@ WIRES = ("smithy-rpc-v2-cbor", "json", "query")
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = {"MODELHOST_AUTOSCALING_INTERVAL_S": "0.2", "MODELHOST_AUTOSCALING_WINDOW_S": "2"}
-    live = LiveServer(tmp_path_factory.mktemp("step"), env=env).start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("step"), env=env) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ an earlier server), and the old local store's objects moved in."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -84,6 +85,12 @@ def test_aws_cli_model_data_restart_and_stop(own_server: LiveServer, tmp_path: P
     assert len(addresses) >= 8, addresses  # weed mini's master, volume, filer, s3, admin ...
     assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
     url = s3_url(own_server)
+    # The relay listens where the API does (the plugin binds 127.0.0.1), and /modelhost/info
+    # gives clients its URL.
+    assert own_server.process is not None
+    assert url.removeprefix("http://") in listening_addresses(own_server.process.pid)
+    with urllib.request.urlopen(f"{own_server.url}/modelhost/info", timeout=10) as resp:
+        assert json.load(resp)["S3EndpointUrl"] == url
     env = aws_env(tmp_path) | {"AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "anyone"}
     model = tmp_path / "model.tar.gz"
     model.write_bytes(build_archive())

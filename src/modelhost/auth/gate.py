@@ -15,11 +15,12 @@ the server is up.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+from modelhost.addresses import is_loopback as is_loopback
+from modelhost.addresses import is_wildcard as is_wildcard
 from modelhost.api.query import query_error
 from modelhost.api.rpc import rpc_error
 from modelhost.api.serialize import json_error, request_id, rest_error
@@ -55,22 +56,6 @@ RUNTIME_ACTIONS = {
 OWN_PAGES = {"/metrics": "GetMetrics", "/modelhost/info": "GetServerInfo"}
 CLOUDWATCH_QUERY_VERSION = "2010-08-01"
 FORM = "application/x-www-form-urlencoded"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
 
 
 def startup_problem(settings: Settings, has_keys: bool) -> str | None:

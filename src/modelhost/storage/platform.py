@@ -16,6 +16,7 @@ from modelhost.storage.embedded import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
     EmbeddedS3,
+    relay_host,
     start_embedded_s3,
 )
 from modelhost.storage.migrate import move_local_objects
@@ -35,17 +36,19 @@ def start_platform_s3(
 ) -> tuple[Settings, EmbeddedS3 | None]:
     """Start the embedded S3 server when the settings ask for it; the settings that point the
     platform at it (SeaweedFS's own port, modelhost's identity) and the running server. Its
-    public front checks requests with ``check`` (auth/gate.py ``Gate.s3_check``)."""
+    public front listens where the API does and checks requests with ``check`` (auth/gate.py
+    ``Gate.s3_check``)."""
     if settings.s3_endpoint_url or not settings.embedded_s3:
         return settings, None
-    server = start_embedded_s3(settings.data_dir / "s3", [settings.default_bucket], check)
-    log.info("embedded S3 server ready in %.2f s at %s", server.started_in_s, server.url)
+    root, buckets = settings.data_dir / "s3", [settings.default_bucket]
+    server = start_embedded_s3(root, buckets, check, relay_host(settings.host))
+    log.info("embedded S3 server ready in %.2f s at %s", server.started_in_s, server.public_url)
     updated = settings.model_copy(
         update={
             "s3_endpoint_url": server.direct_url,
             "s3_access_key_id": ACCESS_KEY_ID,
             "s3_secret_access_key": SECRET_ACCESS_KEY,
-            "s3_public_url": settings.s3_public_url or server.url,
+            "s3_public_url": settings.s3_public_url or server.public_url,
         }
     )
     try:
