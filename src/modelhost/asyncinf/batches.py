@@ -23,6 +23,8 @@ from modelhost.storage import ObjectStore
 
 T = TypeVar("T")
 R = TypeVar("R")
+# Told an item's result, or the exception that ended its batch.
+Done = Callable[[R | BaseException], None]
 
 MAX_BATCH = 256  # items per batch (and per transaction)
 
@@ -34,17 +36,37 @@ class GroupCommit(Generic[T, R]):
     def __init__(self, run: Callable[[list[T]], Sequence[R]], max_batch: int = MAX_BATCH) -> None:
         self._run = run
         self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._pending: list[tuple[T, Done[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append((item, future))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
+
+        def done(result: R | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, asyncio.CancelledError):
+                future.cancel()
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.add(item, done)
         return await future
+
+    def add(self, item: T, done: Done[R]) -> None:
+        """``submit`` without a future or a task: ``done`` gets the item's result (or the
+        batch's exception; ``CancelledError`` when the loop stops first), once, on the event
+        loop (the front server's fast path answers from it)."""
+        self._pending.append((item, done))
+        if self._task is None:
+            if self._loop is None:  # cached: on Python 3.11 each lookup makes a system call
+                self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -55,26 +77,24 @@ class GroupCommit(Generic[T, R]):
                 await self._one(batch)
         finally:
             self._task = None
-            for _, future in self._pending:  # only when cancelled (the loop is stopping)
-                future.cancel()
-            self._pending.clear()
+            pending, self._pending = self._pending, []
+            for _, done in pending:  # only when cancelled (the loop is stopping)
+                done(asyncio.CancelledError())
 
-    async def _one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _one(self, batch: list[tuple[T, Done[R]]]) -> None:
         self.batches += 1
         try:
             results = await asyncio.to_thread(self._run, [item for item, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
+        except asyncio.CancelledError as exc:
+            for _, done in batch:
+                done(exc)
             raise
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for _, done in batch:
+                done(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for (_, done), result in zip(batch, results, strict=True):
+            done(result)
 
 
 # -- the workers' batches (each runs in one thread hop) ------------------------------------
