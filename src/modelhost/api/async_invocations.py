@@ -151,7 +151,9 @@ class AsyncInvocations:
         self.clock = clock
         self._shapes = shapes_for("sagemaker-runtime")
         # Requests accepted together share one transaction; each 202 waits for its commit.
-        self._queued: GroupCommit[AsyncRequest, None] = GroupCommit(self._enqueue)
+        self._queued: GroupCommit[AsyncRequest, None] = GroupCommit(
+            self._enqueue, here=self._enqueue_here
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(
@@ -281,6 +283,11 @@ class AsyncInvocations:
             body=body,
         )
         return req
+
+    def _enqueue_here(self, reqs: list[AsyncRequest]) -> list[None] | None:
+        """``_enqueue`` on the event loop when the store is free now (SQLite), else None."""
+        with self.queue.here() as free:
+            return self._enqueue(reqs) if free else None
 
     def _enqueue(self, reqs: list[AsyncRequest]) -> list[None]:
         """One batch of accepted requests, queued in one transaction (group commit)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from modelhost.asyncinf.objects import ObjectIOError, read_small_local, write_object
+from modelhost.asyncinf.objects import ObjectIOError, is_local, read_small_local, write_object
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
 from modelhost.state.async_queue import AsyncQueue
 from modelhost.storage import ObjectStore
@@ -31,19 +31,25 @@ MAX_BATCH = 256  # items per batch (and per transaction)
 
 class GroupCommit(Generic[T, R]):
     """Run ``run`` (synchronous: off the event loop, in a thread) over batches of items; it
-    returns one result per item, in order."""
+    returns one result per item, in order. ``here``, when given, is tried first, on the event
+    loop: it runs a batch there when that cannot wait on anything (a SQLite store no other
+    thread is writing, local objects), or returns None, and the batch goes to ``run``."""
 
-    def __init__(self, run: Callable[[list[T]], Sequence[R]], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[T]], Sequence[R]],
+        max_batch: int = MAX_BATCH,
+        here: Callable[[list[T]], Sequence[R] | None] | None = None,
+    ) -> None:
         self._run = run
+        self._here = here
         self._max = max_batch
         self._pending: list[tuple[T, Done[R]]] = []
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def submit(self, item: T) -> R:
-        loop = self._loop or asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
 
         def done(result: R | BaseException) -> None:
             if future.done():
@@ -63,10 +69,8 @@ class GroupCommit(Generic[T, R]):
         batch's exception; ``CancelledError`` when the loop stops first), once, on the event
         loop (the front server's fast path answers from it)."""
         self._pending.append((item, done))
-        if self._task is None:
-            if self._loop is None:  # cached: on Python 3.11 each lookup makes a system call
-                self._loop = asyncio.get_running_loop()
-            self._task = self._loop.create_task(self._drain())
+        if self._task is None:  # (one loop lookup per batch: on 3.11 it makes a system call)
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -83,8 +87,11 @@ class GroupCommit(Generic[T, R]):
 
     async def _one(self, batch: list[tuple[T, Done[R]]]) -> None:
         self.batches += 1
+        items = [item for item, _ in batch]
         try:
-            results = await asyncio.to_thread(self._run, [item for item, _ in batch])
+            results = None if self._here is None else self._here(items)
+            if results is None:
+                results = await asyncio.to_thread(self._run, items)
         except asyncio.CancelledError as exc:
             for _, done in batch:
                 done(exc)
@@ -100,6 +107,9 @@ class GroupCommit(Generic[T, R]):
 # -- the workers' batches (each runs in one thread hop) ------------------------------------
 
 PREFETCH_BYTES = 1 << 20  # local inputs up to this size are read in the claim's thread hop
+# A batch runs on the event loop (GroupCommit's ``here``) when each object it writes is local
+# and at most this large; its claims then read local inputs up to this size with it.
+HERE_BYTES = 64 * 1024
 
 Input = bytes | None  # the input, read in the claim's hop; None: to be read on its own
 
@@ -148,7 +158,9 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(self._run)
+        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(
+            self._run, here=self._here
+        )
 
     async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
         """Up to ``limit`` of the endpoint's oldest requests, claimed."""
@@ -161,7 +173,17 @@ class Batches:
         assert isinstance(result, Ended)
         return result
 
-    def _run(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]]:
+    def _here(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]] | None:
+        """``_run`` on the event loop, when nothing in it can wait: else None."""
+        for item in items:
+            if isinstance(item, Ending) and not _writes_here(item):
+                return None
+        with self.queue.here() as free:
+            return self._run(items, HERE_BYTES) if free else None
+
+    def _run(
+        self, items: list[Ending | Want], prefetch: int = PREFETCH_BYTES
+    ) -> list[Ended | list[Claimed]]:
         written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
         ends: list[tuple[str, RequestStatus, str | None]] = []
         wants: list[Want] = []
@@ -183,7 +205,8 @@ class Batches:
         )
         out: list[Ended | list[Claimed]] = []
         for i, item in enumerate(items):
-            claimed = [(r, self._prefetch(r)) for r in shares[asked[i]]] if i in asked else None
+            mine = shares[asked[i]] if i in asked else None
+            claimed = None if mine is None else [(r, self._prefetch(r, prefetch)) for r in mine]
             if isinstance(item, Ending):
                 error, reason = written[i]
                 out.append(Ended(error, item.req.request_id in done, reason, claimed))
@@ -202,7 +225,12 @@ class Batches:
             return exc, e.reason
         return None, e.reason
 
-    def _prefetch(self, req: AsyncRequest) -> Input:
+    def _prefetch(self, req: AsyncRequest, limit: int) -> Input:
         if req.body is not None:
             return None
-        return read_small_local(req.input_location, min(PREFETCH_BYTES, self._max_input))
+        return read_small_local(req.input_location, min(limit, self._max_input))
+
+
+def _writes_here(e: Ending) -> bool:
+    """Whether the ending's object (if any) is small and local: quick to write anywhere."""
+    return e.location is None or (len(e.data) <= HERE_BYTES and is_local(e.location))

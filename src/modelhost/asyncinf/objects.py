@@ -30,6 +30,11 @@ def _local(url: str) -> str | None:
     return None
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` names a local file (``file:///abs`` or ``/abs``)."""
+    return _local(url) is not None
+
+
 def _s3(url: str) -> tuple[str, str]:
     if not url.startswith("s3://"):
         raise ObjectIOError(f"unsupported location {url}: use s3://bucket/key or a local path")

@@ -144,6 +144,8 @@ class AsyncInference:
                 if now - last_refresh >= REFRESH_S:
                     last_refresh = now
                     await self._refresh()
+                    # (the queue's commits on the event loop leave the WAL to this thread)
+                    await asyncio.to_thread(self.queue.checkpoint)
                 if now - last_renew >= RENEW_S:
                     last_renew = now
                     await self._renew()

@@ -15,6 +15,7 @@ claimers never wait on each other nor take the same request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,16 @@ class AsyncQueue:
         self._store = store  # its migrations (state/migrations/) made the table
         # On a SQLite file the busy statements skip SQLAlchemy (state/async_sqlite.py).
         self._direct = store.direct
+
+    def here(self) -> AbstractContextManager[bool]:
+        """True (until the block ends) when the busy statements may run on the event loop
+        now: a SQLite store no other thread is writing (``Store.unless_busy``)."""
+        return self._store.unless_busy() if self._direct else nullcontext(False)
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL into the database (in a thread; the busy statements'
+        connection, which may commit on the event loop, leaves it to this)."""
+        self._store.checkpoint()
 
     def enqueue(self, req: AsyncRequest) -> None:
         self.enqueue_many([req])
