@@ -19,6 +19,7 @@ class ObjectIOError(Exception):
     """An input could not be read or a result could not be written; ``str()`` says why."""
 
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TEMP_NAMES = itertools.count()  # with the pid: a writer's temp names do not collide
 
 
@@ -73,14 +74,31 @@ def read_small_local(url: str, limit: int) -> bytes | None:
     path = _local(url)
     if path is None:
         return None
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > limit:
-                return None
-            data = f.read(limit + 1)
+    try:  # os calls, no file object: this runs once per request on the busy path
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     except OSError:
         return None
-    return data if len(data) <= limit else None
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            return None
+        parts: list[bytes] = []
+        got = 0
+        for _ in range(1 << 20):  # bounded: one read, unless the file is written meanwhile
+            part = os.read(fd, limit + 1 - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            if got > limit:
+                return None
+            if got == size:  # all that fstat saw: no second read to find the end
+                break
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # (b"" for an empty file)
 
 
 def exists(store: ObjectStore, url: str) -> bool:
@@ -109,7 +127,7 @@ def write_object(store: ObjectStore, url: str, data: bytes) -> None:
 
 def _write_local(path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC
     for _ in range(100):  # bounded: a name taken (O_EXCL) or a folder made, then again
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_TEMP_NAMES)}")
         try:
@@ -122,8 +140,14 @@ def _write_local(path: str, data: bytes) -> None:
     else:
         raise OSError(f"no temporary name free beside {path}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            for _ in range(1 << 30):  # bounded: each write takes at least a byte
+                if not view:
+                    break
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -432,22 +432,24 @@ class AsyncInference:
             headers.append((b"accept", req.accept.encode()))
         if req.custom_attributes:
             headers.append((b"x-amzn-sagemaker-custom-attributes", req.custom_attributes.encode()))
-        answer: asyncio.Future[UpstreamResponse | UpstreamError] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[UpstreamResponse | UpstreamError] = loop.create_future()
 
         def done(result: UpstreamResponse | UpstreamError) -> None:
             if not answer.done():
                 answer.set_result(result)
 
+        # (a timer handle, not asyncio.timeout: this runs once per request)
+        guard = loop.call_later(
+            req.timeout_s + ANSWER_GRACE_S, lambda: done(UpstreamTimeout("no answer"))
+        )
         pool.send(
             pool.head(b"POST", b"/invocations", headers, len(body)), body, req.timeout_s, done
         )
         try:
-            async with asyncio.timeout(req.timeout_s + ANSWER_GRACE_S):
-                return await answer
-        except TimeoutError:
-            return UpstreamTimeout("no answer")
+            return await answer
+        finally:
+            guard.cancel()
 
     async def _instance_gone(
         self, config: AsyncEndpointConfig, req: AsyncRequest, err: UpstreamError
@@ -483,7 +485,7 @@ class AsyncInference:
             )
             return
         self.stats.processed(req.endpoint, self._clock() - req.created)
-        if self.notify is not None:
+        if self.notify is not None and config.success_topic:  # (no task where none is told)
             kind = response_type.decode("latin-1") if response_type else None
             self._spawn(self.notify.result(config, req, output, kind))
 
@@ -497,7 +499,7 @@ class AsyncInference:
             self.stats.upload_failed(req.endpoint)
             log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, result.error)
         req.reason = result.reason
-        if self.notify is not None and config is not None:
+        if self.notify is not None and config is not None and config.error_topic:
             self._spawn(self.notify.result(config, req, None, None))
 
     async def _finish(self, req: AsyncRequest, status: RequestStatus, reason: str | None) -> None:
