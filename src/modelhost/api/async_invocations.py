@@ -7,11 +7,13 @@ config into the typed ``AsyncEndpointConfig`` the workers read. PascalCase stops
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, MutableMapping
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 from urllib.parse import unquote
 
@@ -155,6 +157,9 @@ class AsyncInvocations:
             self._enqueue, here=self._enqueue_here
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # The queue's keys: a random half per process and a counter (no system call each).
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
@@ -241,6 +246,9 @@ class AsyncInvocations:
             raise ValidationError("Give the input in InputLocation or in the body, not both.")
         return members
 
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -268,7 +276,7 @@ class AsyncInvocations:
         )
         now = self.clock()
         req = AsyncRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=self._new_id(),
             endpoint=config.endpoint,
             inference_id=inference_id,
             input_location=members.get("InputLocation", ""),
@@ -297,7 +305,7 @@ class AsyncInvocations:
 
 def _accepted(req: AsyncRequest, rid: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 202 for a queued request: status, headers (no Content-Length) and body."""
-    payload = json.dumps({"InferenceId": req.inference_id}).encode()
+    payload = b'{"InferenceId": %b}' % _json_string(req.inference_id).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-requestid", rid),

@@ -2,15 +2,19 @@
 store (``s3://``) or, as modelhost's extension, local files (``file:///abs`` or ``/abs``).
 
 Writes never expose a partial object: the object store's writes are atomic, and a local file
-is written beside its place (a dot-name of its own, created exclusively) and renamed into it.
+is written without a name (Linux ``O_TMPFILE``), then linked into its place; or, where that
+cannot be done, written beside its place (a dot-name of its own, created exclusively) and
+renamed into it.
 Local paths stay strings (os calls, no pathlib): these run once per request on the busy path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
+import threading
 
 from modelhost.storage import ObjectStore, StorageError, parse_s3_url
 
@@ -126,6 +130,8 @@ def write_object(store: ObjectStore, url: str, data: bytes) -> None:
 
 
 def _write_local(path: str, data: bytes) -> None:
+    if _write_unnamed(path, data):
+        return
     folder, name = os.path.split(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC
     for _ in range(100):  # bounded: a name taken (O_EXCL) or a folder made, then again
@@ -141,11 +147,7 @@ def _write_local(path: str, data: bytes) -> None:
         raise OSError(f"no temporary name free beside {path}")
     try:
         try:
-            view = memoryview(data)
-            for _ in range(1 << 30):  # bounded: each write takes at least a byte
-                if not view:
-                    break
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -153,3 +155,59 @@ def _write_local(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_unnamed(path: str, data: bytes) -> bool:
+    """Linux: write ``data`` to a file with no name yet (``O_TMPFILE``), then give it its name
+    (``linkat``): one directory operation instead of a create and a rename. False, with nothing
+    written, where that cannot be done (another file system, no /proc, or ``path`` exists:
+    a link does not replace it); the caller then writes a named temporary file."""
+    proc = _proc_fd_dir()
+    if proc is None:
+        return False
+    folder = os.path.dirname(path) or "."
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | _CLOEXEC, 0o600)
+    except OSError:  # a missing folder included: the named route makes it
+        return False
+    try:
+        _write_all(fd, data)
+        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
+    except (FileExistsError, NotImplementedError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP):
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    for _ in range(1 << 30):  # bounded: each write takes at least a byte
+        if not view:
+            break
+        view = view[os.write(fd, view) :]
+
+
+_PROC_FD: tuple[int, int] | None = None  # (pid, an open /proc/self/fd); None: not tried yet
+_PROC_LOCK = threading.Lock()
+
+
+def _proc_fd_dir() -> int | None:
+    """This process's ``/proc/self/fd``, opened once (again after a fork); None without
+    ``O_TMPFILE`` or /proc."""
+    global _PROC_FD
+    found = _PROC_FD
+    pid = os.getpid()
+    if found is not None and found[0] == pid:
+        return found[1] if found[1] >= 0 else None
+    with _PROC_LOCK:
+        fd = -1
+        if hasattr(os, "O_TMPFILE"):
+            with contextlib.suppress(OSError):
+                fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        _PROC_FD = (pid, fd)
+    return fd if fd >= 0 else None

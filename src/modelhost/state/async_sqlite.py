@@ -60,6 +60,7 @@ _END = (
     "lease_until = NULL WHERE request_id IN ({}) AND lease_owner = ? AND status = 'running' "
     "RETURNING request_id"
 )
+_STATUS = {s.value: s for s in RequestStatus}
 _MAX_VARIABLES = 900  # under SQLite's oldest limit on bound parameters (999)
 
 
@@ -138,7 +139,7 @@ def request(r: Sequence[Any]) -> AsyncRequest:
         content_type=r[11],
         accept=r[12],
         custom_attributes=r[13],
-        status=RequestStatus(r[4]),
+        status=_STATUS[r[4]],
         attempts=r[14],
         reason=r[19],
         started=r[17],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelhost.asyncinf import objects
 from modelhost.asyncinf.batches import GroupCommit
 from modelhost.asyncinf.objects import read_small_local, write_object
 from modelhost.storage.local import LocalObjectStore
@@ -69,6 +70,21 @@ def test_local_writes_are_whole_and_make_their_folder(tmp_path: Path) -> None:
     assert read_small_local(str(target), 5) is None  # too large: read on its own
     assert read_small_local(str(tmp_path / "missing"), 5) is None
     assert read_small_local("s3://bucket/key", 5) is None
+
+
+def test_a_new_local_object_is_named_only_once_whole(tmp_path: Path) -> None:
+    # An unnamed file (O_TMPFILE) linked into place where the file system can; else the
+    # named temporary file and rename: either way whole, private, and nothing left beside it.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    unnamed = objects._write_unnamed(str(folder / "a.out"), b"a" * 70000)
+    if unnamed:
+        assert (folder / "a.out").read_bytes() == b"a" * 70000
+        assert not objects._write_unnamed(str(folder / "a.out"), b"b")  # no replacing
+    write_object(LocalObjectStore(tmp_path / "objects"), str(folder / "b.out"), b"b")
+    assert (folder / "b.out").read_bytes() == b"b"
+    assert (folder / "b.out").stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(folder)) == (["a.out", "b.out"] if unnamed else ["b.out"])
 
 
 def test_a_local_write_that_fails_leaves_nothing(tmp_path: Path) -> None:

@@ -126,4 +126,4 @@ def test_a_claim_skips_ended_requests_and_takes_lapsed_leases_in_order(
 
 def test_the_direct_sqlite_statements_name_the_tables_columns_in_order() -> None:
     # state/async_sqlite.py reads rows by position: its column list is the table's
-    assert async_sqlite.COLUMNS == tuple(c.name for c in async_requests.c)
+    assert tuple(c.name for c in async_requests.c) == async_sqlite.COLUMNS
