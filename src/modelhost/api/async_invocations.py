@@ -138,7 +138,7 @@ class AsyncInvocations:
         self,
         store: Store,
         queue: AsyncQueue,
-        on_queued: Callable[[], None],
+        on_queued: Callable[[str], None],
         account_id: str,
         clock: Callable[[], float] = time.time,
         known: Callable[[], dict[str, AsyncEndpointConfig]] | None = None,
@@ -172,7 +172,7 @@ class AsyncInvocations:
             config = await asyncio.to_thread(self._config, name)
         req = self._request(config, members, body or None)
         await self._queued.submit(req)  # committed: the request is durable from here on
-        self.on_queued()
+        self.on_queued(req.endpoint)
         status, headers, payload = _accepted(req, rid.encode())
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -217,7 +217,7 @@ class AsyncInvocations:
                     log.error("InvokeEndpointAsync could not be queued: %r", result)
                 reply(*_error(InternalFailure("The request could not be queued."), rid))
                 return
-            self.on_queued()
+            self.on_queued(req.endpoint)
             status, headers, payload = _accepted(req, rid)
             reply(head_bytes(status, headers), payload)
 

@@ -108,6 +108,7 @@ class AsyncInference:
         self._batches = Batches(queue, objects, self.owner, clock, LEASE_S, max_input_bytes)
         self._slots: dict[str, tuple[AsyncEndpointConfig, UpstreamPool]] = {}  # running
         self._chained: dict[str, list[Claimed]] = {}  # request id -> what its ending claimed
+        self._full: set[str] = set()  # endpoints (lower-cased) with no free slot at last look
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,9 +131,12 @@ class AsyncInference:
         for req in held:
             await asyncio.to_thread(self.queue.release, req.request_id, self.owner)
 
-    def wake(self) -> None:
-        """A request was queued: look now rather than at the next pass."""
-        self._wake.set()
+    def wake(self, endpoint: str | None = None) -> None:
+        """A request was queued (for ``endpoint``): look now rather than at the next pass;
+        not while every slot of that endpoint is busy (a slot's ending claims its next
+        request, and a slot that finds none left wakes the dispatcher as it stops)."""
+        if endpoint is None or endpoint.lower() not in self._full:
+            self._wake.set()
 
     # -- the dispatcher ------------------------------------------------------------------
 
@@ -244,7 +248,9 @@ class AsyncInference:
         loads = [self.loads.get(p.instance_id, 0) for p in pools]
         free = policy.free_slots(loads, config.max_concurrent)
         if free <= 0:
+            self._full.add(config.endpoint.lower())
             return
+        self._full.discard(config.endpoint.lower())
         claimed = await self._batches.claim(config.endpoint, free)
         for req, prefetched in claimed:
             self._held[req.request_id] = req
@@ -303,6 +309,7 @@ class AsyncInference:
                 self.loads[pool.instance_id] = left
             else:
                 self.loads.pop(pool.instance_id, None)
+            self._full.discard(config.endpoint.lower())  # a slot is free
             self._wake.set()
 
     async def _next(

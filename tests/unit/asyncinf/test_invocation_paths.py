@@ -27,7 +27,7 @@ CONFIG = AsyncEndpointConfig(endpoint="Ep", output_path="s3://bucket/out")
 def handler(tmp_path: Path) -> AsyncInvocations:
     queue = AsyncQueue(Store(f"sqlite:///{tmp_path / 'state.db'}"))
     return AsyncInvocations(
-        queue._store, queue, lambda: None, "123456789012", known=lambda: {"ep": CONFIG}
+        queue._store, queue, lambda _: None, "123456789012", known=lambda: {"ep": CONFIG}
     )
 
 
