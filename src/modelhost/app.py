@@ -260,9 +260,10 @@ def async_inference(
     workers.notify = Notifier(
         settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
     )
-    runtime.async_handler = AsyncInvocations(
+    runtime.async_handler = handler = AsyncInvocations(
         store, queue, workers.wake, settings.account_id, known=lambda: workers.configs
     )
+    runtime.fast.async_path = handler  # the front server's fast path takes it (unsigned)
     runtime.metrics.registry.register(
         AsyncMetrics(
             queue,

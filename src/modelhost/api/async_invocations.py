@@ -7,12 +7,17 @@ config into the typed ``AsyncEndpointConfig`` the workers read. PascalCase stops
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
+import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
+from urllib.parse import unquote
 
+from modelhost.api.serialize import rest_error
 from modelhost.api.shapes import shapes_for
 from modelhost.asyncinf.batches import GroupCommit
 from modelhost.asyncinf.policy import result_locations
@@ -23,10 +28,13 @@ from modelhost.asyncinf.records import (
     AsyncEndpointConfig,
     AsyncRequest,
 )
-from modelhost.errors import ValidationError, ValidationException
+from modelhost.errors import InternalFailure, ServiceError, ValidationError, ValidationException
+from modelhost.http11 import Payload, head_bytes
 from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.records import Endpoint
 from modelhost.state.store import Store
+
+log = logging.getLogger(__name__)
 
 OPERATION = "InvokeEndpointAsync"
 MAX_INLINE_BODY = 128000  # the Body member's limit; larger inputs go through InputLocation
@@ -45,6 +53,7 @@ _HEADERS = {
 _INTEGERS = frozenset({"RequestTTLSeconds", "InvocationTimeoutSeconds"})
 _SUCCESS, _ERROR = "SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"
 
+Reply = Callable[[bytes, Payload], None]  # the front server's (httpserver.py)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[MutableMapping[str, Any]], Any]
@@ -129,7 +138,7 @@ class AsyncInvocations:
         self,
         store: Store,
         queue: AsyncQueue,
-        on_queued: Callable[[], None],
+        on_queued: Callable[[str], None],
         account_id: str,
         clock: Callable[[], float] = time.time,
         known: Callable[[], dict[str, AsyncEndpointConfig]] | None = None,
@@ -144,13 +153,81 @@ class AsyncInvocations:
         self.clock = clock
         self._shapes = shapes_for("sagemaker-runtime")
         # Requests accepted together share one transaction; each 202 waits for its commit.
-        self._queued = GroupCommit(self._enqueue)
+        self._queued: GroupCommit[AsyncRequest, None] = GroupCommit(
+            self._enqueue, here=self._enqueue_here
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The queue's keys: a random half per process and a counter (no system call each).
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, rid: str, name: str
     ) -> None:
-        members = _members(scope["headers"])
+        """InvokeEndpointAsync through ASGI (RuntimeApp): what the fast path does not take."""
         body, too_large = await _read_body(receive, MAX_INLINE_BODY)
+        members = self._check(name, scope["headers"], body, too_large)
+        config = self.known().get(name.lower())
+        if config is None:  # not (yet) among the workers' endpoints: read the store
+            config = await asyncio.to_thread(self._config, name)
+        req = self._request(config, members, body or None)
+        await self._queued.submit(req)  # committed: the request is durable from here on
+        self.on_queued(req.endpoint)
+        status, headers, payload = _accepted(req, rid.encode())
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def dispatch(
+        self, rid: bytes, path: bytes, raw: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+    ) -> None:
+        """InvokeEndpointAsync from the front server's fast path (router/invoke.py
+        ``InvokePath.dispatch``): checked here, then answered by ``reply`` once the request is
+        committed with the others of its batch; no ASGI cycle, and no task of its own when
+        the workers know the endpoint."""
+        try:
+            name = _endpoint_name(path)
+            whole = body if isinstance(body, bytes) else b"".join(body)
+            too_large = len(whole) > MAX_INLINE_BODY
+            members = self._check(name, raw, b"" if too_large else whole, too_large)
+            config = self.known().get(name.lower())
+            if config is None:  # not (yet) among the workers' endpoints: read the store
+                self._spawn(self._dispatch_unknown(rid, name, members, whole, reply))
+                return
+            self._enqueue_then_reply(rid, self._request(config, members, whole or None), reply)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+
+    async def _dispatch_unknown(
+        self, rid: bytes, name: str, members: dict[str, Any], body: bytes, reply: Reply
+    ) -> None:
+        try:
+            config = await asyncio.to_thread(self._config, name)
+            self._enqueue_then_reply(rid, self._request(config, members, body or None), reply)
+        except ServiceError as err:
+            reply(*_error(err, rid))
+        except Exception:
+            log.exception("InvokeEndpointAsync for %s failed", name)
+            reply(*_error(InternalFailure("The request could not be queued."), rid))
+
+    def _enqueue_then_reply(self, rid: bytes, req: AsyncRequest, reply: Reply) -> None:
+        def committed(result: BaseException | None) -> None:
+            if isinstance(result, BaseException):
+                if not isinstance(result, asyncio.CancelledError):
+                    log.error("InvokeEndpointAsync could not be queued: %r", result)
+                reply(*_error(InternalFailure("The request could not be queued."), rid))
+                return
+            self.on_queued(req.endpoint)
+            status, headers, payload = _accepted(req, rid)
+            reply(head_bytes(status, headers), payload)
+
+        self._queued.add(req, committed)
+
+    def _check(
+        self, name: str, raw: list[tuple[bytes, bytes]], body: bytes, too_large: bool
+    ) -> dict[str, Any]:
+        """The request's members (from its headers), checked as SageMaker checks them."""
+        members = _members(raw)
         if too_large:
             raise ValidationError(
                 "1 validation error detected: Value at 'body' failed to satisfy constraint: "
@@ -167,22 +244,15 @@ class AsyncInvocations:
             )
         if "InputLocation" in members and body:
             raise ValidationError("Give the input in InputLocation or in the body, not both.")
-        config = self.known().get(name.lower())
-        if config is None:  # not (yet) among the workers' endpoints: read the store
-            config = await asyncio.to_thread(self._config, name)
-        req = self._request(config, members, body or None)
-        await self._queued.submit(req)  # committed: the request is durable from here on
-        self.on_queued()
-        payload = json.dumps({"InferenceId": req.inference_id}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"x-amzn-requestid", rid.encode()),
-            (b"x-amzn-sagemaker-outputlocation", req.output_location.encode()),
-            (b"x-amzn-sagemaker-failurelocation", req.failure_location.encode()),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        return members
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _config(self, name: str) -> AsyncEndpointConfig:
         """The endpoint's async config from the store (off the event loop: it is synchronous)."""
@@ -206,7 +276,7 @@ class AsyncInvocations:
         )
         now = self.clock()
         req = AsyncRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=self._new_id(),
             endpoint=config.endpoint,
             inference_id=inference_id,
             input_location=members.get("InputLocation", ""),
@@ -222,10 +292,41 @@ class AsyncInvocations:
         )
         return req
 
+    def _enqueue_here(self, reqs: list[AsyncRequest]) -> list[None] | None:
+        """``_enqueue`` on the event loop when the store is free now (SQLite), else None."""
+        with self.queue.here() as free:
+            return self._enqueue(reqs) if free else None
+
     def _enqueue(self, reqs: list[AsyncRequest]) -> list[None]:
         """One batch of accepted requests, queued in one transaction (group commit)."""
         self.queue.enqueue_many(reqs)
         return [None] * len(reqs)
+
+
+def _accepted(req: AsyncRequest, rid: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The 202 for a queued request: status, headers (no Content-Length) and body."""
+    payload = b'{"InferenceId": %b}' % _json_string(req.inference_id).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-requestid", rid),
+        (b"x-amzn-sagemaker-outputlocation", req.output_location.encode()),
+        (b"x-amzn-sagemaker-failurelocation", req.failure_location.encode()),
+    ]
+    return 202, headers, payload
+
+
+def _endpoint_name(path: bytes) -> str:
+    """The endpoint of ``/endpoints/{name}/async-invocations`` (undecoded, as it came)."""
+    text = path.decode("latin-1")
+    parts = (unquote(text) if "%" in text else text).split("/")
+    if len(parts) != 4 or parts[1] != "endpoints" or not parts[2]:
+        raise ValidationError(f"Unknown path {text}.")
+    return parts[2]
+
+
+def _error(err: ServiceError, rid: bytes) -> tuple[bytes, bytes]:
+    status, headers, body = rest_error(err, rid.decode())
+    return head_bytes(status, headers), body
 
 
 def _members(raw: list[tuple[bytes, bytes]]) -> dict[str, Any]:

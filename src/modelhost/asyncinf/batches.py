@@ -16,35 +16,61 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from modelhost.asyncinf.objects import ObjectIOError, read_small_local, write_object
+from modelhost.asyncinf.objects import ObjectIOError, is_local, read_small_local, write_object
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
 from modelhost.state.async_queue import AsyncQueue
 from modelhost.storage import ObjectStore
 
 T = TypeVar("T")
 R = TypeVar("R")
+# Told an item's result, or the exception that ended its batch.
+Done = Callable[[R | BaseException], None]
 
 MAX_BATCH = 256  # items per batch (and per transaction)
 
 
 class GroupCommit(Generic[T, R]):
     """Run ``run`` (synchronous: off the event loop, in a thread) over batches of items; it
-    returns one result per item, in order."""
+    returns one result per item, in order. ``here``, when given, is tried first, on the event
+    loop: it runs a batch there when that cannot wait on anything (a SQLite store no other
+    thread is writing, local objects), or returns None, and the batch goes to ``run``."""
 
-    def __init__(self, run: Callable[[list[T]], Sequence[R]], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[T]], Sequence[R]],
+        max_batch: int = MAX_BATCH,
+        here: Callable[[list[T]], Sequence[R] | None] | None = None,
+    ) -> None:
         self._run = run
+        self._here = here
         self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._pending: list[tuple[T, Done[R]]] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._pending.append((item, future))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+
+        def done(result: R | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, asyncio.CancelledError):
+                future.cancel()
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.add(item, done)
         return await future
+
+    def add(self, item: T, done: Done[R]) -> None:
+        """``submit`` without a future or a task: ``done`` gets the item's result (or the
+        batch's exception; ``CancelledError`` when the loop stops first), once, on the event
+        loop (the front server's fast path answers from it)."""
+        self._pending.append((item, done))
+        if self._task is None:  # (one loop lookup per batch: on 3.11 it makes a system call)
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -55,31 +81,35 @@ class GroupCommit(Generic[T, R]):
                 await self._one(batch)
         finally:
             self._task = None
-            for _, future in self._pending:  # only when cancelled (the loop is stopping)
-                future.cancel()
-            self._pending.clear()
+            pending, self._pending = self._pending, []
+            for _, done in pending:  # only when cancelled (the loop is stopping)
+                done(asyncio.CancelledError())
 
-    async def _one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _one(self, batch: list[tuple[T, Done[R]]]) -> None:
         self.batches += 1
+        items = [item for item, _ in batch]
         try:
-            results = await asyncio.to_thread(self._run, [item for item, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
+            results = None if self._here is None else self._here(items)
+            if results is None:
+                results = await asyncio.to_thread(self._run, items)
+        except asyncio.CancelledError as exc:
+            for _, done in batch:
+                done(exc)
             raise
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for _, done in batch:
+                done(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for (_, done), result in zip(batch, results, strict=True):
+            done(result)
 
 
 # -- the workers' batches (each runs in one thread hop) ------------------------------------
 
 PREFETCH_BYTES = 1 << 20  # local inputs up to this size are read in the claim's thread hop
+# A batch runs on the event loop (GroupCommit's ``here``) when each object it writes is local
+# and at most this large; its claims then read local inputs up to this size with it.
+HERE_BYTES = 64 * 1024
 
 Input = bytes | None  # the input, read in the claim's hop; None: to be read on its own
 
@@ -128,7 +158,9 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(self._run)
+        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(
+            self._run, here=self._here
+        )
 
     async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
         """Up to ``limit`` of the endpoint's oldest requests, claimed."""
@@ -141,7 +173,17 @@ class Batches:
         assert isinstance(result, Ended)
         return result
 
-    def _run(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]]:
+    def _here(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]] | None:
+        """``_run`` on the event loop, when nothing in it can wait: else None."""
+        for item in items:
+            if isinstance(item, Ending) and not _writes_here(item):
+                return None
+        with self.queue.here() as free:
+            return self._run(items, HERE_BYTES) if free else None
+
+    def _run(
+        self, items: list[Ending | Want], prefetch: int = PREFETCH_BYTES
+    ) -> list[Ended | list[Claimed]]:
         written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
         ends: list[tuple[str, RequestStatus, str | None]] = []
         wants: list[Want] = []
@@ -163,7 +205,8 @@ class Batches:
         )
         out: list[Ended | list[Claimed]] = []
         for i, item in enumerate(items):
-            claimed = [(r, self._prefetch(r)) for r in shares[asked[i]]] if i in asked else None
+            mine = shares[asked[i]] if i in asked else None
+            claimed = None if mine is None else [(r, self._prefetch(r, prefetch)) for r in mine]
             if isinstance(item, Ending):
                 error, reason = written[i]
                 out.append(Ended(error, item.req.request_id in done, reason, claimed))
@@ -182,7 +225,12 @@ class Batches:
             return exc, e.reason
         return None, e.reason
 
-    def _prefetch(self, req: AsyncRequest) -> Input:
+    def _prefetch(self, req: AsyncRequest, limit: int) -> Input:
         if req.body is not None:
             return None
-        return read_small_local(req.input_location, min(PREFETCH_BYTES, self._max_input))
+        return read_small_local(req.input_location, min(limit, self._max_input))
+
+
+def _writes_here(e: Ending) -> bool:
+    """Whether the ending's object (if any) is small and local: quick to write anywhere."""
+    return e.location is None or (len(e.data) <= HERE_BYTES and is_local(e.location))

@@ -2,15 +2,19 @@
 store (``s3://``) or, as modelhost's extension, local files (``file:///abs`` or ``/abs``).
 
 Writes never expose a partial object: the object store's writes are atomic, and a local file
-is written beside its place (a dot-name of its own, created exclusively) and renamed into it.
+is written without a name (Linux ``O_TMPFILE``), then linked into its place; or, where that
+cannot be done, written beside its place (a dot-name of its own, created exclusively) and
+renamed into it.
 Local paths stay strings (os calls, no pathlib): these run once per request on the busy path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
+import threading
 
 from modelhost.storage import ObjectStore, StorageError, parse_s3_url
 
@@ -19,6 +23,7 @@ class ObjectIOError(Exception):
     """An input could not be read or a result could not be written; ``str()`` says why."""
 
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TEMP_NAMES = itertools.count()  # with the pid: a writer's temp names do not collide
 
 
@@ -28,6 +33,11 @@ def _local(url: str) -> str | None:
     if url.startswith("/"):
         return url
     return None
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` names a local file (``file:///abs`` or ``/abs``)."""
+    return _local(url) is not None
 
 
 def _s3(url: str) -> tuple[str, str]:
@@ -68,14 +78,31 @@ def read_small_local(url: str, limit: int) -> bytes | None:
     path = _local(url)
     if path is None:
         return None
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > limit:
-                return None
-            data = f.read(limit + 1)
+    try:  # os calls, no file object: this runs once per request on the busy path
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     except OSError:
         return None
-    return data if len(data) <= limit else None
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            return None
+        parts: list[bytes] = []
+        got = 0
+        for _ in range(1 << 20):  # bounded: one read, unless the file is written meanwhile
+            part = os.read(fd, limit + 1 - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            if got > limit:
+                return None
+            if got == size:  # all that fstat saw: no second read to find the end
+                break
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # (b"" for an empty file)
 
 
 def exists(store: ObjectStore, url: str) -> bool:
@@ -103,8 +130,10 @@ def write_object(store: ObjectStore, url: str, data: bytes) -> None:
 
 
 def _write_local(path: str, data: bytes) -> None:
+    if _write_unnamed(path, data):
+        return
     folder, name = os.path.split(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC
     for _ in range(100):  # bounded: a name taken (O_EXCL) or a folder made, then again
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_TEMP_NAMES)}")
         try:
@@ -117,10 +146,68 @@ def _write_local(path: str, data: bytes) -> None:
     else:
         raise OSError(f"no temporary name free beside {path}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_unnamed(path: str, data: bytes) -> bool:
+    """Linux: write ``data`` to a file with no name yet (``O_TMPFILE``), then give it its name
+    (``linkat``): one directory operation instead of a create and a rename. False, with nothing
+    written, where that cannot be done (another file system, no /proc, or ``path`` exists:
+    a link does not replace it); the caller then writes a named temporary file."""
+    proc = _proc_fd_dir()
+    if proc is None:
+        return False
+    folder = os.path.dirname(path) or "."
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | _CLOEXEC, 0o600)
+    except OSError:  # a missing folder included: the named route makes it
+        return False
+    try:
+        _write_all(fd, data)
+        os.link(str(fd), path, src_dir_fd=proc, follow_symlinks=True)
+    except (FileExistsError, NotImplementedError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP):
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    for _ in range(1 << 30):  # bounded: each write takes at least a byte
+        if not view:
+            break
+        view = view[os.write(fd, view) :]
+
+
+_PROC_FD: tuple[int, int] | None = None  # (pid, an open /proc/self/fd); None: not tried yet
+_PROC_LOCK = threading.Lock()
+
+
+def _proc_fd_dir() -> int | None:
+    """This process's ``/proc/self/fd``, opened once (again after a fork); None without
+    ``O_TMPFILE`` or /proc."""
+    global _PROC_FD
+    found = _PROC_FD
+    pid = os.getpid()
+    if found is not None and found[0] == pid:
+        return found[1] if found[1] >= 0 else None
+    with _PROC_LOCK:
+        fd = -1
+        if hasattr(os, "O_TMPFILE"):
+            with contextlib.suppress(OSError):
+                fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        _PROC_FD = (pid, fd)
+    return fd if fd >= 0 else None

@@ -108,6 +108,7 @@ class AsyncInference:
         self._batches = Batches(queue, objects, self.owner, clock, LEASE_S, max_input_bytes)
         self._slots: dict[str, tuple[AsyncEndpointConfig, UpstreamPool]] = {}  # running
         self._chained: dict[str, list[Claimed]] = {}  # request id -> what its ending claimed
+        self._full: set[str] = set()  # endpoints (lower-cased) with no free slot at last look
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,9 +131,12 @@ class AsyncInference:
         for req in held:
             await asyncio.to_thread(self.queue.release, req.request_id, self.owner)
 
-    def wake(self) -> None:
-        """A request was queued: look now rather than at the next pass."""
-        self._wake.set()
+    def wake(self, endpoint: str | None = None) -> None:
+        """A request was queued (for ``endpoint``): look now rather than at the next pass;
+        not while every slot of that endpoint is busy (a slot's ending claims its next
+        request, and a slot that finds none left wakes the dispatcher as it stops)."""
+        if endpoint is None or endpoint.lower() not in self._full:
+            self._wake.set()
 
     # -- the dispatcher ------------------------------------------------------------------
 
@@ -144,6 +148,8 @@ class AsyncInference:
                 if now - last_refresh >= REFRESH_S:
                     last_refresh = now
                     await self._refresh()
+                    # (the queue's commits on the event loop leave the WAL to this thread)
+                    await asyncio.to_thread(self.queue.checkpoint)
                 if now - last_renew >= RENEW_S:
                     last_renew = now
                     await self._renew()
@@ -242,7 +248,9 @@ class AsyncInference:
         loads = [self.loads.get(p.instance_id, 0) for p in pools]
         free = policy.free_slots(loads, config.max_concurrent)
         if free <= 0:
+            self._full.add(config.endpoint.lower())
             return
+        self._full.discard(config.endpoint.lower())
         claimed = await self._batches.claim(config.endpoint, free)
         for req, prefetched in claimed:
             self._held[req.request_id] = req
@@ -301,6 +309,7 @@ class AsyncInference:
                 self.loads[pool.instance_id] = left
             else:
                 self.loads.pop(pool.instance_id, None)
+            self._full.discard(config.endpoint.lower())  # a slot is free
             self._wake.set()
 
     async def _next(
@@ -430,22 +439,24 @@ class AsyncInference:
             headers.append((b"accept", req.accept.encode()))
         if req.custom_attributes:
             headers.append((b"x-amzn-sagemaker-custom-attributes", req.custom_attributes.encode()))
-        answer: asyncio.Future[UpstreamResponse | UpstreamError] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[UpstreamResponse | UpstreamError] = loop.create_future()
 
         def done(result: UpstreamResponse | UpstreamError) -> None:
             if not answer.done():
                 answer.set_result(result)
 
+        # (a timer handle, not asyncio.timeout: this runs once per request)
+        guard = loop.call_later(
+            req.timeout_s + ANSWER_GRACE_S, lambda: done(UpstreamTimeout("no answer"))
+        )
         pool.send(
             pool.head(b"POST", b"/invocations", headers, len(body)), body, req.timeout_s, done
         )
         try:
-            async with asyncio.timeout(req.timeout_s + ANSWER_GRACE_S):
-                return await answer
-        except TimeoutError:
-            return UpstreamTimeout("no answer")
+            return await answer
+        finally:
+            guard.cancel()
 
     async def _instance_gone(
         self, config: AsyncEndpointConfig, req: AsyncRequest, err: UpstreamError
@@ -481,7 +492,7 @@ class AsyncInference:
             )
             return
         self.stats.processed(req.endpoint, self._clock() - req.created)
-        if self.notify is not None:
+        if self.notify is not None and config.success_topic:  # (no task where none is told)
             kind = response_type.decode("latin-1") if response_type else None
             self._spawn(self.notify.result(config, req, output, kind))
 
@@ -495,7 +506,7 @@ class AsyncInference:
             self.stats.upload_failed(req.endpoint)
             log.error("asynchronous request %s: %s (and %s)", req.request_id, reason, result.error)
         req.reason = result.reason
-        if self.notify is not None and config is not None:
+        if self.notify is not None and config is not None and config.error_topic:
             self._spawn(self.notify.result(config, req, None, None))
 
     async def _finish(self, req: AsyncRequest, status: RequestStatus, reason: str | None) -> None:

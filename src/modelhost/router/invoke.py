@@ -76,6 +76,7 @@ RETURNED = frozenset(
     }
 )
 INVOCATIONS = b"/invocations"
+ASYNC_INVOCATIONS = b"/async-invocations"
 CONNECT_RETRIES = 2
 PREFIX = b"/endpoints/"
 
@@ -165,6 +166,14 @@ class MultiModelDispatch(Protocol):
     ) -> None: ...
 
 
+class AsyncDispatch(Protocol):
+    """InvokeEndpointAsync on the fast path (api/async_invocations.py ``AsyncInvocations``)."""
+
+    def dispatch(
+        self, rid: bytes, path: bytes, raw: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+    ) -> None: ...
+
+
 class InvokePath:
     """InvokeEndpoint as the front server's fast path (``accepts`` and ``dispatch``)."""
 
@@ -193,6 +202,9 @@ class InvokePath:
         self.gate: Gate | None = None
         # Multi-model endpoints' road (multimodel/manager.py), when the server has one.
         self.multi_model: MultiModelDispatch | None = None
+        # InvokeEndpointAsync, when the server serves it: unsigned requests come this way
+        # (signed ones go through the ASGI app, its middleware checks them).
+        self.async_path: AsyncDispatch | None = None
 
     def new_rid(self) -> bytes:
         self._rid_count += 1
@@ -201,8 +213,17 @@ class InvokePath:
     # -- the front server's fast path ---------------------------------------------------
 
     def accepts(self, method: bytes, path: bytes) -> bool:
-        """InvokeEndpoint requests, which the front server hands to ``dispatch`` directly."""
-        return method == b"POST" and path.startswith(PREFIX) and path.endswith(INVOCATIONS)
+        """InvokeEndpoint requests, which the front server hands to ``dispatch`` directly
+        (and InvokeEndpointAsync, for ``async_path``)."""
+        return (
+            method == b"POST"
+            and path.startswith(PREFIX)
+            and (path.endswith(INVOCATIONS) or (path.endswith(ASYNC_INVOCATIONS) and self._async()))
+        )
+
+    def _async(self) -> bool:
+        gate = self.gate
+        return self.async_path is not None and (gate is None or not gate.required())
 
     def dispatch(
         self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
@@ -213,10 +234,8 @@ class InvokePath:
         rid = self.new_rid()
         gate = self.gate
         if (
-            gate is not None
-            and gate.required()
-            and not self._allowed(gate, path, raw_headers, body, rid, reply)
-        ):
+            (gate is not None and gate.required()) or not path.endswith(INVOCATIONS)
+        ) and self._diverted(gate, path, raw_headers, body, rid, reply):
             return
         lines: list[bytes] = []
         wanted = container = target = None
@@ -256,6 +275,23 @@ class InvokePath:
                 return
         call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
         self.send(call, variant)
+
+    def _diverted(
+        self,
+        gate: Gate | None,
+        path: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: Payload,
+        rid: bytes,
+        reply: Reply,
+    ) -> bool:
+        """Whether the request went elsewhere: InvokeEndpointAsync to ``async_path``, or a
+        refusal of its signature."""
+        if not path.endswith(INVOCATIONS):  # /async-invocations (``accepts`` took it)
+            assert self.async_path is not None
+            self.async_path.dispatch(rid, path, raw_headers, body, reply)
+            return True
+        return gate is not None and not self._allowed(gate, path, raw_headers, body, rid, reply)
 
     def _allowed(
         self,

@@ -15,6 +15,7 @@ claimers never wait on each other nor take the same request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
+from modelhost.state import async_sqlite
 from modelhost.state.store import Store
 
 metadata = MetaData()
@@ -149,6 +151,18 @@ class Backlog:
 class AsyncQueue:
     def __init__(self, store: Store) -> None:
         self._store = store  # its migrations (state/migrations/) made the table
+        # On a SQLite file the busy statements skip SQLAlchemy (state/async_sqlite.py).
+        self._direct = store.direct
+
+    def here(self) -> AbstractContextManager[bool]:
+        """True (until the block ends) when the busy statements may run on the event loop
+        now: a SQLite store no other thread is writing (``Store.unless_busy``)."""
+        return self._store.unless_busy() if self._direct else nullcontext(False)
+
+    def checkpoint(self) -> None:
+        """SQLite: fold the WAL into the database (in a thread; the busy statements'
+        connection, which may commit on the event loop, leaves it to this)."""
+        self._store.checkpoint()
 
     def enqueue(self, req: AsyncRequest) -> None:
         self.enqueue_many([req])
@@ -156,6 +170,10 @@ class AsyncQueue:
     def enqueue_many(self, reqs: Sequence[AsyncRequest]) -> None:
         """Queue ``reqs`` in one transaction (group commit): all are committed, or none."""
         if not reqs:
+            return
+        if self._direct:
+            with self._store.sqlite_transaction() as raw:
+                async_sqlite.enqueue_many(raw, reqs)
             return
         with self._store.transaction() as conn:
             conn.execute(_INSERT, [_row(req) for req in reqs])
@@ -271,6 +289,44 @@ class AsyncQueue:
         totals: dict[str, int] = {}
         for endpoint, limit in wants:
             totals[endpoint.lower()] = totals.get(endpoint.lower(), 0) + max(0, limit)
+        if self._direct:
+            ended, claimed = self._finish_and_claim_direct(groups, owner, now, totals, lease_s)
+        else:
+            ended, claimed = self._finish_and_claim_sql(groups, owner, now, totals, lease_s)
+        shares: list[list[AsyncRequest]] = []
+        for endpoint, limit in wants:  # in order: the first wants get the oldest requests
+            mine = claimed[endpoint.lower()]
+            n = max(0, limit)
+            shares.append(mine[:n])
+            claimed[endpoint.lower()] = mine[n:]
+        return ended, shares
+
+    def _finish_and_claim_direct(
+        self,
+        groups: dict[tuple[RequestStatus, str | None], list[str]],
+        owner: str,
+        now: float,
+        totals: dict[str, int],
+        lease_s: float,
+    ) -> tuple[set[str], dict[str, list[AsyncRequest]]]:
+        ended: set[str] = set()
+        with self._store.sqlite_transaction() as raw:
+            for (status, reason), ids in groups.items():
+                ended |= async_sqlite.end(raw, ids, owner, status, now, reason)
+            claimed = {
+                endpoint: async_sqlite.claim(raw, endpoint, owner, now, lease_s, total)
+                for endpoint, total in totals.items()
+            }
+        return ended, claimed
+
+    def _finish_and_claim_sql(
+        self,
+        groups: dict[tuple[RequestStatus, str | None], list[str]],
+        owner: str,
+        now: float,
+        totals: dict[str, int],
+        lease_s: float,
+    ) -> tuple[set[str], dict[str, list[AsyncRequest]]]:
         ended: set[str] = set()
         with self._store.transaction() as conn:
             for (status, reason), ids in groups.items():
@@ -286,13 +342,7 @@ class AsyncQueue:
                 endpoint: self._claim_in(conn, endpoint, owner, now, lease_s, total)
                 for endpoint, total in totals.items()
             }
-        shares: list[list[AsyncRequest]] = []
-        for endpoint, limit in wants:  # in order: the first wants get the oldest requests
-            mine = claimed[endpoint.lower()]
-            n = max(0, limit)
-            shares.append(mine[:n])
-            claimed[endpoint.lower()] = mine[n:]
-        return ended, shares
+        return ended, claimed
 
     def release(self, request_id: str, owner: str, reason: str | None = None) -> bool:
         """Put a held request back in the queue (in its place: FIFO by arrival)."""

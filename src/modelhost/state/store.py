@@ -9,6 +9,7 @@ schema is versioned (state/migrate.py) and brought up to date when the store ope
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -75,9 +76,9 @@ class Store:
         migrate.upgrade(self._engine)
         # SQLite: one writer at a time, so this process's writers take turns here rather than
         # wait on the database's busy timeout. PostgreSQL locks rows itself.
-        self._lock: AbstractContextManager[Any] = (
-            nullcontext() if self.shared else threading.RLock()
-        )
+        self._rlock = None if self.shared else threading.RLock()
+        self._lock: AbstractContextManager[Any] = self._rlock or nullcontext()
+        self._direct: sqlite3.Connection | None = None  # sqlite_transaction's connection
 
     @property
     def engine(self) -> Engine:
@@ -89,7 +90,64 @@ class Store:
             yield conn
 
     def close(self) -> None:
+        if self._direct is not None:
+            with self._lock:
+                self._direct.close()
+                self._direct = None
         self._engine.dispose()
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``sqlite_transaction`` is available (a SQLite file)."""
+        return not self.shared and self._engine.url.database not in (None, "", ":memory:")
+
+    @contextmanager
+    def unless_busy(self) -> Iterator[bool]:
+        """True, holding this process's writer lock, when no other thread holds it (SQLite:
+        a short ``sqlite_transaction`` may then run on the event loop without waiting);
+        False otherwise."""
+        if self._rlock is None or not self._rlock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._rlock.release()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file, as far as no reader
+        holds them (SQLite; ``sqlite_transaction``'s connection leaves this to its caller)."""
+        if not self.direct:
+            return
+        with self._lock:
+            if self._direct is not None:
+                self._direct.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextmanager
+    def sqlite_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on a connection of the sqlite3 module's own, without SQLAlchemy
+        (the asynchronous queue's busy statements: state/async_sqlite.py), under the same lock
+        as every other writer of this process. Only where ``direct``."""
+        with self._lock:
+            conn = self._direct
+            if conn is None:
+                database = self._engine.url.database
+                assert database and self.direct
+                conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=5000")
+                # Its commits may run on the event loop (``unless_busy``): it leaves the WAL's
+                # checkpoints (which sync the disk) to ``checkpoint``, run in a thread.
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._direct = conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def transaction(self) -> AbstractContextManager[Connection]:
         """One transaction, for stores of their own that keep tables beside these

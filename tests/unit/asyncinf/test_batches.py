@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from modelhost.asyncinf import objects
 from modelhost.asyncinf.batches import GroupCommit
 from modelhost.asyncinf.objects import read_small_local, write_object
+from modelhost.state.store import Store
 from modelhost.storage.local import LocalObjectStore
 
 
@@ -58,6 +60,48 @@ def test_a_batch_is_bounded_and_its_failure_reaches_every_caller() -> None:
     assert all(isinstance(r, RuntimeError) for r in results[2:])  # (99, 4): one batch
 
 
+def test_a_batch_runs_on_the_loop_when_here_takes_it_else_in_a_thread(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    threads: list[tuple[str, bool]] = []  # (where, on the loop's thread)
+    loop_thread = threading.get_ident()
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(("run", threading.get_ident() == loop_thread))
+        return items
+
+    def here(items: list[int]) -> list[int] | None:
+        with store.unless_busy() as free:  # (the queue's AsyncQueue.here)
+            if not free:
+                return None
+            threads.append(("here", threading.get_ident() == loop_thread))
+            return [-i for i in items]
+
+    async def scenario() -> list[int]:
+        commit: GroupCommit[int, int] = GroupCommit(run, here=here)
+        first = await commit.submit(1)
+        with store.transaction():  # held by this thread: not "busy" for it (reentrant) ...
+            second = await commit.submit(2)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert taken.wait(5.0)
+        try:  # ... but held by another thread it is: the batch goes to a thread of its own
+            third = await commit.submit(3)
+        finally:
+            release.set()
+            holder.join(5.0)
+        return [first, second, third]
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            taken.set()
+            assert release.wait(5.0)
+
+    assert asyncio.run(scenario()) == [-1, -2, 3]
+    assert threads == [("here", True), ("here", True), ("run", False)]
+
+
 def test_local_writes_are_whole_and_make_their_folder(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
     target = tmp_path / "new" / "folder" / "id.out"
@@ -69,6 +113,21 @@ def test_local_writes_are_whole_and_make_their_folder(tmp_path: Path) -> None:
     assert read_small_local(str(target), 5) is None  # too large: read on its own
     assert read_small_local(str(tmp_path / "missing"), 5) is None
     assert read_small_local("s3://bucket/key", 5) is None
+
+
+def test_a_new_local_object_is_named_only_once_whole(tmp_path: Path) -> None:
+    # An unnamed file (O_TMPFILE) linked into place where the file system can; else the
+    # named temporary file and rename: either way whole, private, and nothing left beside it.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    unnamed = objects._write_unnamed(str(folder / "a.out"), b"a" * 70000)
+    if unnamed:
+        assert (folder / "a.out").read_bytes() == b"a" * 70000
+        assert not objects._write_unnamed(str(folder / "a.out"), b"b")  # no replacing
+    write_object(LocalObjectStore(tmp_path / "objects"), str(folder / "b.out"), b"b")
+    assert (folder / "b.out").read_bytes() == b"b"
+    assert (folder / "b.out").stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(folder)) == (["a.out", "b.out"] if unnamed else ["b.out"])
 
 
 def test_a_local_write_that_fails_leaves_nothing(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
-from modelhost.state.async_queue import AsyncQueue
+from modelhost.state import async_sqlite
+from modelhost.state.async_queue import AsyncQueue, async_requests
 from modelhost.state.store import Store
 
 
@@ -121,3 +122,8 @@ def test_a_claim_skips_ended_requests_and_takes_lapsed_leases_in_order(
     assert [r.request_id for r in queue.claim("ep", "me", 120.0, 30.0, 2)] == ["r3", "r4"]
     again = queue.claim("ep", "me", 140.0, 30.0, 2)  # r2 (lapsed) before r5 (queued)
     assert [(r.request_id, r.attempts) for r in again] == [("r2", 2), ("r5", 1)]
+
+
+def test_the_direct_sqlite_statements_name_the_tables_columns_in_order() -> None:
+    # state/async_sqlite.py reads rows by position: its column list is the table's
+    assert tuple(c.name for c in async_requests.c) == async_sqlite.COLUMNS
