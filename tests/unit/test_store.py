@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.state.records import Endpoint, EndpointStatus, Resource, VariantState
-from modelhost.state.store import Duplicate, Store
+from modelhost.state.store import WAL_SIZE_LIMIT, Duplicate, Store
 
 
 @pytest.fixture
@@ -64,3 +64,26 @@ def test_tags_overwrite_and_delete(store: Store) -> None:
     assert store.list_tags("arn") == [{"Key": "a", "Value": "3"}, {"Key": "b", "Value": "2"}]
     store.delete_tags("arn", ["a"])
     assert store.list_tags("arn") == [{"Key": "b", "Value": "2"}]
+
+
+def test_the_write_ahead_log_shrinks_back_after_a_checkpoint(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = Store(f"sqlite:///{db}")
+    store.add_endpoint(endpoint("kept"))
+    blob = "x" * 4096
+    with store.sqlite_transaction() as conn:  # the async queue's connection
+        conn.execute("CREATE TABLE filler (doc TEXT)")
+    for _ in range(30):  # ~20 MB of log, never checkpointed by this connection on its own
+        with store.sqlite_transaction() as conn:
+            conn.executemany("INSERT INTO filler VALUES (?)", [(blob,)] * 160)
+    wal = tmp_path / "state.db-wal"
+    assert wal.stat().st_size > WAL_SIZE_LIMIT
+    store.checkpoint()
+    with store.sqlite_transaction() as conn:  # the next write after the checkpoint truncates
+        conn.execute("DELETE FROM filler WHERE rowid = 1")
+    store.checkpoint()
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    with store.engine.connect() as conn:  # SQLAlchemy's connections have the same limit
+        limit = conn.exec_driver_sql("PRAGMA journal_size_limit").scalar()
+    assert limit == WAL_SIZE_LIMIT
+    store.close()

@@ -38,6 +38,9 @@ from modelhost.state import migrate
 from modelhost.state.records import Endpoint, Resource
 
 T = TypeVar("T")
+# The write-ahead log is truncated back to this size after a checkpoint (a burst of async
+# requests would otherwise leave it at its high-water mark on disk).
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 
 metadata = MetaData()
 
@@ -136,6 +139,7 @@ class Store:
                 conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 # Its commits may run on the event loop (``unless_busy``): it leaves the WAL's
                 # checkpoints (which sync the disk) to ``checkpoint``, run in a thread.
                 conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -304,4 +308,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cur.close()
