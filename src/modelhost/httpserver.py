@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from urllib.parse import unquote
 
 import httptools
@@ -38,6 +39,8 @@ from modelhost.http11 import (
     status_line,
 )
 from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
+from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
+from modelhost.splice import SPLICE_MIN, SplicedBody
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -67,6 +70,23 @@ class FastPath(Protocol):
 
     def dispatch(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+    ) -> None: ...
+
+
+@runtime_checkable
+class SplicingFastPath(FastPath, Protocol):
+    """A fast path that can take a large body still in the client's socket (splice.py)."""
+
+    def splices(self, path: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this accepted request's body may come as a ``SplicedBody``."""
+        ...
+
+    def dispatch(
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        reply: Reply,
     ) -> None: ...
 
 
@@ -178,6 +198,10 @@ class HttpProtocol(FlowControl):
         self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
         self.head_started = 0.0  # when the head being received began arriving; 0: none is
         self._in_body = False
+        self._length = 0  # the request's Content-Length, when it has one
+        self._splice_len = 0  # when set: the body may be spliced if the head came without it
+        self._splice: SplicedBody | None = None  # a body being spliced out of this socket
+        self._after_splice: bool | None = None  # answered while splicing: keep-alive, to do
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -208,6 +232,9 @@ class HttpProtocol(FlowControl):
                 self.close()  # answered already (the fast path can answer synchronously)
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
+            return
+        if self._splice_len and self._in_body:
+            self._start_splice()
 
     def eof_received(self) -> bool:
         """The client shut its sending side (a half-close, or a client that sent its requests
@@ -220,6 +247,8 @@ class HttpProtocol(FlowControl):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._splice is not None:
+            self._splice.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
         self.resume_writing()  # a response sent in parts stops waiting for the socket
@@ -241,6 +270,8 @@ class HttpProtocol(FlowControl):
             self._head_too_large()
         if name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name == b"content-length" and value.isdigit():
+            self._length = int(value)
 
     def _head_too_large(self) -> None:
         self._fail(431, b"Request header fields too large.")
@@ -249,6 +280,8 @@ class HttpProtocol(FlowControl):
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
         self._in_body = True
+        if self._length >= SPLICE_MIN and SPLICE_AVAILABLE:
+            self._consider_splice()
         if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
         self.transport.write(CONTINUE)
@@ -271,7 +304,7 @@ class HttpProtocol(FlowControl):
         elif self._size <= JOIN_MAX:
             body = b"".join(parts)
         self._url, self._headers, self._body = b"", [], []
-        self._size = self._head_size = 0
+        self._size = self._head_size = self._length = self._splice_len = 0
         self._expect = self._in_body = False
         keep_alive = self.parser.should_keep_alive()
         fast = self.server.fast
@@ -289,6 +322,69 @@ class HttpProtocol(FlowControl):
             self.transport.pause_reading()
         if not self.busy:
             self._next()
+
+    # -- large bodies spliced to an instance (splice.py) -----------------------------------
+
+    def _consider_splice(self) -> None:
+        """At a large request's head: mark its body to be spliced if the fast path takes it
+        and nothing else is under way on this connection."""
+        fast = self.server.fast
+        length = self._length
+        if (
+            fast is None
+            or self.busy
+            or self.queue
+            or self._expect
+            or self.transport is None
+            or length > self.server.max_body  # refused the ordinary way (413)
+            or any(name == b"transfer-encoding" for name, _ in self._headers)
+        ):
+            return
+        path = self._url.partition(b"?")[0]
+        if (
+            isinstance(fast, SplicingFastPath)
+            and fast.accepts(self.parser.get_method(), path)
+            and fast.splices(path, self._headers)
+        ):
+            self._splice_len = length
+
+    def _start_splice(self) -> None:
+        """The head came and the body did not all come with it: stop reading, and hand the
+        request on with the body still in the socket. A new parser takes the next request."""
+        transport = self.transport
+        assert transport is not None
+        length, self._splice_len = self._splice_len, 0
+        transport.pause_reading()
+        src = os.dup(transport.get_extra_info("socket").fileno())
+        loop = asyncio.get_running_loop()
+        body = self._splice = SplicedBody(loop, src, self._body, length, self._splice_ended)
+        headers, path = self._headers, self._url.partition(b"?")[0]
+        keep_alive = self.parser.should_keep_alive() and not self.server.stopping
+        self.parser = httptools.HttpRequestParser(self)
+        self._url, self._headers, self._body = b"", [], []
+        self._size = self._head_size = self._length = 0
+        self._in_body = False
+        self.busy = True
+        self._run_fast(path, headers, body, keep_alive)
+
+    def _splice_ended(self, ok: bool) -> None:
+        """The spliced body is through (``ok``), or the client failed mid-body (close)."""
+        self._splice = None
+        keep_alive, self._after_splice = self._after_splice, None
+        if not ok or self.transport is None:
+            self.close()
+            return
+        self.transport.resume_reading()
+        if keep_alive is not None:
+            self._done(keep_alive)
+
+    def _answered(self, keep_alive: bool) -> None:
+        body = self._splice
+        if body is None:
+            self._done(keep_alive)
+            return
+        self._after_splice = keep_alive  # answered before the body was through: drop it
+        body.discard()
 
     # -- running requests -----------------------------------------------------------------
 
@@ -336,9 +432,14 @@ class HttpProtocol(FlowControl):
         task.add_done_callback(self.server.tasks.discard)
 
     def _run_fast(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, keep_alive: bool
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        keep_alive: bool,
     ) -> None:
-        fast = self.server.fast
+        # a SplicedBody comes only to a SplicingFastPath (_consider_splice)
+        fast = cast(SplicingFastPath, self.server.fast)
         assert fast is not None
         answered = False
         tail = _KEEP if keep_alive else _CLOSE
@@ -358,7 +459,7 @@ class HttpProtocol(FlowControl):
                     parts = [payload] if isinstance(payload, bytes) else payload
                     framing = b"content-length: %d\r\n" % sum(map(len, parts))
                     transport.writelines([head + framing + tail, *parts])
-            self._done(keep_alive)
+            self._answered(keep_alive)
 
         self.server.in_flight += 1
         try:

@@ -40,6 +40,7 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.splice import SplicedBody
 
 PIPE_BODY_MAX = 16 * 1024
 PIPE_RETRY_S = 1.0  # after a failed connect of the pipelined connection, wait this long
@@ -121,10 +122,11 @@ class UpstreamPool:
         parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(self, head: bytes, body: Payload, timeout: float, on_done: Done) -> None:
+    def send(self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done) -> None:
         """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
         once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
-        (the hot path) no task or future is made."""
+        (the hot path) no task or future is made. A spliced body (splice.py) goes on a
+        connection of its own and is retried only while none of it was taken."""
         if self.closed:
             on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return
@@ -358,7 +360,7 @@ class _Exchange:
         self,
         pool: UpstreamPool,
         head: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         deadline: float,
         timeout: float,
         on_done: Done,
@@ -381,12 +383,14 @@ class _Exchange:
             pool.in_flight -= 1
             pool._release(conn)
             self.on_done(result)
-        elif isinstance(result, ClosedBeforeResponse):
+        elif isinstance(result, ClosedBeforeResponse) and _resendable(self.body):
             conn.abort()
             pool._spawn(pool._send_fresh(self))
         else:
             pool.in_flight -= 1
             conn.abort()  # never reuse a half-used connection
+            if isinstance(result, ClosedBeforeResponse):
+                result = UpstreamProtocolError(result.reason)
             self.on_done(result)
 
     def on_piped(self, result: UpstreamResponse | UpstreamError) -> None:
@@ -412,3 +416,9 @@ class _Exchange:
             if isinstance(result, ClosedBeforeResponse):
                 result = UpstreamProtocolError(result.reason)
         self.on_done(result)
+
+
+def _resendable(body: Payload | SplicedBody) -> bool:
+    """Whether a request can be sent again: a spliced body only until bytes were taken from
+    the client's socket."""
+    return not isinstance(body, SplicedBody) or not body.taken

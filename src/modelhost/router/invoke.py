@@ -42,10 +42,16 @@ from modelhost.router.forwarder import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from modelhost.router.pipeline import ContainerFailed, DirectPool, container_of
+from modelhost.router.pipeline import (
+    ContainerFailed,
+    DirectPool,
+    MultiContainerPool,
+    container_of,
+)
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.settings import Settings
+from modelhost.splice import SplicedBody
 from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -114,7 +120,7 @@ class _Call:
         name: str,
         variant: VariantRoute,
         lines: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         rid: bytes,
         started: float,
         reply: Reply,
@@ -124,7 +130,10 @@ class _Call:
         self.variant = variant
         self.lines = lines  # the forwarded header lines, ready to write
         self.body = body
-        self.size = len(body) if type(body) is bytes else payload_size(body)
+        if type(body) is bytes:
+            self.size = len(body)
+        else:
+            self.size = body.size if isinstance(body, SplicedBody) else payload_size(body)
         self.rid = rid
         self.started = started
         self.sent = started
@@ -204,17 +213,37 @@ class InvokePath:
         """InvokeEndpoint requests, which the front server hands to ``dispatch`` directly."""
         return method == b"POST" and path.startswith(PREFIX) and path.endswith(INVOCATIONS)
 
+    def splices(self, path: bytes, raw_headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a large body for ``path`` may stay in the client's socket and be spliced
+        into the instance's (splice.py): a single-model route seen before, no request
+        signing (it hashes the body), no container or model named."""
+        route = self.routes.by_path.get(path)
+        if route is None or any(
+            isinstance(pool, MultiContainerPool) for v in route.variants for pool in v.targets
+        ):
+            return False  # an inference pipeline sends the body on from container to container
+        gate = self.gate
+        if gate is not None and gate.required():
+            return False
+        return not any(key in _TARGETING and key != TARGET_VARIANT for key, _ in raw_headers)
+
     def dispatch(
-        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+        self,
+        path: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        reply: Reply,
     ) -> None:
         """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
-        pooled connection to the instance at hand, this runs on callbacks alone."""
+        pooled connection to the instance at hand, this runs on callbacks alone. A
+        ``SplicedBody`` comes only when ``splices`` said yes (its size is within the limit)."""
         started = perf_counter()
         rid = self.new_rid()
         gate = self.gate
         if (
             gate is not None
             and gate.required()
+            and not isinstance(body, SplicedBody)  # ``splices`` said no to a signed request
             and not self._allowed(gate, path, raw_headers, body, rid, reply)
         ):
             return
@@ -235,9 +264,10 @@ class InvokePath:
             route is None
             or container is not None
             or target is not None
-            or type(body) is not bytes
-            or len(body) > self.max_body
+            or type(body) is list
+            or (type(body) is bytes and len(body) > self.max_body)
         ):
+            assert not isinstance(body, SplicedBody)
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
                 return
@@ -454,7 +484,9 @@ class InvokePath:
             return
         call.variant = variant
         call.sent = perf_counter()
-        chosen.send_to(index, call.lines, call.body, call.size, self.timeout, call.done)
+        body = call.body
+        assert not isinstance(body, SplicedBody)  # Direct endpoints' bodies are never spliced
+        chosen.send_to(index, call.lines, body, call.size, self.timeout, call.done)
 
     def limited(self, call: _Call, variant: VariantRoute) -> bool:
         """A serverless variant's limits (off the path of other variants): the payload size,

@@ -8,6 +8,7 @@ Used by `UpstreamPool` (forwarder.py), which owns the connections; a stream
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -22,6 +23,7 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.splice import SplicedBody
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
 
@@ -47,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_at_head",
+        "_body_pump",
         "_chunks",
         "_deadline",
         "_eof_body",
@@ -89,6 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._framed = False
         self._eof_body = False
         self._at_head = False
+        self._body_pump: SplicedBody | None = None  # a body being spliced into this socket
         self.body_sink: Callable[[bytes], None] | None = None
         self.head_sink: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None
         self.chunk_done: Callable[[], None] | None = None
@@ -101,7 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
     def start(
         self,
         head: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         deadline: float,
         timeout: float,
         at_head: bool,
@@ -119,7 +123,20 @@ class UpstreamConnection(asyncio.Protocol):
         self._at_head = at_head
         self.got_bytes = False
         self.reusable = False
-        write_request(self.transport, head, body)
+        if isinstance(body, SplicedBody):
+            self._splice(head, body)
+        else:
+            write_request(self.transport, head, body)
+
+    def _splice(self, head: bytes, body: SplicedBody) -> None:
+        """Write the request through a pipe from the client's socket (splice.py)."""
+        assert self.transport is not None
+        self._body_pump = body
+        sock = self.transport.get_extra_info("socket")
+        body.start(os.dup(sock.fileno()), head, self._client_lost)
+
+    def _client_lost(self) -> None:
+        self.fail(UpstreamProtocolError("the client closed its connection mid-body"))
 
     def send(
         self, head: bytes, body: bytes, deadline: float, timeout: float, at_head: bool
@@ -184,6 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._live.discard(self)
+        self._stop_pump()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -240,7 +258,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------
 
+    def _stop_pump(self) -> None:
+        """No more of a spliced body goes to this socket (the connection is gone, or its
+        answer came before the whole body went out: then it is not reused)."""
+        pump, self._body_pump = self._body_pump, None
+        if pump is not None and not pump.finished:
+            self.reusable = False
+            pump.upstream_lost()
+
     def _finish(self) -> None:
+        if self._body_pump is not None:
+            self._stop_pump()
         response = UpstreamResponse(self._status, self._headers, self._chunks or [b""])
         on_done = self._take()
         if on_done is not None:
