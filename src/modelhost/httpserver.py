@@ -40,7 +40,7 @@ from modelhost.http11 import (
 )
 from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
 from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
-from modelhost.splice import SPLICE_MIN, SplicedBody
+from modelhost.splice import SPLICE_MIN, SplicedAnswer, SplicedBody
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -55,7 +55,9 @@ ASGIApp = Callable[
 ]
 
 
-Reply = Callable[[bytes, Payload], None]
+# An answer's head and body; a body left in pipes (SplicedAnswer) only where the request was
+# dispatched by this server (it sends it, or reads it whole if it cannot).
+Reply = Callable[[bytes, Payload | SplicedAnswer], None]
 
 
 class FastPath(Protocol):
@@ -202,6 +204,8 @@ class HttpProtocol(FlowControl):
         self._splice_len = 0  # when set: the body may be spliced if the head came without it
         self._splice: SplicedBody | None = None  # a body being spliced out of this socket
         self._after_splice: bool | None = None  # answered while splicing: keep-alive, to do
+        self._sending: SplicedAnswer | None = None  # an answer being spliced into this socket
+        self._keep_after_send = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -249,6 +253,9 @@ class HttpProtocol(FlowControl):
         self.server.connections.discard(self)
         if self._splice is not None:
             self._splice.cancel()
+        if self._sending is not None:
+            self._sending.close()
+            self._sending = None
         if not self.closed.done():
             self.closed.set_result(None)
         self.resume_writing()  # a response sent in parts stops waiting for the socket
@@ -378,6 +385,31 @@ class HttpProtocol(FlowControl):
         if keep_alive is not None:
             self._done(keep_alive)
 
+    def _send_answer(self, head: bytes, answer: SplicedAnswer, keep_alive: bool) -> bool:
+        """Splice an answer left in pipes into the client's socket; False: it was written
+        the ordinary way instead (read whole: something is still buffered ahead of it)."""
+        transport = self.transport
+        assert transport is not None
+        if self._splice is None and not transport.get_write_buffer_size():
+            try:
+                dst = os.dup(transport.get_extra_info("socket").fileno())
+            except OSError:
+                dst = -1
+            if dst >= 0:
+                self._sending = answer
+                self._keep_after_send = keep_alive
+                answer.send(dst, head, self._answer_sent)
+                return True
+        transport.writelines([head, *answer.read_all()])
+        return False
+
+    def _answer_sent(self, ok: bool) -> None:
+        self._sending = None
+        if not ok or self.transport is None:
+            self.close()  # the client went away mid-answer
+            return
+        self._answered(self._keep_after_send)
+
     def _answered(self, keep_alive: bool) -> None:
         body = self._splice
         if body is None:
@@ -444,9 +476,11 @@ class HttpProtocol(FlowControl):
         answered = False
         tail = _KEEP if keep_alive else _CLOSE
 
-        def reply(head: bytes, payload: Payload) -> None:
+        def reply(head: bytes, payload: Payload | SplicedAnswer) -> None:
             nonlocal answered
             if answered:
+                if isinstance(payload, SplicedAnswer):
+                    payload.close()
                 return
             answered = True
             self.server.in_flight -= 1
@@ -455,10 +489,17 @@ class HttpProtocol(FlowControl):
                 if type(payload) is bytes and len(payload) <= JOIN_MAX:
                     framing = b"content-length: %d\r\n" % len(payload)
                     transport.write(b"".join((head, framing, tail, payload)))
+                elif isinstance(payload, SplicedAnswer):
+                    if self._send_answer(
+                        head + b"content-length: %d\r\n" % payload.size + tail, payload, keep_alive
+                    ):
+                        return  # answered once it is all sent (_answer_sent)
                 else:
                     parts = [payload] if isinstance(payload, bytes) else payload
                     framing = b"content-length: %d\r\n" % sum(map(len, parts))
                     transport.writelines([head + framing + tail, *parts])
+            elif isinstance(payload, SplicedAnswer):
+                payload.close()
             self._answered(keep_alive)
 
         self.server.in_flight += 1
@@ -507,6 +548,12 @@ class HttpProtocol(FlowControl):
         connection sent or finished something after that time)."""
         if not self.busy and (idle_since is None or self.last_active < idle_since):
             self.close()
+        elif (
+            idle_since is not None
+            and self._splice is not None
+            and self._splice.last_moved < idle_since
+        ):
+            self.close()  # a client that stopped sending mid-body (spliced)
 
     def refuse_slow_head(self, started_before: float) -> None:
         """408 and close when a request head began arriving before ``started_before`` and is

@@ -110,6 +110,7 @@ class _Call:
         "rid",
         "sent",
         "size",
+        "spliceable",
         "started",
         "variant",
     )
@@ -139,6 +140,7 @@ class _Call:
         self.sent = started
         self.attempt = 0
         self.reply = reply
+        self.spliceable = False  # the reply can send an answer left in pipes (splice.py)
 
     def done(self, result: UpstreamResponse | UpstreamError) -> None:
         owner = self.owner
@@ -153,6 +155,8 @@ class _Call:
             else:
                 owner.fail(self, result)
         except Exception:
+            if type(result) is UpstreamResponse and result.spliced is not None:
+                result.spliced.close()
             owner.internal(self)
 
     def error(self, err: ServiceError) -> None:
@@ -285,6 +289,7 @@ class InvokePath:
                 reply(*_error(err, rid))
                 return
         call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
+        call.spliceable = True  # the front server's reply: a large answer may stay in pipes
         self.send(call, variant)
 
     def _allowed(
@@ -409,7 +414,11 @@ class InvokePath:
             return
         call.variant = variant
         call.sent = perf_counter()
-        pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
+        head = _POST + call.lines + pool.head_end(call.size)
+        if call.spliceable:
+            pool.send_spliced(head, call.body, self.timeout, call.done)
+        else:
+            pool.send(head, call.body, self.timeout, call.done)
 
     def hold(self, call: _Call, variant: VariantRoute) -> bool:
         """Hold a request for a variant that scaled to zero until an instance is ready (the
@@ -538,7 +547,7 @@ class InvokePath:
         for key, value in result.headers:
             if key in RETURNED:
                 parts += (key, b": ", value, b"\r\n")
-        call.reply(b"".join(parts), result.payload)
+        call.reply(b"".join(parts), result.spliced or result.payload)
         self.metrics.record_ok(
             call.name,
             variant.name,

@@ -109,6 +109,11 @@ class MultiContainerPool(UpstreamPool):
         self.labels: tuple[str, str] = ("", "")  # endpoint, variant (set when routed)
         self.sink: Sink | None = None
 
+    def send_spliced(
+        self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done
+    ) -> None:
+        self.send(head, body, timeout, on_done)  # answers go whole (on to the next container)
+
     def record(self, index: int, seconds: float) -> None:
         sink = self.sink
         if sink is not None:
