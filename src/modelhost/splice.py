@@ -36,7 +36,11 @@ import termios
 import time
 from collections.abc import Callable
 
-SPLICE_MIN = 128 * 1024  # bodies from this size are spliced (when the rest is not yet read)
+# Bodies from this size are spliced (when the rest is not yet read). Below it the fixed costs
+# (pipes, descriptors, waits) outweigh the copies saved: measured on a 2-vCPU VM at c=8, the
+# router's CPU per request went +15% at 200 KB, +30% at 512 KB, even at 1 MB, -20% at 2 MB
+# and -45% at 5 MB (docs/benchmarks.md, run H).
+SPLICE_MIN = 1536 * 1024
 PIPE_SIZE = 1 << 20  # the pipe's capacity, when the kernel grants it
 _F_SETPIPE_SZ = 1031
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
@@ -146,7 +150,6 @@ class SplicedBody:
     # -- the pump --------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        self._unwatch()
         try:
             while self._step():
                 pass
@@ -168,6 +171,7 @@ class SplicedBody:
                 self._in_pipe -= len(os.read(pipe[0], self._in_pipe))
                 return True
             if dst is None:
+                self._unwatch()
                 return False  # waiting for ``start`` or ``discard``
             try:
                 self._in_pipe -= os.splice(pipe[0], dst, self._in_pipe, flags=_FLAGS)
@@ -180,6 +184,7 @@ class SplicedBody:
             return True
         if self._left:
             if dst is None and not self.discarding:
+                self._unwatch()
                 return False
             return self._read_in()
         self._end(True)
@@ -221,6 +226,10 @@ class SplicedBody:
         return pipe
 
     def _wait(self, fd: int, writing: bool) -> None:
+        """Wait for ``fd``; a wait already in place is kept (no system call)."""
+        if self._watch == (fd, writing):
+            return
+        self._unwatch()
         self._watch = (fd, writing)
         if writing:
             self._loop.add_writer(fd, self._pump)
@@ -316,7 +325,6 @@ class SplicedAnswer:
         """Take the rest of the answer from the instance's socket; ``on_filled(True)`` once
         it is all in (``src`` is closed then), ``on_filled(False)`` if the socket ended or
         failed first (everything is closed then)."""
-        self._unwatch()
         try:
             while self._left:
                 if not self._fill_step():
@@ -400,7 +408,6 @@ class SplicedAnswer:
         self._send()
 
     def _send(self) -> None:
-        self._unwatch()
         dst = self._dst
         assert dst is not None
         try:
@@ -474,6 +481,9 @@ class SplicedAnswer:
         self._tail = []
 
     def _wait(self, fd: int, writing: bool, then: Callable[[], None]) -> None:
+        if self._watch == (fd, writing):
+            return
+        self._unwatch()
         self._watch = (fd, writing)
         if writing:
             self._loop.add_writer(fd, then)

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from modelhost.splice import SPLICE_MIN
 from tests.fixtures.server import FIXTURE_MODELS, LiveServer, deploy, unique
 
 pytestmark = pytest.mark.e2e
 
 LIMIT = 6 * 2**20
 PIECE = 64 * 1024
+BIG = 3 * 2**20  # spliced both ways
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +58,20 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
 
 
 def read_full(sock: socket.socket) -> tuple[int, dict[bytes, bytes], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, f"connection closed before a response head: {data!r}"
-        data += more
-    top, _, rest = data.partition(b"\r\n\r\n")
-    lines = top.split(b"\r\n")
+    """One response, read exactly (the head a byte at a time: answers may be pipelined)."""
+    top = b""
+    while not top.endswith(b"\r\n\r\n"):
+        more = sock.recv(1)
+        assert more, f"connection closed before a whole response head: {top!r}"
+        top += more
+    lines = top[:-4].split(b"\r\n")
     fields = {k.lower(): v for k, v in (line.split(b": ", 1) for line in lines[1:])}
     length = int(fields[b"content-length"])
-    body = bytearray(rest)
+    body = bytearray()
     while len(body) < length:
         more = sock.recv(min(1 << 20, length - len(body)))
         assert more, "connection closed mid-body"
         body += more
-    assert len(body) == length, "more bytes than the response's Content-Length"
     return int(lines[0].split()[1]), fields, bytes(body)
 
 
@@ -80,23 +81,23 @@ def invoke(sock: socket.socket, name: str, body: bytes) -> tuple[int, bytes]:
     return read_response(sock)
 
 
-def pipes(pid: int) -> int:
-    return sum(os.readlink(p).startswith("pipe:") for p in fds(pid))
-
-
-def fds(pid: int) -> list[Path]:
+def links(pid: int) -> list[str]:
+    """What the process's descriptors point at."""
     out = []
     for p in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            os.readlink(p)
+            out.append(os.readlink(p))
         except FileNotFoundError:  # closed while listing
             continue
-        out.append(p)
     return out
 
 
+def pipes(pid: int) -> int:
+    return sum(link.startswith("pipe:") for link in links(pid))
+
+
 def fd_count(pid: int) -> int:
-    return len(fds(pid))
+    return len(links(pid))
 
 
 def poll(check: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -119,7 +120,7 @@ def conn(server: LiveServer) -> Iterator[socket.socket]:
         yield sock
 
 
-@pytest.mark.parametrize("size", [64 * 1024, 2**20, LIMIT])
+@pytest.mark.parametrize("size", [64 * 1024, 2**20, SPLICE_MIN, 3 * 2**20 + 1, LIMIT])
 def test_large_bodies_echo_byte_exact_and_keep_alive_goes_on(
     conn: socket.socket, echo: str, size: int
 ) -> None:
@@ -131,7 +132,7 @@ def test_large_bodies_echo_byte_exact_and_keep_alive_goes_on(
 def test_requests_pipelined_behind_a_spliced_body_are_answered(
     conn: socket.socket, echo: str
 ) -> None:
-    body = random.Random(3).randbytes(2**20 + 7)
+    body = random.Random(3).randbytes(BIG + 7)
     conn.sendall(head(echo, len(body)))
     send_in_pieces(conn, body + head(echo, 5) + b"small" + head(echo, 4) + b"last")
     assert read_response(conn) == (200, body)
@@ -142,11 +143,11 @@ def test_requests_pipelined_behind_a_spliced_body_are_answered(
 def test_the_body_is_spliced_through_a_pipe(
     server: LiveServer, conn: socket.socket, echo: str
 ) -> None:
-    """While the rest of a 1 MB body is awaited the router holds a pipe for it, and gives it
+    """While the rest of a large body is awaited the router holds a pipe for it, and gives it
     back after; the answer is the body."""
     pid = router_pid(server)
     before = pipes(pid)
-    body = random.Random(1).randbytes(2**20)
+    body = random.Random(1).randbytes(BIG)
     conn.sendall(head(echo, len(body)) + body[: 300 * 1024])
     assert poll(lambda: pipes(pid) >= before + 2), "no pipe for the body"
     send_in_pieces(conn, body[300 * 1024 :])
@@ -172,7 +173,7 @@ def test_client_gone_mid_body_leaks_nothing(server: LiveServer, echo: str, reset
     assert poll(lambda: True)
     before_fds, before_pipes = fd_count(pid), pipes(pid)
     sock = connect(server)
-    sock.sendall(head(echo, 2**20) + b"y" * (400 * 1024))
+    sock.sendall(head(echo, BIG) + b"y" * (400 * 1024))
     assert poll(lambda: pipes(pid) >= before_pipes + 2), "no pipe for the body"
     if reset:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -181,7 +182,7 @@ def test_client_gone_mid_body_leaks_nothing(server: LiveServer, echo: str, reset
         f"fds {fd_count(pid)} (before {before_fds}), pipes {pipes(pid)} (before {before_pipes})"
     )
     with connect(server) as sock:  # and the router serves on
-        body = random.Random(5).randbytes(2**20)
+        body = random.Random(5).randbytes(BIG)
         assert invoke(sock, echo, body) == (200, body)
 
 
@@ -198,15 +199,40 @@ def test_slow_senders_and_slow_models_keep_their_answers(own_server: LiveServer)
     with connect(own_server) as sock:
         assert invoke(sock, echo, b"warm") == (200, b"warm")
         assert invoke(sock, slow, b"0")[0] == 200
-        body = random.Random(7).randbytes(2**20)
+        body = random.Random(7).randbytes(BIG)
         sock.sendall(head(echo, len(body)) + body[: 200 * 1024])
         time.sleep(1.5)  # the scenario itself: a pause longer than the timeout
         send_in_pieces(sock, body[200 * 1024 :])
         assert read_response(sock) == (200, body)
         small = invoke(sock, slow, b"3")
-        large = invoke(sock, slow, b"3" + b" " * 2**20)
+        large = invoke(sock, slow, b"3" + b" " * BIG)
         assert small[0] == large[0] == 424
         assert b"timed out" in large[1]
         error = json.loads(large[1])
         assert error == {**json.loads(small[1]), "message": error["message"]}
         assert invoke(sock, echo, b"still here") == (200, b"still here")
+
+
+def test_client_gone_before_reading_its_answer_leaks_nothing(server: LiveServer, echo: str) -> None:
+    """A client that sends a large body and leaves without reading the (spliced) answer: the
+    router's pipes and descriptors for it are all given back."""
+    pid = router_pid(server)
+    with connect(server) as sock:
+        assert invoke(sock, echo, b"x" * 300_000)[0] == 200
+    before_fds, before_pipes = fd_count(pid), pipes(pid)
+    first = links(pid)
+    # one client: a second one sent while the first is in flight could need a second
+    # connection to the instance (legitimately one more descriptor)
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(head(echo, LIMIT))
+        send_in_pieces(sock, b"w" * LIMIT)
+        assert sock.recv(12) == b"HTTP/1.1 200"  # the answer is on its way: leave mid-answer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    assert poll(lambda: pipes(pid) == before_pipes and fd_count(pid) <= before_fds), (
+        f"fds {fd_count(pid)} (before {before_fds}), pipes {pipes(pid)} (before {before_pipes})"
+        f"; now {sorted(links(pid))}, before {sorted(first)}"
+    )
+    with connect(server) as sock:
+        body = random.Random(9).randbytes(LIMIT)
+        assert invoke(sock, echo, body) == (200, body)
