@@ -343,7 +343,7 @@ class HttpProtocol(FlowControl):
             or self.queue
             or self._expect
             or self.transport is None
-            or length > self.server.max_body  # refused the ordinary way (413)
+            or length > self.server.max_body  # refused the ordinary way (ValidationError)
             or any(name == b"transfer-encoding" for name, _ in self._headers)
         ):
             return
@@ -361,8 +361,11 @@ class HttpProtocol(FlowControl):
         transport = self.transport
         assert transport is not None
         length, self._splice_len = self._splice_len, 0
+        try:
+            src = os.dup(transport.get_extra_info("socket").fileno())
+        except OSError:
+            return  # out of descriptors: the body is read the ordinary way
         transport.pause_reading()
-        src = os.dup(transport.get_extra_info("socket").fileno())
         loop = asyncio.get_running_loop()
         body = self._splice = SplicedBody(loop, src, self._body, length, self._splice_ended)
         headers, path = self._headers, self._url.partition(b"?")[0]
@@ -398,6 +401,7 @@ class HttpProtocol(FlowControl):
             if dst >= 0:
                 self._sending = answer
                 self._keep_after_send = keep_alive
+                self.server.in_flight += 1  # until it is all sent: a shutdown waits for it
                 answer.send(dst, head, self._answer_sent)
                 return True
         transport.writelines([head, *answer.read_all()])
@@ -405,6 +409,7 @@ class HttpProtocol(FlowControl):
 
     def _answer_sent(self, ok: bool) -> None:
         self._sending = None
+        self.server.in_flight -= 1
         if not ok or self.transport is None:
             self.close()  # the client went away mid-answer
             return
@@ -546,14 +551,18 @@ class HttpProtocol(FlowControl):
     def close_if_idle(self, idle_since: float | None = None) -> None:
         """Close unless a request is being served (and, with ``idle_since``, unless the
         connection sent or finished something after that time)."""
-        if not self.busy and (idle_since is None or self.last_active < idle_since):
+        if idle_since is None:
+            if not self.busy:
+                self.close()
+        elif (not self.busy and self.last_active < idle_since) or self._stalled(idle_since):
             self.close()
-        elif (
-            idle_since is not None
-            and self._splice is not None
-            and self._splice.last_moved < idle_since
-        ):
-            self.close()  # a client that stopped sending mid-body (spliced)
+
+    def _stalled(self, since: float) -> bool:
+        """A client that stopped sending its spliced body, or reading its spliced answer."""
+        body, answer = self._splice, self._sending
+        return (body is not None and body.last_moved < since) or (
+            answer is not None and answer.last_moved < since
+        )
 
     def refuse_slow_head(self, started_before: float) -> None:
         """408 and close when a request head began arriving before ``started_before`` and is

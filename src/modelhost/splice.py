@@ -40,11 +40,11 @@ from collections.abc import Callable
 # (pipes, descriptors, waits) outweigh the copies saved: measured on a 2-vCPU VM at c=8, the
 # router's CPU per request went +15% at 200 KB, +30% at 512 KB, even at 1 MB, -20% at 2 MB
 # and -45% at 5 MB (docs/benchmarks.md, run H).
-SPLICE_MIN = 1536 * 1024
+AVAILABLE = hasattr(os, "splice")  # Linux; elsewhere nothing is spliced
+SPLICE_MIN = 1536 * 1024 if AVAILABLE else 1 << 62
 PIPE_SIZE = 1 << 20  # the pipe's capacity, when the kernel grants it
 _F_SETPIPE_SZ = 1031
-_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
-AVAILABLE = hasattr(os, "splice")
+_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if AVAILABLE else 0
 
 
 class SplicedBody:
@@ -292,6 +292,7 @@ class SplicedAnswer:
         "_tail",
         "_watch",
         "closed",
+        "last_moved",
         "prefix",
         "size",
     )
@@ -305,6 +306,7 @@ class SplicedAnswer:
         on_filled: Callable[[bool], None],
     ) -> None:
         self._loop = loop
+        self.last_moved = time.monotonic()  # when bytes last went to the client
         self._src: int | None = src
         self.prefix = prefix
         self.size = size
@@ -405,6 +407,7 @@ class SplicedAnswer:
         self._dst = dst
         self._on_sent = on_sent
         self._out = [head, *self.prefix]
+        self.last_moved = time.monotonic()
         self._send()
 
     def _send(self) -> None:
@@ -415,6 +418,8 @@ class SplicedAnswer:
                 pass
         except OSError:
             self._sent(False)
+            return
+        self.last_moved = time.monotonic()
 
     def _send_step(self, dst: int) -> bool:
         if self._out:

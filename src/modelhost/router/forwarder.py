@@ -122,28 +122,20 @@ class UpstreamPool:
         parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done) -> None:
-        """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
-        once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
-        (the hot path) no task or future is made. A spliced body (splice.py) goes on a
-        connection of its own and is retried only while none of it was taken."""
-        self._send(head, body, timeout, on_done, False)
-
-    def send_spliced(
-        self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done
-    ) -> None:
-        """``send``, for a caller that can take a large 2xx answer left in pipes
-        (``UpstreamResponse.spliced``, splice.py), which it must send or close."""
-        self._send(head, body, timeout, on_done, True)
-
-    def _send(
+    def send(
         self,
         head: bytes,
         body: Payload | SplicedBody,
         timeout: float,
         on_done: Done,
-        splice_answer: bool,
+        splice_answer: bool = False,
     ) -> None:
+        """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
+        once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
+        (the hot path) no task or future is made. A spliced body (splice.py) goes on a
+        connection of its own and is retried only while none of it was taken.
+        ``splice_answer``: the caller can take a large 2xx answer left in pipes
+        (``UpstreamResponse.spliced``, splice.py), which it must then send or close."""
         if self.closed:
             on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return

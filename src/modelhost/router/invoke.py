@@ -415,10 +415,7 @@ class InvokePath:
         call.variant = variant
         call.sent = perf_counter()
         head = _POST + call.lines + pool.head_end(call.size)
-        if call.spliceable:
-            pool.send_spliced(head, call.body, self.timeout, call.done)
-        else:
-            pool.send(head, call.body, self.timeout, call.done)
+        pool.send(head, call.body, self.timeout, call.done, call.spliceable)
 
     def hold(self, call: _Call, variant: VariantRoute) -> bool:
         """Hold a request for a variant that scaled to zero until an instance is ready (the

@@ -109,11 +109,6 @@ class MultiContainerPool(UpstreamPool):
         self.labels: tuple[str, str] = ("", "")  # endpoint, variant (set when routed)
         self.sink: Sink | None = None
 
-    def send_spliced(
-        self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done
-    ) -> None:
-        self.send(head, body, timeout, on_done)  # answers go whole (on to the next container)
-
     def record(self, index: int, seconds: float) -> None:
         sink = self.sink
         if sink is not None:
@@ -182,7 +177,15 @@ class SerialPool(MultiContainerPool):
     def last(self) -> str:
         return self.names[-1]
 
-    def send(self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done) -> None:
+    def send(
+        self,
+        head: bytes,
+        body: Payload | SplicedBody,
+        timeout: float,
+        on_done: Done,
+        splice_answer: bool = False,
+    ) -> None:
+        """``splice_answer`` is not followed: each answer goes whole, on to the next one."""
         if isinstance(body, SplicedBody):  # never chosen for one (InvokePath.splices)
             on_done(UpstreamProtocolError("a spliced body cannot go through a pipeline"))
             return
