@@ -40,7 +40,8 @@ from modelhost.http11 import (
 )
 from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
 from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
-from modelhost.splice import SPLICE_MIN, SplicedAnswer, SplicedBody
+from modelhost.splice import SPLICE_MIN, SplicedBody
+from modelhost.splice_answer import SplicedAnswer
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -343,6 +344,7 @@ class HttpProtocol(FlowControl):
             or self.queue
             or self._expect
             or self.transport is None
+            or self.transport.get_extra_info("sslcontext") is not None  # bytes must be TLS's
             or length > self.server.max_body  # refused the ordinary way (ValidationError)
             or any(name == b"transfer-encoding" for name, _ in self._headers)
         ):

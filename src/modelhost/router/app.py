@@ -45,7 +45,7 @@ from modelhost.router.pipeline import DirectPool, last_container
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
 from modelhost.settings import Settings
-from modelhost.splice import SplicedAnswer
+from modelhost.splice_answer import SplicedAnswer
 from modelhost.state.store import Store
 
 Scope = MutableMapping[str, Any]

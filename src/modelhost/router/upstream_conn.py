@@ -23,7 +23,8 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from modelhost.splice import SPLICE_MIN, SplicedAnswer, SplicedBody
+from modelhost.splice import SPLICE_MIN, SplicedBody
+from modelhost.splice_answer import SplicedAnswer
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
 

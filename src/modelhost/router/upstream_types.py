@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelhost.splice import SplicedAnswer
+from modelhost.splice_answer import SplicedAnswer
 
 
 class UpstreamError(Exception):
