@@ -174,14 +174,10 @@ class SplicedBody:
             if dst is None:
                 self._waiter.clear()
                 return False  # waiting for ``start`` or ``discard``
-            try:
-                self._in_pipe -= os.splice(pipe[0], dst, self._in_pipe, flags=FLAGS)
-            except BlockingIOError:
-                self._waiter.wait(dst, True, self._pump)
+            n = self._to_instance(dst, lambda: os.splice(pipe[0], dst, self._in_pipe, flags=FLAGS))
+            if n is None:
                 return False
-            except OSError as exc:
-                exc.filename = "dst"
-                raise
+            self._in_pipe -= n
             return True
         if self._left:
             if dst is None and not self.discarding:
@@ -192,16 +188,23 @@ class SplicedBody:
         return False
 
     def _write_out(self, dst: int) -> bool:
+        n = self._to_instance(dst, lambda: os.writev(dst, self._out))
+        if n is None:
+            return False
+        advance(self._out, n)
+        return True
+
+    def _to_instance(self, dst: int, move: Callable[[], int]) -> int | None:
+        """Bytes moved to the instance's socket by ``move``; None: it is full (waiting). Its
+        errors are marked "dst" (the instance's side failed, not the client's)."""
         try:
-            n = os.writev(dst, self._out)
+            return move()
         except BlockingIOError:
             self._waiter.wait(dst, True, self._pump)
-            return False
+            return None
         except OSError as exc:
             exc.filename = "dst"
             raise
-        advance(self._out, n)
-        return True
 
     def _read_in(self) -> bool:
         src = self._src
