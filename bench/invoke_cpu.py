@@ -44,7 +44,7 @@ ANSWER_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"
 def _instant(pool: UpstreamPool) -> None:
     """Answer every request on ``pool`` at once, as a real pool's callback would."""
 
-    def send(head: bytes, body: Any, timeout: float, on_done: Any) -> None:
+    def send(head: bytes, body: Any, timeout: float, on_done: Any, *_: Any) -> None:
         pool.in_flight += 1
         pool.in_flight -= 1
         on_done(UpstreamResponse(200, ANSWER_HEADERS, [BODY]))
@@ -86,11 +86,13 @@ def _answer_first_container_at_once(pool: UpstreamPool) -> None:
     called on it): answer that one at once too. The process measures nothing else after."""
     original = UpstreamPool.send
 
-    def send(self: UpstreamPool, head: bytes, body: Any, timeout: float, on_done: Any) -> None:
+    def send(
+        self: UpstreamPool, head: bytes, body: Any, timeout: float, on_done: Any, *rest: Any
+    ) -> None:
         if self is pool:
             on_done(UpstreamResponse(200, ANSWER_HEADERS, [BODY]))
         else:
-            original(self, head, body, timeout, on_done)
+            original(self, head, body, timeout, on_done, *rest)
 
     UpstreamPool.send = send  # type: ignore[method-assign]
 

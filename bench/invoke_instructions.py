@@ -30,7 +30,7 @@ async def main() -> None:
     )
     pool = routes.get("ep").variants[0].targets[0]
 
-    def send(head, body, timeout, on_done):
+    def send(head, body, timeout, on_done, *_):
         on_done(RESP)
 
     pool.send = send

@@ -31,7 +31,7 @@ class _Pool:
     def head_end(self, length: int) -> bytes:
         return b"Content-Length: %d\r\nHost: x\r\n\r\n" % length
 
-    def send(self, head: bytes, body: bytes, timeout: float, on_done: Any) -> None:
+    def send(self, head: bytes, body: bytes, timeout: float, on_done: Any, *_: Any) -> None:
         pass
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from urllib.parse import unquote
 
 import httptools
@@ -38,6 +39,9 @@ from modelhost.http11 import (
     status_line,
 )
 from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
+from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
+from modelhost.splice import SPLICE_MIN, SplicedBody
+from modelhost.splice_answer import SplicedAnswer
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -52,7 +56,9 @@ ASGIApp = Callable[
 ]
 
 
-Reply = Callable[[bytes, Payload], None]
+# An answer's head and body; a body left in pipes (SplicedAnswer) only where the request was
+# dispatched by this server (it sends it, or reads it whole if it cannot).
+Reply = Callable[[bytes, Payload | SplicedAnswer], None]
 
 
 class FastPath(Protocol):
@@ -67,6 +73,23 @@ class FastPath(Protocol):
 
     def dispatch(
         self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+    ) -> None: ...
+
+
+@runtime_checkable
+class SplicingFastPath(FastPath, Protocol):
+    """A fast path that can take a large body still in the client's socket (splice.py)."""
+
+    def splices(self, path: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this accepted request's body may come as a ``SplicedBody``."""
+        ...
+
+    def dispatch(
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        reply: Reply,
     ) -> None: ...
 
 
@@ -178,6 +201,12 @@ class HttpProtocol(FlowControl):
         self.last_active = time.monotonic()  # the server's sweep closes long-idle connections
         self.head_started = 0.0  # when the head being received began arriving; 0: none is
         self._in_body = False
+        self._length = 0  # the request's Content-Length, when it has one
+        self._splice_len = 0  # when set: the body may be spliced if the head came without it
+        self._splice: SplicedBody | None = None  # a body being spliced out of this socket
+        self._after_splice: bool | None = None  # answered while splicing: keep-alive, to do
+        self._sending: SplicedAnswer | None = None  # an answer being spliced into this socket
+        self._keep_after_send = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -208,6 +237,9 @@ class HttpProtocol(FlowControl):
                 self.close()  # answered already (the fast path can answer synchronously)
         except httptools.HttpParserError as exc:
             self._fail(400, f"Malformed HTTP request: {exc}".encode())
+            return
+        if self._splice_len and self._in_body:
+            self._start_splice()
 
     def eof_received(self) -> bool:
         """The client shut its sending side (a half-close, or a client that sent its requests
@@ -220,6 +252,11 @@ class HttpProtocol(FlowControl):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._splice is not None:
+            self._splice.cancel()
+        if self._sending is not None:
+            self._sending.close()
+            self._sending = None
         if not self.closed.done():
             self.closed.set_result(None)
         self.resume_writing()  # a response sent in parts stops waiting for the socket
@@ -241,6 +278,8 @@ class HttpProtocol(FlowControl):
             self._head_too_large()
         if name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name == b"content-length" and value.isdigit():
+            self._length = int(value)
 
     def _head_too_large(self) -> None:
         self._fail(431, b"Request header fields too large.")
@@ -249,6 +288,8 @@ class HttpProtocol(FlowControl):
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
         self._in_body = True
+        if self._length >= SPLICE_MIN and SPLICE_AVAILABLE:
+            self._consider_splice()
         if not self._expect or self.transport is None or self.busy or self.queue:
             return  # a 100 Continue must not land inside another request's response
         self.transport.write(CONTINUE)
@@ -271,7 +312,7 @@ class HttpProtocol(FlowControl):
         elif self._size <= JOIN_MAX:
             body = b"".join(parts)
         self._url, self._headers, self._body = b"", [], []
-        self._size = self._head_size = 0
+        self._size = self._head_size = self._length = self._splice_len = 0
         self._expect = self._in_body = False
         keep_alive = self.parser.should_keep_alive()
         fast = self.server.fast
@@ -289,6 +330,100 @@ class HttpProtocol(FlowControl):
             self.transport.pause_reading()
         if not self.busy:
             self._next()
+
+    # -- large bodies spliced to an instance (splice.py) -----------------------------------
+
+    def _consider_splice(self) -> None:
+        """At a large request's head: mark its body to be spliced if the fast path takes it
+        and nothing else is under way on this connection."""
+        fast = self.server.fast
+        length = self._length
+        if (
+            fast is None
+            or self.busy
+            or self.queue
+            or self._expect
+            or self.transport is None
+            or self.transport.get_extra_info("sslcontext") is not None  # bytes must be TLS's
+            or length > self.server.max_body  # refused the ordinary way (ValidationError)
+            or any(name == b"transfer-encoding" for name, _ in self._headers)
+        ):
+            return
+        path = self._url.partition(b"?")[0]
+        if (
+            isinstance(fast, SplicingFastPath)
+            and fast.accepts(self.parser.get_method(), path)
+            and fast.splices(path, self._headers)
+        ):
+            self._splice_len = length
+
+    def _start_splice(self) -> None:
+        """The head came and the body did not all come with it: stop reading, and hand the
+        request on with the body still in the socket. A new parser takes the next request."""
+        transport = self.transport
+        assert transport is not None
+        length, self._splice_len = self._splice_len, 0
+        try:
+            src = os.dup(transport.get_extra_info("socket").fileno())
+        except OSError:
+            return  # out of descriptors: the body is read the ordinary way
+        transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        body = self._splice = SplicedBody(loop, src, self._body, length, self._splice_ended)
+        headers, path = self._headers, self._url.partition(b"?")[0]
+        keep_alive = self.parser.should_keep_alive() and not self.server.stopping
+        self.parser = httptools.HttpRequestParser(self)
+        self._url, self._headers, self._body = b"", [], []
+        self._size = self._head_size = self._length = 0
+        self._in_body = False
+        self.busy = True
+        self._run_fast(path, headers, body, keep_alive)
+
+    def _splice_ended(self, ok: bool) -> None:
+        """The spliced body is through (``ok``), or the client failed mid-body (close)."""
+        self._splice = None
+        keep_alive, self._after_splice = self._after_splice, None
+        if not ok or self.transport is None:
+            self.close()
+            return
+        self.transport.resume_reading()
+        if keep_alive is not None:
+            self._done(keep_alive)
+
+    def _send_answer(self, head: bytes, answer: SplicedAnswer, keep_alive: bool) -> bool:
+        """Splice an answer left in pipes into the client's socket; False: it was written
+        the ordinary way instead (read whole: something is still buffered ahead of it)."""
+        transport = self.transport
+        assert transport is not None
+        if self._splice is None and not transport.get_write_buffer_size():
+            try:
+                dst = os.dup(transport.get_extra_info("socket").fileno())
+            except OSError:
+                dst = -1
+            if dst >= 0:
+                self._sending = answer
+                self._keep_after_send = keep_alive
+                self.server.in_flight += 1  # until it is all sent: a shutdown waits for it
+                answer.send(dst, head, self._answer_sent)
+                return True
+        transport.writelines([head, *answer.read_all()])
+        return False
+
+    def _answer_sent(self, ok: bool) -> None:
+        self._sending = None
+        self.server.in_flight -= 1
+        if not ok or self.transport is None:
+            self.close()  # the client went away mid-answer
+            return
+        self._answered(self._keep_after_send)
+
+    def _answered(self, keep_alive: bool) -> None:
+        body = self._splice
+        if body is None:
+            self._done(keep_alive)
+            return
+        self._after_splice = keep_alive  # answered before the body was through: drop it
+        body.discard()
 
     # -- running requests -----------------------------------------------------------------
 
@@ -336,16 +471,23 @@ class HttpProtocol(FlowControl):
         task.add_done_callback(self.server.tasks.discard)
 
     def _run_fast(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, keep_alive: bool
+        self,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        keep_alive: bool,
     ) -> None:
-        fast = self.server.fast
+        # a SplicedBody comes only to a SplicingFastPath (_consider_splice)
+        fast = cast(SplicingFastPath, self.server.fast)
         assert fast is not None
         answered = False
         tail = _KEEP if keep_alive else _CLOSE
 
-        def reply(head: bytes, payload: Payload) -> None:
+        def reply(head: bytes, payload: Payload | SplicedAnswer) -> None:
             nonlocal answered
             if answered:
+                if isinstance(payload, SplicedAnswer):
+                    payload.close()
                 return
             answered = True
             self.server.in_flight -= 1
@@ -354,11 +496,18 @@ class HttpProtocol(FlowControl):
                 if type(payload) is bytes and len(payload) <= JOIN_MAX:
                     framing = b"content-length: %d\r\n" % len(payload)
                     transport.write(b"".join((head, framing, tail, payload)))
+                elif isinstance(payload, SplicedAnswer):
+                    if self._send_answer(
+                        head + b"content-length: %d\r\n" % payload.size + tail, payload, keep_alive
+                    ):
+                        return  # answered once it is all sent (_answer_sent)
                 else:
                     parts = [payload] if isinstance(payload, bytes) else payload
                     framing = b"content-length: %d\r\n" % sum(map(len, parts))
                     transport.writelines([head + framing + tail, *parts])
-            self._done(keep_alive)
+            elif isinstance(payload, SplicedAnswer):
+                payload.close()
+            self._answered(keep_alive)
 
         self.server.in_flight += 1
         try:
@@ -404,8 +553,18 @@ class HttpProtocol(FlowControl):
     def close_if_idle(self, idle_since: float | None = None) -> None:
         """Close unless a request is being served (and, with ``idle_since``, unless the
         connection sent or finished something after that time)."""
-        if not self.busy and (idle_since is None or self.last_active < idle_since):
+        if idle_since is None:
+            if not self.busy:
+                self.close()
+        elif (not self.busy and self.last_active < idle_since) or self._stalled(idle_since):
             self.close()
+
+    def _stalled(self, since: float) -> bool:
+        """A client that stopped sending its spliced body, or reading its spliced answer."""
+        body, answer = self._splice, self._sending
+        return (body is not None and body.last_moved < since) or (
+            answer is not None and answer.last_moved < since
+        )
 
     def refuse_slow_head(self, started_before: float) -> None:
         """408 and close when a request head began arriving before ``started_before`` and is

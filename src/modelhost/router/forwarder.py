@@ -40,6 +40,7 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.splice import SplicedBody
 
 PIPE_BODY_MAX = 16 * 1024
 PIPE_RETRY_S = 1.0  # after a failed connect of the pipelined connection, wait this long
@@ -121,15 +122,26 @@ class UpstreamPool:
         parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(self, head: bytes, body: Payload, timeout: float, on_done: Done) -> None:
+    def send(
+        self,
+        head: bytes,
+        body: Payload | SplicedBody,
+        timeout: float,
+        on_done: Done,
+        splice_answer: bool = False,
+    ) -> None:
         """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
         once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
-        (the hot path) no task or future is made."""
+        (the hot path) no task or future is made. A spliced body (splice.py) goes on a
+        connection of its own and is retried only while none of it was taken.
+        ``splice_answer``: the caller can take a large 2xx answer left in pipes
+        (``UpstreamResponse.spliced``, splice.py), which it must then send or close."""
         if self.closed:
             on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return
         self.in_flight += 1
         exchange = _Exchange(self, head, body, self._now() + timeout, timeout, on_done)
+        exchange.splice_answer = splice_answer
         if self.pipelined and type(body) is bytes and len(body) <= PIPE_BODY_MAX:
             pipe = self._pipe
             if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
@@ -141,7 +153,7 @@ class UpstreamPool:
             self._spawn(self._send_fresh(exchange))
             return
         exchange.conn = conn
-        conn.start(head, body, exchange.deadline, timeout, False, exchange.on_pooled)
+        conn.start(head, body, exchange.deadline, timeout, False, exchange.on_pooled, splice_answer)
 
     async def stream(
         self, head: bytes, body: bytes, timeout: float, first_byte_timeout: float
@@ -245,6 +257,7 @@ class UpstreamPool:
             exchange.timeout,
             False,
             exchange.on_fresh,
+            exchange.splice_answer,
         )
 
     async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
@@ -352,13 +365,22 @@ class _Exchange:
     """One request sent with ``UpstreamPool.send``, until its outcome is passed on: the
     pool's retry rule and in-flight count, in one place for all three kinds of connection."""
 
-    __slots__ = ("body", "conn", "deadline", "head", "on_done", "pool", "timeout")
+    __slots__ = (
+        "body",
+        "conn",
+        "deadline",
+        "head",
+        "on_done",
+        "pool",
+        "splice_answer",
+        "timeout",
+    )
 
     def __init__(
         self,
         pool: UpstreamPool,
         head: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         deadline: float,
         timeout: float,
         on_done: Done,
@@ -370,6 +392,7 @@ class _Exchange:
         self.timeout = timeout
         self.on_done = on_done
         self.conn: UpstreamConnection | None = None
+        self.splice_answer = False
 
     def on_pooled(self, result: UpstreamResponse | UpstreamError) -> None:
         """On an idle connection: closed before any answer byte means the instance had
@@ -381,12 +404,14 @@ class _Exchange:
             pool.in_flight -= 1
             pool._release(conn)
             self.on_done(result)
-        elif isinstance(result, ClosedBeforeResponse):
+        elif isinstance(result, ClosedBeforeResponse) and _resendable(self.body):
             conn.abort()
             pool._spawn(pool._send_fresh(self))
         else:
             pool.in_flight -= 1
             conn.abort()  # never reuse a half-used connection
+            if isinstance(result, ClosedBeforeResponse):
+                result = UpstreamProtocolError(result.reason)
             self.on_done(result)
 
     def on_piped(self, result: UpstreamResponse | UpstreamError) -> None:
@@ -412,3 +437,9 @@ class _Exchange:
             if isinstance(result, ClosedBeforeResponse):
                 result = UpstreamProtocolError(result.reason)
         self.on_done(result)
+
+
+def _resendable(body: Payload | SplicedBody) -> bool:
+    """Whether a request can be sent again: a spliced body only until bytes were taken from
+    the client's socket."""
+    return not isinstance(body, SplicedBody) or not body.taken

@@ -42,10 +42,16 @@ from modelhost.router.forwarder import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from modelhost.router.pipeline import ContainerFailed, DirectPool, container_of
+from modelhost.router.pipeline import (
+    ContainerFailed,
+    DirectPool,
+    MultiContainerPool,
+    container_of,
+)
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.settings import Settings
+from modelhost.splice import SplicedBody
 from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,7 @@ class _Call:
         "rid",
         "sent",
         "size",
+        "spliceable",
         "started",
         "variant",
     )
@@ -115,7 +122,7 @@ class _Call:
         name: str,
         variant: VariantRoute,
         lines: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         rid: bytes,
         started: float,
         reply: Reply,
@@ -125,12 +132,16 @@ class _Call:
         self.variant = variant
         self.lines = lines  # the forwarded header lines, ready to write
         self.body = body
-        self.size = len(body) if type(body) is bytes else payload_size(body)
+        if type(body) is bytes:
+            self.size = len(body)
+        else:
+            self.size = body.size if isinstance(body, SplicedBody) else payload_size(body)
         self.rid = rid
         self.started = started
         self.sent = started
         self.attempt = 0
         self.reply = reply
+        self.spliceable = False  # the reply can send an answer left in pipes (splice.py)
 
     def done(self, result: UpstreamResponse | UpstreamError) -> None:
         owner = self.owner
@@ -145,6 +156,8 @@ class _Call:
             else:
                 owner.fail(self, result)
         except Exception:
+            if type(result) is UpstreamResponse and result.spliced is not None:
+                result.spliced.close()
             owner.internal(self)
 
     def error(self, err: ServiceError) -> None:
@@ -225,11 +238,30 @@ class InvokePath:
         gate = self.gate
         return self.async_path is not None and (gate is None or not gate.required())
 
+    def splices(self, path: bytes, raw_headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a large body for ``path`` may stay in the client's socket and be spliced
+        into the instance's (splice.py): a single-model route seen before, no request
+        signing (it hashes the body), no container or model named."""
+        route = self.routes.by_path.get(path)
+        if route is None or any(
+            isinstance(pool, MultiContainerPool) for v in route.variants for pool in v.targets
+        ):
+            return False  # an inference pipeline sends the body on from container to container
+        gate = self.gate
+        if gate is not None and gate.required():
+            return False
+        return not any(key in _TARGETING and key != TARGET_VARIANT for key, _ in raw_headers)
+
     def dispatch(
-        self, path: bytes, raw_headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
+        self,
+        path: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: Payload | SplicedBody,
+        reply: Reply,
     ) -> None:
         """One InvokeEndpoint from the front server; ``reply`` gets the answer, once. With a
-        pooled connection to the instance at hand, this runs on callbacks alone."""
+        pooled connection to the instance at hand, this runs on callbacks alone. A
+        ``SplicedBody`` comes only when ``splices`` said yes (its size is within the limit)."""
         started = perf_counter()
         rid = self.new_rid()
         gate = self.gate
@@ -254,9 +286,10 @@ class InvokePath:
             route is None
             or container is not None
             or target is not None
-            or type(body) is not bytes
-            or len(body) > self.max_body
+            or type(body) is list
+            or (type(body) is bytes and len(body) > self.max_body)
         ):
+            assert not isinstance(body, SplicedBody)
             route = self._check(path, raw_headers, body, rid, reply)
             if route is None:
                 return
@@ -274,6 +307,7 @@ class InvokePath:
                 reply(*_error(err, rid))
                 return
         call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
+        call.spliceable = True  # the front server's reply: a large answer may stay in pipes
         self.send(call, variant)
 
     def _diverted(
@@ -281,12 +315,16 @@ class InvokePath:
         gate: Gate | None,
         path: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        body: Payload,
+        body: Payload | SplicedBody,
         rid: bytes,
         reply: Reply,
     ) -> bool:
         """Whether the request went elsewhere: InvokeEndpointAsync to ``async_path``, or a
         refusal of its signature."""
+        if isinstance(body, SplicedBody):
+            # Keys were turned on after ``splices`` said yes: the head alone is checked, so a
+            # signature over the body is refused (the client's retry is read whole).
+            body = b""
         if not path.endswith(INVOCATIONS):  # /async-invocations (``accepts`` took it)
             assert self.async_path is not None
             self.async_path.dispatch(rid, path, raw_headers, body, reply)
@@ -415,7 +453,8 @@ class InvokePath:
             return
         call.variant = variant
         call.sent = perf_counter()
-        pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
+        head = _POST + call.lines + pool.head_end(call.size)
+        pool.send(head, call.body, self.timeout, call.done, call.spliceable)
 
     def hold(self, call: _Call, variant: VariantRoute) -> bool:
         """Hold a request for a variant that scaled to zero until an instance is ready (the
@@ -490,7 +529,9 @@ class InvokePath:
             return
         call.variant = variant
         call.sent = perf_counter()
-        chosen.send_to(index, call.lines, call.body, call.size, self.timeout, call.done)
+        body = call.body
+        assert not isinstance(body, SplicedBody)  # Direct endpoints' bodies are never spliced
+        chosen.send_to(index, call.lines, body, call.size, self.timeout, call.done)
 
     def limited(self, call: _Call, variant: VariantRoute) -> bool:
         """A serverless variant's limits (off the path of other variants): the payload size,
@@ -542,7 +583,7 @@ class InvokePath:
         for key, value in result.headers:
             if key in RETURNED:
                 parts += (key, b": ", value, b"\r\n")
-        call.reply(b"".join(parts), result.payload)
+        call.reply(b"".join(parts), result.spliced or result.payload)
         self.metrics.record_ok(
             call.name,
             variant.name,

@@ -27,7 +27,8 @@ from modelhost.http11 import Payload, payload_size
 from modelhost.publish import PublishedInstance
 from modelhost.router.forwarder import UpstreamPool
 from modelhost.router.upstream_stream import UpstreamStream
-from modelhost.router.upstream_types import UpstreamError, UpstreamResponse
+from modelhost.router.upstream_types import UpstreamError, UpstreamProtocolError, UpstreamResponse
+from modelhost.splice import SplicedBody
 
 SERIAL = "Serial"
 DIRECT = "Direct"
@@ -176,7 +177,18 @@ class SerialPool(MultiContainerPool):
     def last(self) -> str:
         return self.names[-1]
 
-    def send(self, head: bytes, body: Payload, timeout: float, on_done: Done) -> None:
+    def send(
+        self,
+        head: bytes,
+        body: Payload | SplicedBody,
+        timeout: float,
+        on_done: Done,
+        splice_answer: bool = False,
+    ) -> None:
+        """``splice_answer`` is not followed: each answer goes whole, on to the next one."""
+        if isinstance(body, SplicedBody):  # never chosen for one (InvokePath.splices)
+            on_done(UpstreamProtocolError("a spliced body cannot go through a pipeline"))
+            return
         parsed = _Head(head)
         if not parsed.invocation:  # GET /execution-parameters and the like: the first one
             UpstreamPool.send(self, head, body, timeout, on_done)

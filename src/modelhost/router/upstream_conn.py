@@ -8,6 +8,7 @@ Used by `UpstreamPool` (forwarder.py), which owns the connections; a stream
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -22,6 +23,8 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from modelhost.splice import SPLICE_MIN, SplicedBody
+from modelhost.splice_answer import SplicedAnswer
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
 
@@ -46,16 +49,21 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection; parses responses and resolves one waiter at a time."""
 
     __slots__ = (
+        "_answer",
+        "_answer_len",
         "_at_head",
+        "_body_pump",
         "_chunks",
         "_deadline",
         "_eof_body",
         "_framed",
         "_headers",
+        "_length",
         "_live",
         "_loop",
         "_on_done",
         "_parser",
+        "_splice_answer",
         "_status",
         "_timeout",
         "_timer",
@@ -89,6 +97,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._framed = False
         self._eof_body = False
         self._at_head = False
+        self._body_pump: SplicedBody | None = None  # a body being spliced into this socket
+        self._splice_answer = False  # the request allows its answer to be left in pipes
+        self._length = 0  # the answer's Content-Length, when it has one
+        self._answer_len = 0  # set: the answer is to be spliced if its body is not all in
+        self._answer: SplicedAnswer | None = None  # an answer being moved into pipes
         self.body_sink: Callable[[bytes], None] | None = None
         self.head_sink: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None
         self.chunk_done: Callable[[], None] | None = None
@@ -101,25 +114,45 @@ class UpstreamConnection(asyncio.Protocol):
     def start(
         self,
         head: bytes,
-        body: Payload,
+        body: Payload | SplicedBody,
         deadline: float,
         timeout: float,
         at_head: bool,
         on_done: Done,
+        splice_answer: bool = False,
     ) -> None:
         """Write one request (its head, through the blank line, and its body); ``on_done``
         gets its response or an UpstreamError, once.
 
         `at_head`: act once the head is parsed: hand it to `head_sink` when set (a stream; the
         body follows), else finish (a HEAD request, whose response has no body).
+        `splice_answer`: a large 2xx answer may come as ``UpstreamResponse.spliced``.
         """
         assert self.transport is not None
         self._on_done = on_done
+        self._splice_answer = splice_answer
         self._arm(deadline, timeout)
         self._at_head = at_head
         self.got_bytes = False
         self.reusable = False
-        write_request(self.transport, head, body)
+        if isinstance(body, SplicedBody):
+            self._splice(head, body)
+        else:
+            write_request(self.transport, head, body)
+
+    def _splice(self, head: bytes, body: SplicedBody) -> None:
+        """Write the request through a pipe from the client's socket (splice.py)."""
+        assert self.transport is not None
+        self._body_pump = body
+        sock = self.transport.get_extra_info("socket")
+        body.start(os.dup(sock.fileno()), head, self._client_lost, self._body_sent)
+
+    def _client_lost(self) -> None:
+        self.fail(UpstreamProtocolError("the client closed its connection mid-body"))
+
+    def _body_sent(self) -> None:
+        """The timeout counts from the end of the body, as for a body read whole first."""
+        self.rearm(self._loop.time() + self._timeout, self._timeout)
 
     def send(
         self, head: bytes, body: bytes, deadline: float, timeout: float, at_head: bool
@@ -148,6 +181,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def fail(self, exc: UpstreamError) -> None:
         """Fail the pending request (if any) and drop the connection."""
+        self._drop_answer()
         self._resolve_error(exc)
         self.abort()
 
@@ -176,6 +210,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.fail(UpstreamProtocolError(f"malformed response from instance: {exc}"))
+            return
+        if self._answer_len:
+            self._start_answer()
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost settles the pending request
@@ -184,6 +221,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._live.discard(self)
+        self._stop_pump()
+        self._drop_answer()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -206,6 +245,8 @@ class UpstreamConnection(asyncio.Protocol):
         name = name.lower()
         if name in _FRAMING_HEADERS:
             self._framed = True
+            if name == b"content-length" and value.isdigit():
+                self._length = int(value)
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -219,6 +260,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.head_sink(status, list(self._headers))
         if not self._framed and status >= 200 and status not in _NO_BODY_STATUSES:
             self._eof_body = True
+        elif self._splice_answer and self._length >= SPLICE_MIN and 200 <= status < 300:
+            self._answer_len = self._length
 
     def on_body(self, body: bytes) -> None:
         if self.body_sink is not None:
@@ -238,9 +281,60 @@ class UpstreamConnection(asyncio.Protocol):
         if self._on_done is not None:
             self._finish()
 
+    # -- a large answer left in pipes (splice.py) ---------------------------------------
+
+    def _start_answer(self) -> None:
+        """The answer's head came and its body did not all come with it: stop reading, and
+        move the rest into pipes. A new parser takes this connection's next answer."""
+        length, self._answer_len = self._answer_len, 0
+        transport = self.transport
+        if transport is None or self._on_done is None:
+            return
+        try:
+            src = os.dup(transport.get_extra_info("socket").fileno())
+        except OSError:
+            return  # out of descriptors: the body is read the ordinary way
+        transport.pause_reading()
+        chunks, self._chunks = self._chunks, []
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer = SplicedAnswer(self._loop, src, chunks, length, self._answer_filled)
+        self._answer.fill()
+
+    def _answer_filled(self, ok: bool) -> None:
+        answer, self._answer = self._answer, None
+        if not ok or answer is None:
+            self.fail(UpstreamProtocolError("connection closed mid-response"))
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self._body_pump is not None:
+            self._stop_pump()
+        response = UpstreamResponse(self._status, self._headers, [])
+        response.spliced = answer
+        on_done = self._take()
+        if on_done is None:
+            answer.close()
+        else:
+            on_done(response)
+
+    def _drop_answer(self) -> None:
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            answer.close()
+
     # -- internals ---------------------------------------------------------------------
 
+    def _stop_pump(self) -> None:
+        """No more of a spliced body goes to this socket (the connection is gone, or its
+        answer came before the whole body went out: then it is not reused)."""
+        pump, self._body_pump = self._body_pump, None
+        if pump is not None and not pump.finished:
+            self.reusable = False
+            pump.upstream_lost()
+
     def _finish(self) -> None:
+        if self._body_pump is not None:
+            self._stop_pump()
         response = UpstreamResponse(self._status, self._headers, self._chunks or [b""])
         on_done = self._take()
         if on_done is not None:
@@ -256,6 +350,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []  # handed to the response, with the chunks
         self._chunks = []
         self._framed = self._eof_body = False
+        self._length = self._answer_len = 0
         return on_done
 
     def _arm(self, deadline: float, timeout: float) -> None:
@@ -274,6 +369,11 @@ class UpstreamConnection(asyncio.Protocol):
             return  # idle: the next request arms it again
         if self._loop.time() >= self._deadline:
             timeout = self._timeout
+            pump = self._body_pump
+            if pump is not None and pump.waiting_for_client():
+                # the client is still sending its body: the instance has nothing to answer yet
+                self._arm(self._loop.time() + timeout, timeout)
+                return
             self.fail(UpstreamTimeout(f"no complete response from instance within {timeout:g} s"))
         else:
             self._arm(self._deadline, self._timeout)
