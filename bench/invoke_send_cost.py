@@ -15,9 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelhost.router.invoke import InvokePath, _Call
+from modelhost.router.invoke import InvokePath
 from modelhost.router.routing import RouteTable, VariantRoute
 from modelhost.settings import Settings
+
+try:
+    from modelhost.router.calls import Call
+except ImportError:  # a checkout from before router/calls.py (compared back to back)
+    from modelhost.router.invoke import _Call as Call  # type: ignore[attr-defined,no-redef]
 
 
 class _Pool:
@@ -43,7 +48,7 @@ def main() -> None:
     path = InvokePath(RouteTable(), None, Settings(data_dir=Path("/tmp")))  # type: ignore[arg-type]
     pools: Any = [_Pool(f"i-{n}") for n in range(args.instances)]
     variant = VariantRoute("AllTraffic", 1.0, pools)
-    call = _Call(path, "ep", variant, b"", b"{}", b"rid", 0.0, lambda head, body: None)
+    call = Call(path, "ep", variant, b"", b"{}", b"rid", 0.0, lambda head, body: None)
     send = path.send
     started = time.perf_counter()
     for _ in range(args.calls):

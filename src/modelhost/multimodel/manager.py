@@ -29,8 +29,10 @@ from modelhost.multimodel import mms, policy
 from modelhost.multimodel.archives import Archives, model_url
 from modelhost.multimodel.metrics import MultiModelMetrics, MultiModelSlot
 from modelhost.publish import MultiModelSpec
+from modelhost.router.calls import Call
+from modelhost.router.checks import not_multi_model
 from modelhost.router.forwarder import UpstreamError, UpstreamPool, UpstreamResponse
-from modelhost.router.invoke import Call, InvokePath, not_multi_model
+from modelhost.router.invoke import InvokePath
 from modelhost.router.routing import EndpointRoute, VariantRoute
 from modelhost.settings import Settings
 from modelhost.storage import ObjectStore

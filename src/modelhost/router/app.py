@@ -23,24 +23,24 @@ from modelhost.api.serialize import rest_error
 from modelhost.errors import ModelNotReadyException, ServiceError, ValidationError
 from modelhost.http11 import Payload
 from modelhost.metrics import Recorder
+from modelhost.router.calls import CONNECT_RETRIES
+from modelhost.router.checks import (
+    FORWARDED,
+    TARGET_CONTAINER,
+    TARGET_VARIANT,
+    async_only,
+    direct_target,
+    parse_path,
+    too_busy,
+    too_large,
+)
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
     UpstreamStream,
 )
-from modelhost.router.invoke import (
-    CONNECT_RETRIES,
-    FORWARDED,
-    INVOCATIONS,
-    TARGET_CONTAINER,
-    TARGET_VARIANT,
-    InvokePath,
-    async_only,
-    direct_target,
-    parse_path,
-    too_large,
-)
+from modelhost.router.invoke import INVOCATIONS, InvokePath
 from modelhost.router.pipeline import DirectPool, last_container
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
@@ -196,7 +196,7 @@ class RuntimeApp:
             if pool is None:
                 break
             if pool.in_flight >= fast.per_instance and not attempt:
-                raise fast.busy(name, variant)
+                raise too_busy(name, variant.name, fast.per_instance)
             target, container = _stream_target(pool, hostname, name)
             head = target.head(b"POST", INVOCATIONS, headers, len(body))
             try:

@@ -3,10 +3,11 @@
 One request costs the router a few microseconds of Python, so everything per request is done
 once and in one place: the route is found by the raw request path (cached), the instance's
 request is written as bytes while the client's headers are filtered, the instance's pool
-(forwarder.py) sends it on an open connection and answers ``_Call.done``, and the answer's head
+(forwarder.py) sends it on an open connection and answers ``Call.done``, and the answer's head
 is joined from precomputed lines. No task, future or coroutine is made. An instance that went
 away (connection refused) is retried on the current route; every other failure becomes
-SageMaker's error here, in ``fail`` and ``upstream_error``, for both invoke paths.
+SageMaker's error in ``fail`` (the errors themselves: checks.py, for both invoke paths). A call
+in flight is calls.py's ``Call``.
 
 ``RuntimeApp`` (app.py) holds an ``InvokePath`` and adds the ASGI side:
 InvokeEndpointWithResponseStream and the rest.
@@ -20,34 +21,43 @@ import os
 import random
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
-from modelhost.api.serialize import http_status, rest_error
+from modelhost.api.serialize import http_status
 from modelhost.auth.gate import Gate
 from modelhost.errors import (
     InternalFailure,
     ModelError,
-    ModelNotReadyException,
     ServiceError,
-    ThrottlingException,
-    ValidationError,
 )
 from modelhost.http11 import Payload, payload_size
-from modelhost.httpserver import Reply, head_bytes
+from modelhost.httpserver import Reply
 from modelhost.metrics import Recorder
 from modelhost.names import Arns
-from modelhost.router.forwarder import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamResponse,
-    UpstreamTimeout,
+from modelhost.router.calls import AsyncDispatch, Call, DirectCall, MultiModelDispatch
+from modelhost.router.checks import (
+    FORWARDED,
+    RETURNED,
+    TARGET_CONTAINER,
+    TARGET_VARIANT,
+    TARGETING,
+    async_only,
+    choose_variant,
+    direct_target,
+    endpoint_name,
+    error_reply,
+    missing,
+    model_error,
+    no_instance,
+    not_multi_model,
+    not_woken,
+    over_concurrency,
+    too_busy,
+    too_large,
+    upstream_error,
 )
-from modelhost.router.pipeline import (
-    ContainerFailed,
-    DirectPool,
-    MultiContainerPool,
-    container_of,
-)
+from modelhost.router.forwarder import UpstreamError, UpstreamResponse
+from modelhost.router.pipeline import MultiContainerPool, container_of
 from modelhost.router.routing import EndpointRoute, RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import ERROR_TEXT_LIMIT
 from modelhost.settings import Settings
@@ -56,34 +66,8 @@ from modelhost.state.store import Store
 
 log = logging.getLogger(__name__)
 
-# Request headers that reach the container (everything else is stripped, as SageMaker does).
-FORWARDED = frozenset(
-    {
-        b"content-type",
-        b"accept",
-        b"x-amzn-sagemaker-custom-attributes",
-        b"x-amzn-sagemaker-inference-id",
-        b"x-amzn-sagemaker-enable-explanations",
-        b"x-amzn-sagemaker-session-id",
-    }
-)
-TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
-TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
-TARGET_MODEL = b"x-amzn-sagemaker-target-model"
-# Headers that choose where a request goes (not forwarded).
-_TARGETING = frozenset({TARGET_VARIANT, TARGET_CONTAINER, TARGET_MODEL})
-# Response headers of the container's that reach the caller.
-RETURNED = frozenset(
-    {
-        b"content-type",
-        b"x-amzn-sagemaker-custom-attributes",
-        b"x-amzn-sagemaker-new-session-id",
-        b"x-amzn-sagemaker-closed-session-id",
-    }
-)
 INVOCATIONS = b"/invocations"
 ASYNC_INVOCATIONS = b"/async-invocations"
-CONNECT_RETRIES = 2
 PREFIX = b"/endpoints/"
 
 _OK = b"HTTP/1.1 200 OK\r\n"
@@ -91,100 +75,6 @@ _POST = b"POST /invocations HTTP/1.1\r\n"
 _SCRAMBLE = 0x9E3779B97F4A7C15  # odd: multiplying by it permutes 64-bit numbers
 _MASK64 = (1 << 64) - 1
 _RID = b"x-amzn-requestid: "
-_TIMEOUT_TEXT = (
-    "Your invocation timed out while waiting for a response from container primary. "
-    "Review the latency of the model, resolve the issue, and try again."
-)
-
-
-class _Call:
-    """One InvokeEndpoint in flight: what the instance's answer needs to become the caller's.
-    ``done`` is the callback the upstream pool answers."""
-
-    __slots__ = (
-        "attempt",
-        "body",
-        "lines",
-        "name",
-        "owner",
-        "reply",
-        "rid",
-        "sent",
-        "size",
-        "spliceable",
-        "started",
-        "variant",
-    )
-
-    def __init__(
-        self,
-        owner: InvokePath,
-        name: str,
-        variant: VariantRoute,
-        lines: bytes,
-        body: Payload | SplicedBody,
-        rid: bytes,
-        started: float,
-        reply: Reply,
-    ) -> None:
-        self.owner = owner
-        self.name = name
-        self.variant = variant
-        self.lines = lines  # the forwarded header lines, ready to write
-        self.body = body
-        if type(body) is bytes:
-            self.size = len(body)
-        else:
-            self.size = body.size if isinstance(body, SplicedBody) else payload_size(body)
-        self.rid = rid
-        self.started = started
-        self.sent = started
-        self.attempt = 0
-        self.reply = reply
-        self.spliceable = False  # the reply can send an answer left in pipes (splice.py)
-
-    def done(self, result: UpstreamResponse | UpstreamError) -> None:
-        owner = self.owner
-        try:
-            if type(result) is UpstreamResponse and result.status < 300:
-                owner.answer(self, result)
-            elif isinstance(result, UpstreamConnectError) and self.attempt < CONNECT_RETRIES:
-                # The instance went away: an update or scale-in may have swapped the fleet
-                # since this request picked it, so pick again from the current route.
-                self.attempt += 1
-                owner.send(self, owner.current(self.name, self.variant))
-            else:
-                owner.fail(self, result)
-        except Exception:
-            if type(result) is UpstreamResponse and result.spliced is not None:
-                result.spliced.close()
-            owner.internal(self)
-
-    def error(self, err: ServiceError) -> None:
-        status, headers, body = rest_error(err, self.rid.decode())
-        self.reply(head_bytes(status, headers), body)
-
-
-Call = _Call  # what the multi-model road (multimodel/manager.py) builds and answers
-
-
-class MultiModelDispatch(Protocol):
-    def dispatch(
-        self,
-        owner: InvokePath,
-        route: EndpointRoute,
-        wanted: bytes | None,
-        target: bytes | None,
-        call: _Call,
-    ) -> None: ...
-
-
-class AsyncDispatch(Protocol):
-    """InvokeEndpointAsync on the fast path (api/async_invocations.py ``AsyncInvocations``)."""
-
-    def dispatch(
-        self, rid: bytes, path: bytes, raw: list[tuple[bytes, bytes]], body: Payload, reply: Reply
-    ) -> None: ...
 
 
 class InvokePath:
@@ -250,7 +140,7 @@ class InvokePath:
         gate = self.gate
         if gate is not None and gate.required():
             return False
-        return not any(key in _TARGETING and key != TARGET_VARIANT for key, _ in raw_headers)
+        return not any(key in TARGETING and key != TARGET_VARIANT for key, _ in raw_headers)
 
     def dispatch(
         self,
@@ -274,7 +164,7 @@ class InvokePath:
         for key, value in raw_headers:
             if key in FORWARDED:
                 lines += (key, b": ", value, b"\r\n")
-            elif key in _TARGETING:
+            elif key in TARGETING:
                 if key == TARGET_VARIANT:
                     wanted = value
                 elif key == TARGET_CONTAINER:
@@ -304,9 +194,9 @@ class InvokePath:
             try:
                 variant = self.choose(route, wanted)
             except ServiceError as err:
-                reply(*_error(err, rid))
+                reply(*error_reply(err, rid))
                 return
-        call = _Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
+        call = Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
         call.spliceable = True  # the front server's reply: a large answer may stay in pipes
         self.send(call, variant)
 
@@ -343,11 +233,11 @@ class InvokePath:
         """Whether the request is signed by a key that may invoke this endpoint (else it is
         answered with the refusal)."""
         try:
-            name = _endpoint_name(path)
+            name = endpoint_name(path)
             whole = body if isinstance(body, bytes) else b"".join(body)
             gate.check_invoke(path, raw_headers, whole, name)
         except ServiceError as err:
-            reply(*_error(err, rid))
+            reply(*error_reply(err, rid))
             return False
         return True
 
@@ -369,16 +259,16 @@ class InvokePath:
             self.direct(route, wanted, container, lines, body, rid, started, reply)
             return
         if not route.multi_model:
-            reply(*_error(not_multi_model(route.name), rid))
+            reply(*error_reply(not_multi_model(route.name), rid))
             return
-        call = _Call(self, route.name, route.variants[0], lines, body, rid, started, reply)
+        call = Call(self, route.name, route.variants[0], lines, body, rid, started, reply)
         if self.multi_model is not None:
             self.multi_model.dispatch(self, route, wanted, target, call)
             return
         try:
             variant = self.choose(route, wanted)
         except ServiceError as err:
-            reply(*_error(err, rid))
+            reply(*error_reply(err, rid))
             return
         self.send(call, variant)
 
@@ -392,7 +282,7 @@ class InvokePath:
     ) -> EndpointRoute | None:
         """The route for a path not seen before (or None, answered), and the size limit."""
         try:
-            name = _endpoint_name(path)
+            name = endpoint_name(path)
             size = payload_size(body)
             if size > self.max_body:
                 for key, value in raw_headers:
@@ -400,14 +290,14 @@ class InvokePath:
                         size = max(size, int(value))
                 raise too_large(size, self.max_body)
         except ServiceError as err:
-            reply(*_error(err, rid))
+            reply(*error_reply(err, rid))
             return None
         route = self.routes.get(name)
         if route is None:  # unknown, or not serving yet: ask the store, off the loop
             self._spawn(self._reply_missing(name, rid, reply))
             return None
         if route.name.lower() in self.routes.async_only:  # never cached: refused each time
-            reply(*_error(async_only(route.name), rid))
+            reply(*error_reply(async_only(route.name), rid))
             return None
         if not route.direct and not route.multi_model:
             self.routes.remember(path, route)
@@ -427,9 +317,9 @@ class InvokePath:
     ) -> None:
         """The fast path's road for a request that arrived another way (the ASGI side):
         ``lines`` are the forwarded header lines; ``reply`` gets the answer, once."""
-        self.send(_Call(self, name, variant, lines, body, rid, started, reply), variant)
+        self.send(Call(self, name, variant, lines, body, rid, started, reply), variant)
 
-    def send(self, call: _Call, variant: VariantRoute) -> None:
+    def send(self, call: Call, variant: VariantRoute) -> None:
         """Send to the least-loaded instance of ``variant``; the pool answers ``call.done``."""
         if variant.max_concurrency and self.limited(call, variant):
             return
@@ -441,11 +331,7 @@ class InvokePath:
             if chosen is None and self.hold(call, variant):
                 return
             if chosen is None:
-                err = ModelNotReadyException(
-                    f"Endpoint {call.name} has no instance ready to serve."
-                )
-                self._record(call, variant, http_status(err), perf_counter(), False)
-                call.error(err)
+                self.refuse(call, no_instance(call.name), variant)
                 return
             pool = chosen
         if pool.in_flight >= self.per_instance and not call.attempt:
@@ -456,7 +342,7 @@ class InvokePath:
         head = _POST + call.lines + pool.head_end(call.size)
         pool.send(head, call.body, self.timeout, call.done, call.spliceable)
 
-    def hold(self, call: _Call, variant: VariantRoute) -> bool:
+    def hold(self, call: Call, variant: VariantRoute) -> bool:
         """Hold a request for a variant that scaled to zero until an instance is ready (the
         controller is asked for one), at most the invocation timeout; False: not held."""
         loop = self._loop or asyncio.get_running_loop()
@@ -474,12 +360,7 @@ class InvokePath:
 
         def expire() -> None:
             if self.routes.release(call.name, variant.name, resume):
-                err = ModelNotReadyException(
-                    f"Endpoint {call.name} did not get an instance ready to serve within "
-                    f"{self.timeout:g} s."
-                )
-                self._record(call, variant, http_status(err), perf_counter(), False)
-                call.error(err)
+                self.refuse(call, not_woken(call.name, self.timeout), variant)
 
         if not self.routes.hold(call.name, variant, resume):
             return False
@@ -502,38 +383,13 @@ class InvokePath:
             hostname = direct_target(route, container)
             variant = self.choose(route, wanted)
         except ServiceError as err:
-            reply(*_error(err, rid))
+            reply(*error_reply(err, rid))
             return
-        call = _DirectCall(self, route.name, variant, lines, body, rid, started, reply)
+        call = DirectCall(self, route.name, variant, lines, body, rid, started, reply)
         call.container = hostname
-        self.send_direct(call, variant)
+        call.send(variant)
 
-    def send_direct(self, call: _DirectCall, variant: VariantRoute) -> None:
-        """``send`` for a Direct endpoint: the container the call names, on the least-loaded
-        instance."""
-        chosen = pick_target(variant.targets, self.routes.next_start())
-        err: ServiceError
-        if not isinstance(chosen, DirectPool):
-            err = ModelNotReadyException(f"Endpoint {call.name} has no instance ready to serve.")
-            self._record(call, variant, http_status(err), perf_counter(), False)
-            call.error(err)
-            return
-        index = chosen.index(call.container)
-        if index is None:
-            err = ValidationError(
-                f"Container hostname {call.container} is not found in endpoint {call.name}; "
-                f"its containers are {', '.join(chosen.names)}."
-            )
-            self._record(call, variant, http_status(err), perf_counter(), False)
-            call.error(err)
-            return
-        call.variant = variant
-        call.sent = perf_counter()
-        body = call.body
-        assert not isinstance(body, SplicedBody)  # Direct endpoints' bodies are never spliced
-        chosen.send_to(index, call.lines, body, call.size, self.timeout, call.done)
-
-    def limited(self, call: _Call, variant: VariantRoute) -> bool:
+    def limited(self, call: Call, variant: VariantRoute) -> bool:
         """A serverless variant's limits (off the path of other variants): the payload size,
         and MaxConcurrency (ThrottlingException, as SageMaker answers). True: answered."""
         if call.attempt:  # sent again after its instance went away: admitted already
@@ -542,40 +398,27 @@ class InvokePath:
         if call.size > variant.max_payload:
             err = too_large(call.size, variant.max_payload)
         elif sum(t.in_flight for t in variant.targets) >= variant.max_concurrency:
-            err = ThrottlingException(
-                f"Endpoint {call.name} is at its MaxConcurrency of {variant.max_concurrency} "
-                "concurrent invocations; retry later."
-            )
+            err = over_concurrency(call.name, variant.max_concurrency)
         if err is None:
             return False
-        self._record(call, variant, http_status(err), perf_counter(), False)
-        call.error(err)
+        self.refuse(call, err, variant)
         return True
 
-    def refuse(self, call: _Call, err: ServiceError) -> None:
-        """Answer ``call`` with ``err``, recorded (the multi-model road's refusals)."""
-        self._record(call, call.variant, http_status(err), perf_counter(), False)
+    def refuse(self, call: Call, err: ServiceError, variant: VariantRoute | None = None) -> None:
+        """Answer ``call`` with ``err``, recorded against ``variant`` (else the call's)."""
+        self._record(call, variant or call.variant, http_status(err), perf_counter(), False)
         call.error(err)
 
-    def saturated(self, call: _Call, variant: VariantRoute) -> None:
+    def saturated(self, call: Call, variant: VariantRoute) -> None:
         """Every instance of ``variant`` holds its limit of requests: SageMaker's throttling
         error at once (botocore retries it with backoff) rather than an unbounded queue."""
-        err = self.busy(call.name, variant)
-        self._record(call, variant, http_status(err), perf_counter(), False)
-        call.error(err)
+        self.refuse(call, too_busy(call.name, variant.name, self.per_instance), variant)
 
-    def busy(self, name: str, variant: VariantRoute) -> ThrottlingException:
-        return ThrottlingException(
-            f"Endpoint {name} is busy: every instance of variant {variant.name} holds "
-            f"{self.per_instance} requests in flight or waiting (the limit per instance, "
-            "MODELHOST_MAX_REQUESTS_PER_INSTANCE); retry later."
-        )
-
-    def internal(self, call: _Call) -> None:
+    def internal(self, call: Call) -> None:
         log.exception("answering an invocation of endpoint %s failed", call.name)
         call.error(InternalFailure("The invocation failed inside modelhost; see its log."))
 
-    def answer(self, call: _Call, result: UpstreamResponse) -> None:
+    def answer(self, call: Call, result: UpstreamResponse) -> None:
         """The caller's 200 for the instance's 2xx, recorded."""
         variant = call.variant
         answered = perf_counter()
@@ -592,7 +435,7 @@ class InvokePath:
             (perf_counter() - call.started) * 1e6,
         )
 
-    def fail(self, call: _Call, result: UpstreamResponse | UpstreamError) -> None:
+    def fail(self, call: Call, result: UpstreamResponse | UpstreamError) -> None:
         """The caller's error for an instance's non-2xx answer, or for no answer, recorded."""
         name = call.name
         err: ServiceError
@@ -606,22 +449,10 @@ class InvokePath:
         call.error(err)
 
     def upstream_error(self, name: str, exc: UpstreamError) -> ServiceError:
-        """SageMaker's error for an instance that did not answer (both invoke paths), or for
-        a container of a streamed pipeline that answered non-2xx."""
-        container = container_of(exc)
-        if isinstance(exc, ContainerFailed):
-            text = exc.text[:ERROR_TEXT_LIMIT]
-            return self.model_error(name, exc.status, text, container)
-        if isinstance(exc, UpstreamConnectError):
-            return ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
-        if isinstance(exc, UpstreamTimeout):
-            text = _TIMEOUT_TEXT.replace("container primary", f"container {container}")
-            return self.model_error(name, 0, text, container)
-        reason = f"connection to the container failed: {exc.reason}"
-        return self.model_error(name, 0, reason, container)
+        return upstream_error(self.arns, name, exc)
 
     def _record(
-        self, call: _Call, variant: VariantRoute, status: int, answered: float, model_error: bool
+        self, call: Call, variant: VariantRoute, status: int, answered: float, model_error: bool
     ) -> None:
         done = perf_counter()
         self.metrics.record(
@@ -636,7 +467,7 @@ class InvokePath:
 
     async def _reply_missing(self, name: str, rid: bytes, reply: Reply) -> None:
         err = await asyncio.to_thread(self.missing, name)
-        reply(*_error(err, rid))
+        reply(*error_reply(err, rid))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -645,7 +476,7 @@ class InvokePath:
 
     def choose(self, route: EndpointRoute, wanted: bytes | str | None) -> VariantRoute:
         """The variant for a request (TargetVariant, else by weight)."""
-        return _variant(route, wanted, self._random.random(), route.name)
+        return choose_variant(route, wanted, self._random.random(), route.name)
 
     def current(self, name: str, variant: VariantRoute) -> VariantRoute:
         """``variant`` as the route has it now (the fleet may have changed since)."""
@@ -657,114 +488,7 @@ class InvokePath:
     def model_error(
         self, name: str, status: int, text: str, container: str = "primary"
     ) -> ModelError:
-        """``container``: the one that answered, in a multi-container instance."""
-        kind = "client" if 400 <= status < 500 else "server"
-        log_group = self.arns.log_group(name)
-        return ModelError(
-            f'Received {kind} error ({status}) from {container} with message "{text}". '
-            f"See the instance log (modelhost logs {name}) for more information.",
-            OriginalStatusCode=status,
-            OriginalMessage=text,
-            LogStreamArn=log_group,
-        )
+        return model_error(self.arns, name, status, text, container)
 
     def missing(self, name: str) -> ServiceError:
-        ep = self.store.endpoint(name)
-        if ep is None:
-            return ValidationError(
-                f"Endpoint {name} of account {self.settings.account_id} not found."
-            )
-        return ModelNotReadyException(
-            f"Endpoint {name} is {ep.status.value} and has no instance ready to serve yet."
-        )
-
-
-class _DirectCall(_Call):
-    """A call to one container of a Direct endpoint (TargetContainerHostname)."""
-
-    __slots__ = ("container",)
-    container: str
-
-    def done(self, result: UpstreamResponse | UpstreamError) -> None:
-        if isinstance(result, UpstreamConnectError) and self.attempt < CONNECT_RETRIES:
-            self.attempt += 1
-            try:
-                self.owner.send_direct(self, self.owner.current(self.name, self.variant))
-            except Exception:
-                self.owner.internal(self)
-            return
-        _Call.done(self, result)
-
-
-def direct_target(route: EndpointRoute, container: bytes | None) -> str:
-    """The container a request names (ValidationError when it must and does not, or names
-    one on an endpoint that is not Direct)."""
-    if not route.direct:
-        raise ValidationError(
-            f"Endpoint {route.name} is not configured for direct invocation: "
-            "TargetContainerHostname is valid only when the model's InferenceExecutionConfig "
-            "Mode is Direct."
-        )
-    if container is None:
-        raise ValidationError(
-            f"Endpoint {route.name} is configured for direct invocation "
-            "(InferenceExecutionConfig Mode Direct); specify TargetContainerHostname."
-        )
-    return container.decode("latin-1")
-
-
-def _error(err: ServiceError, rid: bytes) -> tuple[bytes, bytes]:
-    status, headers, body = rest_error(err, rid.decode())
-    return head_bytes(status, headers), body
-
-
-def _endpoint_name(path: bytes) -> str:
-    name, action = parse_path(path.decode("latin-1"))
-    if action != "invocations":
-        raise ValidationError(f"Unknown path {path.decode('latin-1')}.")
-    return name
-
-
-def parse_path(path: str) -> tuple[str, str]:
-    parts = path.split("/")
-    if len(parts) != 4 or parts[1] != "endpoints" or not parts[2]:
-        raise ValidationError(f"Unknown path {path}.")
-    return parts[2], parts[3]
-
-
-def _variant(route: EndpointRoute, wanted: bytes | str | None, u: float, name: str) -> VariantRoute:
-    if wanted is None:
-        chosen = route.pick_variant(u)
-        if chosen is None:
-            raise ModelNotReadyException(f"Endpoint {name} has no instance ready to serve.")
-        return chosen
-    if isinstance(wanted, bytes):
-        wanted = wanted.decode("latin-1")
-    variant = route.variant(wanted)
-    if variant is None:
-        raise ValidationError(
-            f"The variant {wanted} does not exist in endpoint {name}; its variants are "
-            f"{', '.join(v.name for v in route.variants)}."
-        )
-    return variant
-
-
-def not_multi_model(name: str) -> ValidationError:
-    """TargetModel on an endpoint that is not multi-model (SageMaker's words)."""
-    return ValidationError(
-        f"Endpoint {name} is not a multi-model endpoint and does not support target model header."
-    )
-
-
-def async_only(name: str) -> ValidationError:
-    """InvokeEndpoint (or its streaming form) on an asynchronous inference endpoint."""
-    return ValidationError(
-        f"Endpoint {name} is an asynchronous inference endpoint; use InvokeEndpointAsync."
-    )
-
-
-def too_large(size: int, limit: int) -> ValidationError:
-    return ValidationError(
-        f"Request payload of {size} bytes exceeds the InvokeEndpoint limit of {limit} bytes "
-        f"({limit / 2**20:.0f} MB)."
-    )
+        return missing(self.store.endpoint(name), name, self.settings.account_id)
