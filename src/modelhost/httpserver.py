@@ -4,8 +4,8 @@ ASGI (``http`` and ``lifespan``) to run the app.
 Why not uvicorn: the runtime API's budget is tens of microseconds per request, and uvicorn's
 general machinery spent most of it (bench/router_overhead.py, docs/benchmarks.md): two writes
 per response, per-request header validation, flow-control objects. Here a response that the app
-sends in one ``http.response.body`` message is one ``transport.write``; a body sent in parts
-(``more_body``) goes out with chunked transfer encoding as it comes.
+sends in one ``http.response.body`` message is one ``transport.write`` (asgi_cycle.py), and the
+hot path skips ASGI altogether (fastpath.py's ``FastPath``: router/invoke.py).
 
 Request bodies are buffered up to ``max_body + 1`` bytes and the rest is discarded, so the app
 can refuse an oversized body with its own error shape without the server holding it in memory.
@@ -22,23 +22,20 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import httptools
 
+from modelhost.asgi_cycle import ASGI, Cycle, Scope, plain
+from modelhost.fastpath import SplicingFastPath
 from modelhost.http11 import (
     CONTINUE,
     JOIN_MAX,
-    LAST_CHUNK,
     FlowControl,
     Payload,
-    chunk,
-    response_head,
     status_line,
 )
-from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
 from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
 from modelhost.splice import SPLICE_MIN, SplicedBody
 from modelhost.splice_answer import SplicedAnswer
@@ -48,52 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Message = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
-
-
-# An answer's head and body; a body left in pipes (SplicedAnswer) only where the request was
-# dispatched by this server (it sends it, or reads it whole if it cannot).
-Reply = Callable[[bytes, Payload | SplicedAnswer], None]
-
-
-class FastPath(Protocol):
-    """Requests the app answers without ASGI messages or a task: the runtime API's
-    InvokeEndpoint, the hot path. ``dispatch`` gets the raw path, the lower-cased headers,
-    the whole body and a ``reply(head, body)`` to call once, now or later; the answer is
-    written back in one ``transport.write``. ``head`` is the status line and header lines,
-    each ending in CRLF (see ``head_bytes``); it must not include Content-Length,
-    Transfer-Encoding or Connection: the server writes those and the blank line."""
-
-    def accepts(self, method: bytes, path: bytes) -> bool: ...
-
-    def dispatch(
-        self, path: bytes, headers: list[tuple[bytes, bytes]], body: Payload, reply: Reply
-    ) -> None: ...
-
-
-@runtime_checkable
-class SplicingFastPath(FastPath, Protocol):
-    """A fast path that can take a large body still in the client's socket (splice.py)."""
-
-    def splices(self, path: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether this accepted request's body may come as a ``SplicedBody``."""
-        ...
-
-    def dispatch(
-        self,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: Payload | SplicedBody,
-        reply: Reply,
-    ) -> None: ...
-
-
-ASGI = {"version": "3.0", "spec_version": "2.3"}  # the "asgi" entry of every scope
 _KEEP = b"\r\n"
 _CLOSE = b"connection: close\r\n\r\n"
 _MAX_PIPELINED = 16
@@ -103,75 +54,6 @@ IDLE_TIMEOUT_S = 120.0  # a connection with no request in progress is closed aft
 # A request head (request line and headers) must arrive whole within this many seconds of its
 # first byte, however steadily it trickles in (slowloris); otherwise 408 and close.
 HEAD_TIMEOUT_S = 30.0
-
-
-class _Cycle:
-    """One request and its response: the ASGI receive/send pair the app gets."""
-
-    __slots__ = (
-        "_body",
-        "_chunked",
-        "_no_body",
-        "_proto",
-        "_read",
-        "done",
-        "head_sent",
-        "keep_alive",
-        "started",
-    )
-
-    def __init__(
-        self, proto: HttpProtocol, body: bytes, keep_alive: bool, no_body: bool = False
-    ) -> None:
-        self._proto = proto
-        self._no_body = no_body  # HEAD: headers (with the body's length) but no body
-        self._body = body
-        self._read = False
-        self._chunked = False
-        self.keep_alive = keep_alive
-        self.started: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        self.head_sent = False
-        self.done = False
-
-    async def receive(self) -> Message:
-        if not self._read:
-            self._read = True
-            return {"type": "http.request", "body": self._body, "more_body": False}
-        await self._proto.closed
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.started = (message["status"], list(message.get("headers", ())))
-            return
-        if kind != "http.response.body" or self.done or self.started is None:
-            return
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
-        proto = self._proto
-        if not self.head_sent:
-            self.head_sent = True
-            head = self._head(body, more)
-            if self._no_body:
-                proto.write(head)
-                self._chunked, body = False, b""
-            else:
-                proto.write(head + (chunk(body) if self._chunked else body))
-        elif body and not self._no_body:
-            proto.write(chunk(body) if self._chunked else body)
-        if not more:
-            if self._chunked:
-                proto.write(LAST_CHUNK)
-            self.done = True
-        elif proto.write_paused:
-            await proto.resumed()
-
-    def _head(self, body: bytes, more: bool) -> bytes:
-        assert self.started is not None
-        status, headers = self.started
-        head, self._chunked = response_head(status, headers, len(body), more, self.keep_alive)
-        return head
 
 
 class HttpProtocol(FlowControl):
@@ -465,7 +347,7 @@ class HttpProtocol(FlowControl):
             return
         if not isinstance(body, bytes):
             body = b"".join(body)
-        cycle = _Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
+        cycle = Cycle(self, body, keep_alive, no_body=scope["method"] == "HEAD")
         task = asyncio.get_running_loop().create_task(self._run(scope, cycle))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
@@ -518,16 +400,16 @@ class HttpProtocol(FlowControl):
             tail = _CLOSE
             reply(status_line(500) + b"content-type: text/plain\r\n", b"Internal Server Error")
 
-    async def _run(self, scope: Scope, cycle: _Cycle) -> None:
+    async def _run(self, scope: Scope, cycle: Cycle) -> None:
         try:
             await self.server.app(scope, cycle.receive, cycle.send)
         except Exception:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             if not cycle.head_sent:
-                await _plain(cycle, 500, b"Internal Server Error")
+                await plain(cycle, 500, b"Internal Server Error")
         if not cycle.done:
             if not cycle.head_sent:
-                await _plain(cycle, 500, b"The application sent no response.")
+                await plain(cycle, 500, b"The application sent no response.")
             else:  # a half-sent response can only be cut off
                 cycle.keep_alive = False
         self._done(cycle.keep_alive)
@@ -596,15 +478,3 @@ class HttpProtocol(FlowControl):
         if transport.can_write_eof():
             transport.write_eof()
         asyncio.get_running_loop().call_later(_LINGER_S, self.close)
-
-
-async def _plain(cycle: _Cycle, status: int, text: bytes) -> None:
-    cycle.keep_alive = False
-    await cycle.send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain")],
-        }
-    )
-    await cycle.send({"type": "http.response.body", "body": text})

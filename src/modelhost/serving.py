@@ -10,15 +10,9 @@ import signal
 import time
 from collections.abc import Callable
 
-from modelhost.httpserver import (
-    ASGI,
-    HEAD_TIMEOUT_S,
-    IDLE_TIMEOUT_S,
-    ASGIApp,
-    FastPath,
-    HttpProtocol,
-    Message,
-)
+from modelhost.asgi_cycle import ASGI, ASGIApp, Message
+from modelhost.fastpath import FastPath
+from modelhost.httpserver import HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, HttpProtocol
 from modelhost.keepawake import KeepAwake
 
 

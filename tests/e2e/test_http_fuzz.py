@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from modelhost.fastpath import Reply, head_bytes
 from modelhost.http11 import Payload
-from modelhost.httpserver import Reply, head_bytes
 from modelhost.serving import Server
 from tests.e2e.test_httpserver import MAX_BODY, Fast, app, free_port, running
 

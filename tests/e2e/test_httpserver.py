@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from modelhost.fastpath import Reply, head_bytes
 from modelhost.http11 import Payload
-from modelhost.httpserver import Reply, head_bytes
 from modelhost.serving import Server
 
 pytestmark = pytest.mark.e2e

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from modelhost.fastpath import head_bytes as front_head_bytes
 from modelhost.http11 import (
     CONTINUE,
     LAST_CHUNK,
@@ -18,7 +19,6 @@ from modelhost.http11 import (
     status_line,
 )
 from modelhost.httpserver import HttpProtocol
-from modelhost.httpserver import head_bytes as front_head_bytes
 from modelhost.runtime.handlers import ModelHandler
 from modelhost.runtime.protocol import HttpConnection, ServerOptions, ServerState
 

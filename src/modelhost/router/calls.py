@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from modelhost.api.serialize import rest_error
 from modelhost.errors import ServiceError, ValidationError
+from modelhost.fastpath import Reply, head_bytes
 from modelhost.http11 import Payload, payload_size
-from modelhost.httpserver import Reply, head_bytes
 from modelhost.router.checks import no_instance
 from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamResponse
 from modelhost.router.pipeline import DirectPool

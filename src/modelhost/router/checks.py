@@ -13,7 +13,7 @@ from modelhost.errors import (
     ThrottlingException,
     ValidationError,
 )
-from modelhost.httpserver import head_bytes
+from modelhost.fastpath import head_bytes
 from modelhost.names import Arns
 from modelhost.router.forwarder import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from modelhost.router.pipeline import ContainerFailed, container_of

@@ -30,8 +30,8 @@ from modelhost.errors import (
     ModelError,
     ServiceError,
 )
+from modelhost.fastpath import Reply
 from modelhost.http11 import Payload, payload_size
-from modelhost.httpserver import Reply
 from modelhost.metrics import Recorder
 from modelhost.names import Arns
 from modelhost.router.calls import AsyncDispatch, Call, DirectCall, MultiModelDispatch
