@@ -18,7 +18,7 @@ import joblib
 import numpy as np
 import pytest
 
-from modelhost.runtime.protocol import ServerOptions
+from modelhost.runtime.serverstate import ServerOptions
 from tests.fixtures.models import fixture_model_dir, sklearn_iris_dir
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,8 @@ from modelhost.http11 import (
 )
 from modelhost.httpserver import HttpProtocol
 from modelhost.runtime.handlers import ModelHandler
-from modelhost.runtime.protocol import HttpConnection, ServerOptions, ServerState
+from modelhost.runtime.protocol import HttpConnection
+from modelhost.runtime.serverstate import ServerOptions, ServerState
 
 WAIT_S = 5.0
 

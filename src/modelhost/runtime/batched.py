@@ -8,7 +8,8 @@ import os
 from modelhost.runtime.batching import Batcher, BatchPolicy
 from modelhost.runtime.handlers import ModelHandler
 from modelhost.runtime.invokers import BatchingInvoker
-from modelhost.runtime.protocol import HttpConnection, ServerOptions, ServerState, say
+from modelhost.runtime.protocol import HttpConnection
+from modelhost.runtime.serverstate import ServerOptions, ServerState, say
 
 
 class BatchingConnection(HttpConnection):

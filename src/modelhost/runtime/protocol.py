@@ -23,27 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
 
 from modelhost.http11 import CONTINUE, LAST_CHUNK, FlowControl, chunk, status_line
-from modelhost.runtime.batching import BatchPolicy
 from modelhost.runtime.codecs import InvocationError
 from modelhost.runtime.handlers import (
     InvocationResult,
-    ModelHandler,
     ResponseStream,
     StreamingResult,
 )
-from modelhost.runtime.invokers import Invoker, PlainInvoker
-from modelhost.runtime.multimodel import MultiModels
-
-DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
+from modelhost.runtime.invokers import Invoker
+from modelhost.runtime.serverstate import ServerState
 
 _OK = status_line(200)
 _PING_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -58,16 +52,6 @@ _INVOKE, _PING, _NOT_FOUND, _BAD_METHOD, _MODELS = range(5)
 _ROUTES = {b"/invocations": (b"POST", _INVOKE), b"/ping": (b"GET", _PING)}
 
 _header_bytes: dict[str, bytes] = {}
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    shutdown_grace_s: float = 20.0  # SageMaker sends SIGKILL 30 s after SIGTERM
-    batching: BatchPolicy | None = None  # None: MODELHOST_BATCHING* from the environment
-    unix_path: str | None = None  # also listen here (the platform's router prefers it)
 
 
 class _Abort(Exception):
@@ -99,38 +83,6 @@ def _header_value(value: str) -> bytes:
         if len(_header_bytes) < 256:
             _header_bytes[value] = encoded
     return encoded
-
-
-class ServerState:
-    """What every connection of one server shares."""
-
-    def __init__(self, handler: ModelHandler | MultiModels, options: ServerOptions) -> None:
-        self.max_body = options.max_body_bytes
-        self.connections: set[HttpConnection] = set()
-        self.stopping = False
-        self.all_closed = asyncio.Event()
-        self.reading = 0  # invocations whose body is still arriving (batching counts them)
-        # A multi-model server (SAGEMAKER_MULTI_MODEL): the MMS API, and the invoker.
-        self.models: MultiModels | None = None
-        self.invoker: Invoker  # the connections' unless one is given another
-        if isinstance(handler, MultiModels):
-            self.models = self.invoker = handler
-        else:
-            self.handler = handler
-            self.invoker = PlainInvoker(handler)
-
-    def begin_shutdown(self) -> None:
-        """Stop keep-alive: idle connections close now, busy ones after their response."""
-        self.stopping = True
-        for conn in list(self.connections):
-            conn.close_when_idle()
-        if not self.connections:
-            self.all_closed.set()
-
-    def forget(self, conn: HttpConnection) -> None:
-        self.connections.discard(conn)
-        if self.stopping and not self.connections:
-            self.all_closed.set()
 
 
 class HttpConnection(FlowControl):
@@ -490,11 +442,6 @@ class HttpConnection(FlowControl):
         self._busy = False
         if not keep_alive:
             self._close()
-
-
-def say(message: str) -> None:
-    """One line on stderr, as the model server reports everything it has to say."""
-    print(f"modelhost.runtime: {message}", file=sys.stderr, flush=True)
 
 
 def _error_text(exc: Exception) -> bytes:

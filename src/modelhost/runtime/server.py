@@ -15,13 +15,8 @@ from modelhost.runtime.batched import make_batcher
 from modelhost.runtime.handlers import ModelHandler
 from modelhost.runtime.invokers import BatchingInvoker, Invoker
 from modelhost.runtime.multimodel import MultiModels
-from modelhost.runtime.protocol import (
-    DEFAULT_MAX_BODY_BYTES,
-    HttpConnection,
-    ServerOptions,
-    ServerState,
-    say,
-)
+from modelhost.runtime.protocol import HttpConnection
+from modelhost.runtime.serverstate import DEFAULT_MAX_BODY_BYTES, ServerOptions, ServerState, say
 
 
 async def serve(

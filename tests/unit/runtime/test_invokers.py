@@ -21,7 +21,8 @@ from modelhost.runtime.handlers import (
     StreamingResult,
 )
 from modelhost.runtime.invokers import BatchingInvoker, PlainInvoker, Responder
-from modelhost.runtime.protocol import HttpConnection, ServerOptions, ServerState
+from modelhost.runtime.protocol import HttpConnection
+from modelhost.runtime.serverstate import ServerOptions, ServerState
 from tests.unit.runtime.test_batching import FakeTransport
 
 WAIT_S = 5.0
