@@ -16,6 +16,7 @@ from modelhost.asyncinf.batches import Claimed, Input
 from modelhost.asyncinf.endings import Endings, log
 from modelhost.asyncinf.objects import ObjectIOError, exists, read_input
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
+from modelhost.keepawake import BACKGROUND
 from modelhost.router.forwarder import (
     UpstreamConnectError,
     UpstreamError,
@@ -46,6 +47,7 @@ class Slots(Endings):
     ) -> None:
         """Run ``req`` on ``pool``, then, while the instance is still routed and the queue has
         more, the endpoint's next requests in the same slot (no dispatcher pass between)."""
+        BACKGROUND.slots += 1  # the front server's loop need not poll for this slot's events
         try:
             current: AsyncRequest | None = req
             for _ in range(CHAIN_MAX):
@@ -76,6 +78,7 @@ class Slots(Endings):
                 # (not renewed), then any worker claims the requests again.
                 for left_over, _ in self._chained.pop(current.request_id, None) or []:
                     self._held.pop(left_over.request_id, None)
+            BACKGROUND.slots -= 1
             left = self.loads.get(pool.instance_id, 1) - 1
             if left > 0:
                 self.loads[pool.instance_id] = left
