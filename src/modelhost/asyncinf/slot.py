@@ -41,6 +41,7 @@ class Slots(Endings):
     _max_input: int
     _full: set[str]  # endpoints (lower-cased) with no free slot at last look
     _wake: asyncio.Event
+    _loop: asyncio.AbstractEventLoop  # the loop the slots run on
 
     async def _process(
         self, config: AsyncEndpointConfig, req: AsyncRequest, pool: UpstreamPool, given: Input
@@ -48,6 +49,8 @@ class Slots(Endings):
         """Run ``req`` on ``pool``, then, while the instance is still routed and the queue has
         more, the endpoint's next requests in the same slot (no dispatcher pass between)."""
         BACKGROUND.slots += 1  # the front server's loop need not poll for this slot's events
+        # (looked up once per slot, not per request: on 3.11 a lookup makes a system call)
+        self._loop = asyncio.get_running_loop()
         try:
             current: AsyncRequest | None = req
             for _ in range(CHAIN_MAX):
@@ -179,7 +182,7 @@ class Slots(Endings):
             headers.append((b"accept", req.accept.encode()))
         if req.custom_attributes:
             headers.append((b"x-amzn-sagemaker-custom-attributes", req.custom_attributes.encode()))
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # (set by ``_process``, the only caller's caller, on this loop)
         answer: asyncio.Future[UpstreamResponse | UpstreamError] = loop.create_future()
 
         def done(result: UpstreamResponse | UpstreamError) -> None:

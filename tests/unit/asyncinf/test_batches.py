@@ -130,6 +130,20 @@ def test_a_new_local_object_is_named_only_once_whole(tmp_path: Path) -> None:
     assert sorted(os.listdir(folder)) == (["a.out", "b.out"] if unnamed else ["b.out"])
 
 
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="Linux's unnamed files")
+def test_a_forked_child_links_its_own_unnamed_files(tmp_path: Path) -> None:
+    # /proc/self/fd is opened once per process: a child must not use its parent's, which
+    # names the parent's descriptors (the link would fail, or name another file).
+    assert objects._write_unnamed(str(tmp_path / "parent.out"), b"parent")
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its own file was linked, whole
+        ok = objects._write_unnamed(str(tmp_path / "child.out"), b"child")
+        os._exit(0 if ok and (tmp_path / "child.out").read_bytes() == b"child" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (tmp_path / "child.out").read_bytes() == b"child"
+
+
 def test_a_local_write_that_fails_leaves_nothing(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
     folder = tmp_path / "out"
