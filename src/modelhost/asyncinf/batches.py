@@ -148,10 +148,15 @@ class Ended:
     next: list[Claimed] | None  # claimed for ``then_claim`` (None: no claim was made)
 
 
+Item = Ending | Want | AsyncRequest  # (an AsyncRequest: to be queued)
+Result = Ended | list[Claimed] | None  # (None: the request was queued)
+
+
 class Batches:
     """The workers' group commit: claims (with their small local inputs read in the same
-    hop) and endings (objects written, then every request ended) that arrive together share
-    one thread hop and one transaction."""
+    hop), endings (objects written, then every request ended) and InvokeEndpointAsync's
+    accepted requests (``queue``: api/async_invocations.py) that arrive together share one
+    thread hop and one transaction."""
 
     def __init__(
         self,
@@ -164,9 +169,7 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(
-            self._run, here=self._here
-        )
+        self.commits: GroupCommit[Item, Result] = GroupCommit(self._run, here=self._here)
 
     async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
         """Up to ``limit`` of the endpoint's oldest requests, claimed."""
@@ -179,7 +182,16 @@ class Batches:
         assert isinstance(result, Ended)
         return result
 
-    def _here(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]] | None:
+    def queue_request(self, req: AsyncRequest, done: Done[None]) -> None:
+        """Queue ``req`` with the next batch; ``done`` is told None once it is committed (or
+        the batch's exception), on the event loop (``GroupCommit.add``)."""
+        self.commits.add(req, done)  # type: ignore[arg-type]  # (told None: see _run)
+
+    async def submit_request(self, req: AsyncRequest) -> None:
+        """``queue_request``, awaited."""
+        await self.commits.submit(req)
+
+    def _here(self, items: list[Item]) -> list[Result] | None:
         """``_run`` on the event loop, when nothing in it can wait: else None."""
         for item in items:
             if isinstance(item, Ending) and not _writes_here(item):
@@ -187,14 +199,16 @@ class Batches:
         with self.queue.here() as free:
             return self._run(items, HERE_BYTES) if free else None
 
-    def _run(
-        self, items: list[Ending | Want], prefetch: int = PREFETCH_BYTES
-    ) -> list[Ended | list[Claimed]]:
+    def _run(self, items: list[Item], prefetch: int = PREFETCH_BYTES) -> list[Result]:
         written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
         ends: list[tuple[str, RequestStatus, str | None]] = []
         wants: list[Want] = []
+        queued: list[AsyncRequest] = []
         asked: dict[int, int] = {}  # item -> its index in wants
         for i, item in enumerate(items):
+            if isinstance(item, AsyncRequest):
+                queued.append(item)
+                continue
             if not isinstance(item, Ending):
                 asked[i] = len(wants)
                 wants.append(item)
@@ -207,10 +221,13 @@ class Batches:
                     asked[i] = len(wants)
                     wants.append((item.then_claim, 1))
         done, shares = self.queue.finish_and_claim(
-            ends, self.owner, self._clock(), wants, self._lease_s
+            ends, self.owner, self._clock(), wants, self._lease_s, queued
         )
-        out: list[Ended | list[Claimed]] = []
+        out: list[Result] = []
         for i, item in enumerate(items):
+            if isinstance(item, AsyncRequest):
+                out.append(None)
+                continue
             mine = shares[asked[i]] if i in asked else None
             claimed = None if mine is None else [(r, self._prefetch(r, prefetch)) for r in mine]
             if isinstance(item, Ending):

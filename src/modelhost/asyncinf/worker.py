@@ -85,6 +85,13 @@ class AsyncInference(Slots):
         self._chained: dict[str, list[Claimed]] = {}  # request id -> what its ending claimed
         self._full: set[str] = set()  # endpoints (lower-cased) with no free slot at last look
 
+    @property
+    def commits(self) -> Batches:
+        """The workers' group commit, which InvokeEndpointAsync queues its requests with
+        (api/async_invocations.py): one transaction with the endings and claims made
+        meanwhile."""
+        return self._batches
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from modelhost.asyncinf import objects
-from modelhost.asyncinf.batches import GroupCommit
+from modelhost.asyncinf.batches import Batches, Ended, Ending, GroupCommit
 from modelhost.asyncinf.objects import read_small_local, write_object
+from modelhost.asyncinf.records import AsyncRequest, RequestStatus
+from modelhost.state.async_queue import AsyncQueue
 from modelhost.state.store import Store
 from modelhost.storage.local import LocalObjectStore
 
@@ -100,6 +102,33 @@ def test_a_batch_runs_on_the_loop_when_here_takes_it_else_in_a_thread(tmp_path: 
 
     assert asyncio.run(scenario()) == [-1, -2, 3]
     assert threads == [("here", True), ("here", True), ("run", False)]
+
+
+def test_requests_queued_and_ended_together_share_one_batch(tmp_path: Path) -> None:
+    # InvokeEndpointAsync's requests go in the workers' group commit: accepted while a slot
+    # ends its request, they are committed in its transaction, and its claim may take them.
+    queue = AsyncQueue(Store(f"sqlite:///{tmp_path / 'state.db'}"))
+    out = tmp_path / "out"
+
+    def req(n: int) -> AsyncRequest:
+        return AsyncRequest(
+            f"r{n}", "ep", f"i{n}", "s3://b/in", f"{out}/{n}.out", f"{out}/{n}.err", 1.0, 1e10, 9.0
+        )
+
+    queue.enqueue_many([req(0)])
+    (held,) = queue.claim("ep", "me", 2.0, 60.0, 1)
+    batches = Batches(queue, LocalObjectStore(tmp_path / "objects"), "me", lambda: 3.0, 60.0, 99)
+    told: list[object] = []
+
+    async def main() -> Ended:
+        batches.queue_request(req(1), told.append)
+        ending = Ending(held, RequestStatus.DONE, f"{out}/0.out", b"out", None, then_claim="ep")
+        return await batches.end(ending)
+
+    ended = asyncio.run(main())
+    assert told == [None] and batches.commits.batches == 1
+    assert ended.ended and (out / "0.out").read_bytes() == b"out"
+    assert ended.next is not None and [r.request_id for r, _ in ended.next] == ["r1"]
 
 
 def test_local_writes_are_whole_and_make_their_folder(tmp_path: Path) -> None:
