@@ -40,9 +40,14 @@ class GroupCommit(Generic[T, R]):
         run: Callable[[list[T]], Sequence[R]],
         max_batch: int = MAX_BATCH,
         here: Callable[[list[T]], Sequence[R] | None] | None = None,
+        slow: Callable[[T], bool] | None = None,
     ) -> None:
         self._run = run
         self._here = here
+        # An item that keeps its batch off the loop whatever the store (a large or remote
+        # object to write): the others of its batch go first, in a batch of their own, so
+        # that they do not wait on it (an accepted request's 202 on an upload).
+        self._slow = slow
         self._max = max_batch
         self._pending: list[tuple[T, Done[R]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +89,11 @@ class GroupCommit(Generic[T, R]):
                 if not self._pending:
                     break
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                if self._slow is not None:
+                    slow = [entry for entry in batch if self._slow(entry[0])]
+                    if slow and len(slow) < len(batch):
+                        await self._one([entry for entry in batch if not self._slow(entry[0])])
+                        batch = slow
                 await self._one(batch)
         finally:
             self._task = None
@@ -169,7 +179,9 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.commits: GroupCommit[Item, Result] = GroupCommit(self._run, here=self._here)
+        self.commits: GroupCommit[Item, Result] = GroupCommit(
+            self._run, here=self._here, slow=_slow
+        )
 
     async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
         """Up to ``limit`` of the endpoint's oldest requests, claimed."""
@@ -252,6 +264,11 @@ class Batches:
         if req.body is not None:
             return None
         return read_small_local(req.input_location, min(limit, self._max_input))
+
+
+def _slow(item: Item) -> bool:
+    """An ending whose object cannot be written on the event loop (large, or not local)."""
+    return isinstance(item, Ending) and not _writes_here(item)
 
 
 def _writes_here(e: Ending) -> bool:

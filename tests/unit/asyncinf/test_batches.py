@@ -45,6 +45,28 @@ def test_concurrent_calls_share_a_batch_and_each_gets_its_result() -> None:
     assert seen == [[1], [2, 3, 4]]  # the lone call went alone; the waiting ones together
 
 
+def test_the_quick_items_of_a_batch_do_not_wait_on_its_slow_ones() -> None:
+    # (an accepted request's 202 must not wait on another request's upload)
+    seen: list[list[int]] = []
+    told: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        return items
+
+    async def scenario() -> None:
+        commit: GroupCommit[int, int] = GroupCommit(run, slow=lambda n: n % 2 == 1)
+        for n in (1, 2, 3, 4):
+            commit.add(n, lambda r: told.append(r if isinstance(r, int) else -1))
+        for _ in range(200):
+            if len(told) == 4:
+                break
+            await asyncio.sleep(0.005)
+
+    asyncio.run(scenario())
+    assert seen == [[2, 4], [1, 3]] and told == [2, 4, 1, 3]
+
+
 def test_a_batch_is_bounded_and_its_failure_reaches_every_caller() -> None:
     def run(items: list[int]) -> list[int]:
         if 99 in items:
