@@ -261,7 +261,12 @@ def async_inference(
         settings.region, workers.stats, sns_endpoint_url=settings.sns_endpoint_url
     )
     runtime.async_handler = handler = AsyncInvocations(
-        store, queue, workers.wake, settings.account_id, known=lambda: workers.configs
+        store,
+        queue,
+        workers.wake,
+        settings.account_id,
+        known=lambda: workers.configs,
+        batches=workers.commits,
     )
     runtime.fast.async_path = handler  # the front server's fast path takes it (unsigned)
     runtime.metrics.registry.register(

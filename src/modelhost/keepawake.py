@@ -9,7 +9,9 @@ an instance or a client that is ready to run on the same CPU runs first.
 
 It only polls while few requests are in flight (``SPIN_MAX_IN_FLIGHT``): that is when a
 wake-up is a visible share of a request's time. Under load the loop seldom sleeps anyway,
-and polling while requests wait on busy instances would take CPU from those instances.
+and polling while requests wait on busy instances would take CPU from those instances. The
+asynchronous inference workers' running slots count too (``BACKGROUND``): their requests wait
+on the instances as well, and no front-server connection counts them.
 
 The window adapts like KVM's halt polling: ``next_window`` grows it while events come within
 the longest window, and shrinks it to nothing when they do not. A client that sends requests
@@ -25,6 +27,20 @@ import time
 
 GROW_START_S = 10e-6  # the window a grow from zero starts at
 SPIN_MAX_IN_FLIGHT = 2  # with more requests in flight than this, the loop may sleep
+
+
+class Background:
+    """Work this process has in flight that no front-server request counts: the asynchronous
+    inference workers' running slots (asyncinf/slot.py adds and takes away one per slot, not
+    per request)."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots = 0
+
+
+BACKGROUND = Background()  # one per process, like the event loop it concerns
 
 
 def next_window(window: float, waited: float, longest: float) -> float:
@@ -81,7 +97,7 @@ class KeepAwake:
         window and keep the loop awake for it (not at all under load)."""
         if self.longest <= 0:
             return
-        if in_flight > SPIN_MAX_IN_FLIGHT:
+        if in_flight + BACKGROUND.slots > SPIN_MAX_IN_FLIGHT:
             self._until = 0.0  # a pass in progress stops at its next turn
             return
         now = self._clock()

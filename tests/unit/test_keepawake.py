@@ -5,7 +5,13 @@ import asyncio
 import pytest
 import uvloop
 
-from modelhost.keepawake import GROW_START_S, SPIN_MAX_IN_FLIGHT, KeepAwake, next_window
+from modelhost.keepawake import (
+    BACKGROUND,
+    GROW_START_S,
+    SPIN_MAX_IN_FLIGHT,
+    KeepAwake,
+    next_window,
+)
 
 LONGEST = 200e-6
 
@@ -96,6 +102,24 @@ def test_no_polling_under_load_and_a_poll_in_progress_stops() -> None:
         assert not awake.polling
         awake.kick(in_flight=SPIN_MAX_IN_FLIGHT)
         assert awake.polling
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def test_the_async_workers_running_slots_count_as_in_flight() -> None:
+    async def main() -> None:
+        awake = KeepAwake(10.0)
+        BACKGROUND.slots += SPIN_MAX_IN_FLIGHT  # slots waiting on instances, none at the front
+        try:
+            awake.kick(in_flight=1)
+            await asyncio.sleep(0.01)
+            assert not awake.polling
+        finally:
+            BACKGROUND.slots -= SPIN_MAX_IN_FLIGHT
+        awake.kick(in_flight=1)
+        assert awake.polling
+        awake.kick(in_flight=SPIN_MAX_IN_FLIGHT + 1)  # (ends the poll)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from modelhost.api.serialize import rest_error
 from modelhost.api.shapes import shapes_for
-from modelhost.asyncinf.batches import GroupCommit
+from modelhost.asyncinf.batches import Batches, GroupCommit
 from modelhost.asyncinf.policy import result_locations
 from modelhost.asyncinf.records import (
     DEFAULT_INVOCATION_TIMEOUT_S,
@@ -142,6 +142,7 @@ class AsyncInvocations:
         account_id: str,
         clock: Callable[[], float] = time.time,
         known: Callable[[], dict[str, AsyncEndpointConfig]] | None = None,
+        batches: Batches | None = None,
     ) -> None:
         self.store = store
         # The async endpoints the workers know (lower-cased names; refreshed each second):
@@ -153,9 +154,12 @@ class AsyncInvocations:
         self.clock = clock
         self._shapes = shapes_for("sagemaker-runtime")
         # Requests accepted together share one transaction; each 202 waits for its commit.
+        # With the workers' ``batches``, that is the transaction of their endings and claims
+        # made meanwhile (one commit instead of two); else a group commit of its own.
         self._queued: GroupCommit[AsyncRequest, None] = GroupCommit(
             self._enqueue, here=self._enqueue_here
         )
+        self._batches = batches
         self._tasks: set[asyncio.Task[None]] = set()
         # The queue's keys: a random half per process and a counter (no system call each).
         self._id_prefix = os.urandom(8).hex()
@@ -171,7 +175,10 @@ class AsyncInvocations:
         if config is None:  # not (yet) among the workers' endpoints: read the store
             config = await asyncio.to_thread(self._config, name)
         req = self._request(config, members, body or None)
-        await self._queued.submit(req)  # committed: the request is durable from here on
+        if self._batches is not None:  # committed: the request is durable from here on
+            await self._batches.submit_request(req)
+        else:
+            await self._queued.submit(req)
         self.on_queued(req.endpoint)
         status, headers, payload = _accepted(req, rid.encode())
         headers.append((b"content-length", str(len(payload)).encode()))
@@ -221,7 +228,10 @@ class AsyncInvocations:
             status, headers, payload = _accepted(req, rid)
             reply(head_bytes(status, headers), payload)
 
-        self._queued.add(req, committed)
+        if self._batches is not None:
+            self._batches.queue_request(req, committed)
+        else:
+            self._queued.add(req, committed)
 
     def _check(
         self, name: str, raw: list[tuple[bytes, bytes]], body: bytes, too_large: bool

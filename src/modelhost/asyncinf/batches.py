@@ -40,16 +40,26 @@ class GroupCommit(Generic[T, R]):
         run: Callable[[list[T]], Sequence[R]],
         max_batch: int = MAX_BATCH,
         here: Callable[[list[T]], Sequence[R] | None] | None = None,
+        slow: Callable[[T], bool] | None = None,
     ) -> None:
         self._run = run
         self._here = here
+        # An item that keeps its batch off the loop whatever the store (a large or remote
+        # object to write): the others of its batch go first, in a batch of their own, so
+        # that they do not wait on it (an accepted request's 202 on an upload).
+        self._slow = slow
         self._max = max_batch
         self._pending: list[tuple[T, Done[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop ``_task`` runs on
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        # The batch under way runs on this loop: no lookup (on 3.11 it makes a system call).
+        loop = self._loop
+        if self._task is None or loop is None:
+            loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
 
         def done(result: R | BaseException) -> None:
             if future.done():
@@ -70,7 +80,8 @@ class GroupCommit(Generic[T, R]):
         loop (the front server's fast path answers from it)."""
         self._pending.append((item, done))
         if self._task is None:  # (one loop lookup per batch: on 3.11 it makes a system call)
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+            self._loop = loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -78,6 +89,11 @@ class GroupCommit(Generic[T, R]):
                 if not self._pending:
                     break
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                if self._slow is not None:
+                    slow = [entry for entry in batch if self._slow(entry[0])]
+                    if slow and len(slow) < len(batch):
+                        await self._one([entry for entry in batch if not self._slow(entry[0])])
+                        batch = slow
                 await self._one(batch)
         finally:
             self._task = None
@@ -142,10 +158,15 @@ class Ended:
     next: list[Claimed] | None  # claimed for ``then_claim`` (None: no claim was made)
 
 
+Item = Ending | Want | AsyncRequest  # (an AsyncRequest: to be queued)
+Result = Ended | list[Claimed] | None  # (None: the request was queued)
+
+
 class Batches:
     """The workers' group commit: claims (with their small local inputs read in the same
-    hop) and endings (objects written, then every request ended) that arrive together share
-    one thread hop and one transaction."""
+    hop), endings (objects written, then every request ended) and InvokeEndpointAsync's
+    accepted requests (``queue``: api/async_invocations.py) that arrive together share one
+    thread hop and one transaction."""
 
     def __init__(
         self,
@@ -158,8 +179,8 @@ class Batches:
     ) -> None:
         self.queue, self.objects, self.owner = queue, objects, owner
         self._clock, self._lease_s, self._max_input = clock, lease_s, max_input
-        self.commits: GroupCommit[Ending | Want, Ended | list[Claimed]] = GroupCommit(
-            self._run, here=self._here
+        self.commits: GroupCommit[Item, Result] = GroupCommit(
+            self._run, here=self._here, slow=_slow
         )
 
     async def claim(self, endpoint: str, limit: int) -> list[Claimed]:
@@ -173,7 +194,16 @@ class Batches:
         assert isinstance(result, Ended)
         return result
 
-    def _here(self, items: list[Ending | Want]) -> list[Ended | list[Claimed]] | None:
+    def queue_request(self, req: AsyncRequest, done: Done[None]) -> None:
+        """Queue ``req`` with the next batch; ``done`` is told None once it is committed (or
+        the batch's exception), on the event loop (``GroupCommit.add``)."""
+        self.commits.add(req, done)  # type: ignore[arg-type]  # (told None: see _run)
+
+    async def submit_request(self, req: AsyncRequest) -> None:
+        """``queue_request``, awaited."""
+        await self.commits.submit(req)
+
+    def _here(self, items: list[Item]) -> list[Result] | None:
         """``_run`` on the event loop, when nothing in it can wait: else None."""
         for item in items:
             if isinstance(item, Ending) and not _writes_here(item):
@@ -181,14 +211,16 @@ class Batches:
         with self.queue.here() as free:
             return self._run(items, HERE_BYTES) if free else None
 
-    def _run(
-        self, items: list[Ending | Want], prefetch: int = PREFETCH_BYTES
-    ) -> list[Ended | list[Claimed]]:
+    def _run(self, items: list[Item], prefetch: int = PREFETCH_BYTES) -> list[Result]:
         written: dict[int, tuple[ObjectIOError | None, str | None]] = {}
         ends: list[tuple[str, RequestStatus, str | None]] = []
         wants: list[Want] = []
+        queued: list[AsyncRequest] = []
         asked: dict[int, int] = {}  # item -> its index in wants
         for i, item in enumerate(items):
+            if isinstance(item, AsyncRequest):
+                queued.append(item)
+                continue
             if not isinstance(item, Ending):
                 asked[i] = len(wants)
                 wants.append(item)
@@ -201,10 +233,13 @@ class Batches:
                     asked[i] = len(wants)
                     wants.append((item.then_claim, 1))
         done, shares = self.queue.finish_and_claim(
-            ends, self.owner, self._clock(), wants, self._lease_s
+            ends, self.owner, self._clock(), wants, self._lease_s, queued
         )
-        out: list[Ended | list[Claimed]] = []
+        out: list[Result] = []
         for i, item in enumerate(items):
+            if isinstance(item, AsyncRequest):
+                out.append(None)
+                continue
             mine = shares[asked[i]] if i in asked else None
             claimed = None if mine is None else [(r, self._prefetch(r, prefetch)) for r in mine]
             if isinstance(item, Ending):
@@ -229,6 +264,11 @@ class Batches:
         if req.body is not None:
             return None
         return read_small_local(req.input_location, min(limit, self._max_input))
+
+
+def _slow(item: Item) -> bool:
+    """An ending whose object cannot be written on the event loop (large, or not local)."""
+    return isinstance(item, Ending) and not _writes_here(item)
 
 
 def _writes_here(e: Ending) -> bool:

@@ -192,22 +192,37 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-_PROC_FD: tuple[int, int] | None = None  # (pid, an open /proc/self/fd); None: not tried yet
+_PROC_FD: int | None = None  # an open /proc/self/fd (-1: none to be had); None: not tried yet
 _PROC_LOCK = threading.Lock()
 
 
 def _proc_fd_dir() -> int | None:
-    """This process's ``/proc/self/fd``, opened once (again after a fork); None without
-    ``O_TMPFILE`` or /proc."""
+    """This process's ``/proc/self/fd``, opened once (again after a fork:
+    ``_forget_proc_fd``; no ``getpid`` system call per write); None without ``O_TMPFILE``
+    or /proc."""
     global _PROC_FD
     found = _PROC_FD
-    pid = os.getpid()
-    if found is not None and found[0] == pid:
-        return found[1] if found[1] >= 0 else None
+    if found is not None:
+        return found if found >= 0 else None
     with _PROC_LOCK:
+        if _PROC_FD is not None:  # another thread opened it meanwhile
+            return _PROC_FD if _PROC_FD >= 0 else None
         fd = -1
         if hasattr(os, "O_TMPFILE"):
             with contextlib.suppress(OSError):
                 fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
-        _PROC_FD = (pid, fd)
+        _PROC_FD = fd
     return fd if fd >= 0 else None
+
+
+def _forget_proc_fd() -> None:
+    """In a forked child: the inherited descriptor is the parent's /proc/<pid>/fd."""
+    global _PROC_FD
+    found, _PROC_FD = _PROC_FD, None
+    if found is not None and found >= 0:
+        with contextlib.suppress(OSError):
+            os.close(found)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_proc_fd)

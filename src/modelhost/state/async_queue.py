@@ -280,9 +280,13 @@ class AsyncQueue:
         now: float,
         wants: Sequence[tuple[str, int]],
         lease_s: float,
+        queued: Sequence[AsyncRequest] = (),
     ) -> tuple[set[str], list[list[AsyncRequest]]]:
-        """``finish_many``, then ``claim`` for each (endpoint, limit) of ``wants``, all in one
-        transaction (the workers' group commit): the ids ended, and each want's requests."""
+        """``enqueue_many(queued)``, ``finish_many``, then ``claim`` for each (endpoint, limit)
+        of ``wants`` (the requests just queued among those claimable), all in one transaction
+        on SQLite (the workers' group commit, which takes InvokeEndpointAsync's queueing too:
+        one commit, and the pages both touch written once); elsewhere the queueing commits
+        first, on its own. The ids ended, and each want's requests."""
         groups: dict[tuple[RequestStatus, str | None], list[str]] = {}
         for request_id, status, reason in ends:
             groups.setdefault((status, reason), []).append(request_id)
@@ -290,8 +294,11 @@ class AsyncQueue:
         for endpoint, limit in wants:
             totals[endpoint.lower()] = totals.get(endpoint.lower(), 0) + max(0, limit)
         if self._direct:
-            ended, claimed = self._finish_and_claim_direct(groups, owner, now, totals, lease_s)
+            ended, claimed = self._finish_and_claim_direct(
+                groups, owner, now, totals, lease_s, queued
+            )
         else:
+            self.enqueue_many(queued)
             ended, claimed = self._finish_and_claim_sql(groups, owner, now, totals, lease_s)
         shares: list[list[AsyncRequest]] = []
         for endpoint, limit in wants:  # in order: the first wants get the oldest requests
@@ -308,9 +315,12 @@ class AsyncQueue:
         now: float,
         totals: dict[str, int],
         lease_s: float,
+        queued: Sequence[AsyncRequest],
     ) -> tuple[set[str], dict[str, list[AsyncRequest]]]:
         ended: set[str] = set()
         with self._store.sqlite_transaction() as raw:
+            if queued:
+                async_sqlite.enqueue_many(raw, queued)
             for (status, reason), ids in groups.items():
                 ended |= async_sqlite.end(raw, ids, owner, status, now, reason)
             claimed = {

@@ -112,6 +112,20 @@ def test_enqueue_many_and_finish_and_claim_share_one_transaction(queue: AsyncQue
     assert queue.finish_many([("r0", RequestStatus.DONE, None)], "me", 103.0) == set()  # once
 
 
+def test_requests_queued_with_endings_are_claimable_in_the_same_transaction(
+    queue: AsyncQueue,
+) -> None:
+    queue.enqueue_many([_req(0)])
+    held = queue.claim("ep", "me", 101.0, 30.0, 1)
+    ended, shares = queue.finish_and_claim(
+        [("r0", RequestStatus.DONE, None)], "me", 102.0, [("ep", 1)], 30.0, [_req(1), _req(2)]
+    )
+    assert [r.request_id for r in held] == ["r0"] and ended == {"r0"}
+    assert [[r.request_id for r in s] for s in shares] == [["r1"]]  # queued, then claimed
+    r2 = queue.get("r2")
+    assert r2 is not None and r2.status is RequestStatus.QUEUED
+
+
 def test_a_claim_skips_ended_requests_and_takes_lapsed_leases_in_order(
     queue: AsyncQueue,
 ) -> None:

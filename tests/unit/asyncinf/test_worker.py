@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from modelhost.asyncinf import worker as worker_module
+from modelhost.asyncinf import slot as slot_module
 from modelhost.asyncinf.records import AsyncEndpointConfig, AsyncRequest, RequestStatus
 from modelhost.asyncinf.worker import AsyncInference
 from modelhost.router.forwarder import (
@@ -284,7 +284,7 @@ def test_a_slot_runs_the_queue_back_to_back_in_shared_commits(tmp_path: Path) ->
 def test_a_request_claimed_when_the_chain_ends_goes_back_to_the_queue(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(worker_module, "CHAIN_MAX", 2)
+    monkeypatch.setattr(slot_module, "CHAIN_MAX", 2)
     h = Harness(tmp_path, FakePool("i1", ok), max_concurrent=1)
     reqs = [h.enqueue(str(n).encode()) for n in range(3)]
     asyncio.run(h.run())
