@@ -89,6 +89,9 @@ def test_backlogs_and_orphans(queue: AsyncQueue) -> None:
     queue.enqueue(_req(1, created=100.0))
     queue.enqueue(_req(2, created=105.0))
     queue.enqueue(_req(3, "gone", created=90.0))
+    queue.enqueue(_req(4, "ended", created=90.0))  # (only ended requests: no orphan)
+    assert [r.request_id for r in queue.claim("ended", "me", 110.0, 30.0, 1)] == ["r4"]
+    assert queue.finish("r4", "me", RequestStatus.DONE, 111.0, None)
     queue.claim("ep", "me", 110.0, 30.0, 1)
     backlogs = queue.backlogs()
     assert backlogs["ep"].size == 2 and backlogs["ep"].oldest == 100.0
@@ -160,7 +163,13 @@ def test_every_query_of_open_requests_reads_the_open_requests_index(tmp_path: Pa
         ]:
             rows = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             plans.append(" ".join(str(r[-1]) for r in rows))
-        for stmt in (async_queue._QUEUED, async_queue._LAPSED, async_queue._EXPIRED):
+        for stmt in (
+            async_queue._QUEUED,
+            async_queue._LAPSED,
+            async_queue._EXPIRED,
+            async_queue._OPEN_ENDPOINTS,
+            async_queue._OPEN_BEFORE,
+        ):
             compiled = stmt.compile(dialect=conn.dialect)
             ones = tuple(1 for _ in compiled.positiontup or ())  # (values change no plan)
             found = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", ones)
