@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import create_engine, insert, inspect
 
 from modelhost.asyncinf.records import AsyncRequest
@@ -87,9 +88,77 @@ def test_a_new_database_gets_every_revision_and_reopens(store: Store, state_url:
         assert migrate.current(conn) == migrate.head()
         indexes = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
         tables = set(inspect(conn).get_table_names())
-    assert "ix_async_requests_endpoint_status_seq" in indexes  # revision 0003
     assert "wake_requests" in tables  # revision 0004
+    assert "ix_async_requests_open" in indexes  # revision 0005 (it replaced 0003's)
+    assert not indexes & set(R0005_DROPPED)
     Store(state_url).close()  # at head already: opening again changes nothing
+
+
+R0005_DROPPED = (
+    "ix_async_requests_status",
+    "ix_async_requests_endpoint",
+    "ix_async_requests_endpoint_status_seq",
+)
+
+
+def test_a_queue_made_at_revision_0004_upgrades_with_its_requests(state_url: str) -> None:
+    """A database of the version before revision 0005 (the async queue indexed on status, on
+    endpoint and on both with seq, over every request), with requests queued, expired,
+    running and ended on two endpoints: opening it replaces those with the index of open
+    requests, and recovery, expiry, backlogs, orphans and claims find every request."""
+    engine = create_engine(state_url)
+    with engine.begin() as conn:
+        cfg = migrate.config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        had = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
+        rows = [
+            _old_row("q1", "ep", "queued", expires=10_000.0),
+            _old_row("x1", "ep", "queued", expires=50.0),
+            _old_row("r1", "ep", "running", expires=10_000.0, lease_owner="dead"),
+            _old_row("q2", "other", "queued", expires=10_000.0),
+            _old_row("d1", "other", "done", expires=10_000.0),
+        ]
+        conn.execute(insert(async_queue.async_requests), rows)
+    engine.dispose()
+    assert set(R0005_DROPPED) <= had
+
+    s = Store(state_url)
+    try:
+        with s.engine.connect() as conn:
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("async_requests")}
+        assert not indexes & set(R0005_DROPPED) and "ix_async_requests_open" in indexes
+        queue = AsyncQueue(s)
+        assert queue.recover() == 1  # r1's lease was a dead server's
+        backlogs = queue.backlogs()
+        assert {k: b.size for k, b in backlogs.items()} == {"ep": 3, "other": 1}
+        assert queue.orphans({"ep"}, before=100.0) == ["other"]
+        assert [r.request_id for r in queue.claim_expired("me", 100.0, 60.0, 10)] == ["x1"]
+        claimed = queue.claim("ep", "me", 100.0, 60.0, 10)
+        assert [r.request_id for r in claimed] == ["q1", "r1"]
+        assert [r.request_id for r in queue.claim("other", "me", 100.0, 60.0, 10)] == ["q2"]
+    finally:
+        s.close()
+
+
+def _old_row(
+    request_id: str, endpoint: str, status: str, *, expires: float, lease_owner: str | None = None
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "endpoint": endpoint,
+        "inference_id": request_id,
+        "status": status,
+        "created": 1.0,
+        "expires": expires,
+        "timeout_s": 60.0,
+        "input_location": "s3://b/in",
+        "output_location": f"s3://b/{request_id}.out",
+        "failure_location": f"s3://b/{request_id}-error.out",
+        "attempts": 1 if status != "queued" else 0,
+        "lease_owner": lease_owner,
+        "lease_until": 50.0 if lease_owner else None,
+    }
 
 
 # --- the store under concurrency --------------------------------------------------------------

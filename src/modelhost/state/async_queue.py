@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -49,9 +50,9 @@ async_requests = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("request_id", String(64), nullable=False, unique=True),
-    Column("endpoint", String(64), nullable=False, index=True),  # lower-cased
+    Column("endpoint", String(64), nullable=False),  # lower-cased
     Column("inference_id", String(64), nullable=False),
-    Column("status", String(16), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
     Column("created", Float, nullable=False),
     Column("expires", Float, nullable=False),
     Column("timeout_s", Float, nullable=False),
@@ -69,16 +70,22 @@ async_requests = Table(
     Column("reason", Text),
     Column("body", LargeBinary),  # an inline input (InvokeEndpointAsync's Body)
 )
-# A claim reads an endpoint's queued requests in order from here, and its running ones (to
-# find lapsed leases), without visiting the requests that ended (the table keeps them).
+# The table's one index beside its keys (migration 0005): the requests not yet ended, by
+# endpoint, status and arrival. A claim reads an endpoint's queued requests in order from here,
+# and its running ones (to find lapsed leases); expiry, recovery and the backlogs read it
+# whole. It holds only open requests (the table keeps those that ended), so it stays a page
+# or two, and a request's ending only deletes its entry. A query may use it only when its
+# WHERE has the index's condition as written (SQLite compares the expressions), so every query
+# of open requests includes ``async_sqlite.OPEN`` itself, literals and all.
+_open = text(async_sqlite.OPEN)
 _by_state = Index(
-    "ix_async_requests_endpoint_status_seq",
+    "ix_async_requests_open",
     async_requests.c.endpoint,
     async_requests.c.status,
     async_requests.c.seq,
+    sqlite_where=_open,
+    postgresql_where=_open,
 )
-
-_OPEN = (RequestStatus.QUEUED.value, RequestStatus.RUNNING.value)
 
 # The busy path's statements, built once with bound parameters: building a statement costs more
 # than running it, and a statement object's compiled form is cached. (Parameter names are not
@@ -87,7 +94,11 @@ _t = async_requests
 _INSERT = insert(_t)
 _QUEUED = (
     select(_t.c.seq)
-    .where(_t.c.endpoint == bindparam("p_endpoint"), _t.c.status == RequestStatus.QUEUED.value)
+    .where(
+        _t.c.endpoint == bindparam("p_endpoint"),
+        _t.c.status == RequestStatus.QUEUED.value,
+        _open,
+    )
     .order_by(_t.c.seq)
     .limit(bindparam("p_limit"))
     .with_for_update(skip_locked=True)
@@ -97,16 +108,17 @@ _LAPSED = (  # running under a lease that ran out: its worker died
     .where(
         _t.c.endpoint == bindparam("p_endpoint"),
         _t.c.status == RequestStatus.RUNNING.value,
+        _open,
         _t.c.lease_until < bindparam("p_now"),
     )
     .order_by(_t.c.seq)
     .limit(bindparam("p_limit"))
     .with_for_update(skip_locked=True)
 )
-_EXPIRED = (  # queued past its TTL
+_EXPIRED = (  # queued past its TTL; oldest first per endpoint (the index's order)
     select(_t.c.seq)
-    .where(_t.c.status == RequestStatus.QUEUED.value, _t.c.expires < bindparam("p_now"))
-    .order_by(_t.c.seq)
+    .where(_open, _t.c.status == RequestStatus.QUEUED.value, _t.c.expires < bindparam("p_now"))
+    .order_by(_t.c.endpoint, _t.c.status, _t.c.seq)
     .limit(bindparam("p_limit"))
     .with_for_update(skip_locked=True)
 )
@@ -137,6 +149,22 @@ _END = (
         lease_until=None,
     )
     .returning(_t.c.request_id)
+)
+# The endpoints with open requests, by a loose scan of the index: one seek per endpoint rather
+# than a read of every open request (the dispatcher asks each second, whatever the backlog).
+_OPEN_ENDPOINTS = text(
+    "WITH RECURSIVE e(name) AS ("
+    f"SELECT min(endpoint) FROM async_requests WHERE {async_sqlite.OPEN} "
+    "UNION ALL "
+    "SELECT (SELECT min(endpoint) FROM async_requests "
+    f"WHERE {async_sqlite.OPEN} AND endpoint > e.name) "
+    "FROM e WHERE e.name IS NOT NULL"
+    ") SELECT name FROM e WHERE name IS NOT NULL"
+)
+_OPEN_BEFORE = (  # whether the endpoint has an open request made before p_before
+    select(_t.c.seq)
+    .where(_t.c.endpoint == bindparam("p_endpoint"), _open, _t.c.created < bindparam("p_before"))
+    .limit(1)
 )
 
 
@@ -191,7 +219,7 @@ class AsyncQueue:
         with self._store.transaction() as conn:
             result = conn.execute(
                 update(async_requests)
-                .where(async_requests.c.status == RequestStatus.RUNNING.value)
+                .where(_open, async_requests.c.status == RequestStatus.RUNNING.value)
                 .values(status=RequestStatus.QUEUED.value, lease_owner=None, lease_until=None)
             )
         return int(result.rowcount)
@@ -380,7 +408,7 @@ class AsyncQueue:
         with self._store.transaction() as conn:
             rows = conn.execute(
                 select(t.c.endpoint, func.count(), func.min(t.c.created))
-                .where(t.c.status.in_(_OPEN))
+                .where(_open)
                 .group_by(t.c.endpoint)
             ).all()
         return {r[0]: Backlog(int(r[1]), r[2]) for r in rows}
@@ -390,7 +418,7 @@ class AsyncQueue:
         with self._store.transaction() as conn:
             rows = conn.execute(
                 select(t)
-                .where(t.c.endpoint == endpoint.lower(), t.c.status.in_(_OPEN))
+                .where(t.c.endpoint == endpoint.lower(), _open)
                 .order_by(t.c.seq)
                 .limit(limit)
             ).all()
@@ -399,15 +427,17 @@ class AsyncQueue:
     def orphans(self, live: set[str], before: float, limit: int = 100) -> list[str]:
         """Endpoints (lower-cased) with open requests made before ``before`` that are not
         in ``live``: their endpoint was deleted."""
-        t = async_requests
+        found: list[str] = []
         with self._store.transaction() as conn:
-            rows = conn.execute(
-                select(t.c.endpoint)
-                .where(t.c.status.in_(_OPEN), t.c.created < before)
-                .group_by(t.c.endpoint)
-                .limit(limit)
-            ).all()
-        return [r[0] for r in rows if r[0] not in live]
+            for endpoint in conn.execute(_OPEN_ENDPOINTS).scalars():
+                if endpoint in live:
+                    continue
+                params = {"p_endpoint": endpoint, "p_before": before}
+                if conn.execute(_OPEN_BEFORE, params).first() is not None:
+                    found.append(endpoint)
+                    if len(found) >= limit:
+                        break
+        return found
 
 
 def _row(req: AsyncRequest) -> dict[str, Any]:

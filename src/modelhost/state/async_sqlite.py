@@ -38,17 +38,21 @@ COLUMNS = (
     "reason",
     "body",
 )
+# The condition of the open-requests index (async_queue.py): a query of open requests
+# includes it as written, or SQLite does not use the index (nor may PostgreSQL's generic plans).
+OPEN = "status IN ('queued', 'running')"
 _INSERTED = (*COLUMNS[1:15], "body")  # seq is the store's; no lease, times or reason yet
 _INSERT = (
     f"INSERT INTO async_requests ({', '.join(_INSERTED)}) "
     f"VALUES ({', '.join('?' * len(_INSERTED))})"
 )
 _QUEUED = (
-    "SELECT seq FROM async_requests WHERE endpoint = ? AND status = 'queued' ORDER BY seq LIMIT ?"
+    "SELECT seq FROM async_requests WHERE endpoint = ? AND status = 'queued' "
+    f"AND {OPEN} ORDER BY seq LIMIT ?"
 )
 _LAPSED = (
     "SELECT seq FROM async_requests WHERE endpoint = ? AND status = 'running' "
-    "AND lease_until < ? ORDER BY seq LIMIT ?"
+    f"AND {OPEN} AND lease_until < ? ORDER BY seq LIMIT ?"
 )
 _TAKE = (
     "UPDATE async_requests SET status = 'running', lease_owner = ?, lease_until = ?, "

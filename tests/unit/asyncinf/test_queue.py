@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.asyncinf.records import AsyncRequest, RequestStatus
-from modelhost.state import async_sqlite
+from modelhost.state import async_queue, async_sqlite
 from modelhost.state.async_queue import AsyncQueue, async_requests
 from modelhost.state.store import Store
 
@@ -89,6 +89,9 @@ def test_backlogs_and_orphans(queue: AsyncQueue) -> None:
     queue.enqueue(_req(1, created=100.0))
     queue.enqueue(_req(2, created=105.0))
     queue.enqueue(_req(3, "gone", created=90.0))
+    queue.enqueue(_req(4, "ended", created=90.0))  # (only ended requests: no orphan)
+    assert [r.request_id for r in queue.claim("ended", "me", 110.0, 30.0, 1)] == ["r4"]
+    assert queue.finish("r4", "me", RequestStatus.DONE, 111.0, None)
     queue.claim("ep", "me", 110.0, 30.0, 1)
     backlogs = queue.backlogs()
     assert backlogs["ep"].size == 2 and backlogs["ep"].oldest == 100.0
@@ -141,3 +144,36 @@ def test_a_claim_skips_ended_requests_and_takes_lapsed_leases_in_order(
 def test_the_direct_sqlite_statements_name_the_tables_columns_in_order() -> None:
     # state/async_sqlite.py reads rows by position: its column list is the table's
     assert tuple(c.name for c in async_requests.c) == async_sqlite.COLUMNS
+
+
+def test_every_query_of_open_requests_reads_the_open_requests_index(tmp_path: Path) -> None:
+    """The index holds only open requests, and SQLite uses it only for a query that names
+    its condition as written: a query that lost it would read the whole table (every request
+    ever made) instead, and nothing else would fail."""
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    queue = AsyncQueue(store)
+    queue.enqueue(_req(0))
+    plans: list[str] = []
+    with store.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        for sql, params in [
+            (async_sqlite._QUEUED, ("ep", 8)),
+            (async_sqlite._LAPSED, ("ep", 1.0, 8)),
+        ]:
+            rows = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plans.append(" ".join(str(r[-1]) for r in rows))
+        for stmt in (
+            async_queue._QUEUED,
+            async_queue._LAPSED,
+            async_queue._EXPIRED,
+            async_queue._OPEN_ENDPOINTS,
+            async_queue._OPEN_BEFORE,
+        ):
+            compiled = stmt.compile(dialect=conn.dialect)
+            ones = tuple(1 for _ in compiled.positiontup or ())  # (values change no plan)
+            found = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", ones)
+            plans.append(" ".join(str(r[-1]) for r in found))
+    store.close()
+    for plan in plans:
+        assert "ix_async_requests_open" in plan, plans
