@@ -9,11 +9,8 @@ from typing import Protocol, runtime_checkable
 from modelhost.http11 import Payload
 from modelhost.http11 import head_bytes as head_bytes  # FastPath's heads; the router uses it
 from modelhost.splice import SplicedBody
-from modelhost.splice_answer import SplicedAnswer
 
-# An answer's head and body; a body left in pipes (SplicedAnswer) only where the request was
-# dispatched by this server (it sends it, or reads it whole if it cannot).
-Reply = Callable[[bytes, Payload | SplicedAnswer], None]
+Reply = Callable[[bytes, Payload], None]
 
 
 class FastPath(Protocol):

@@ -38,7 +38,6 @@ from modelhost.http11 import (
 )
 from modelhost.splice import AVAILABLE as SPLICE_AVAILABLE
 from modelhost.splice import SPLICE_MIN, SplicedBody
-from modelhost.splice_answer import SplicedAnswer
 
 if TYPE_CHECKING:
     from modelhost.serving import Server
@@ -87,8 +86,6 @@ class HttpProtocol(FlowControl):
         self._splice_len = 0  # when set: the body may be spliced if the head came without it
         self._splice: SplicedBody | None = None  # a body being spliced out of this socket
         self._after_splice: bool | None = None  # answered while splicing: keep-alive, to do
-        self._sending: SplicedAnswer | None = None  # an answer being spliced into this socket
-        self._keep_after_send = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -136,9 +133,6 @@ class HttpProtocol(FlowControl):
         self.server.connections.discard(self)
         if self._splice is not None:
             self._splice.cancel()
-        if self._sending is not None:
-            self._sending.close()
-            self._sending = None
         if not self.closed.done():
             self.closed.set_result(None)
         self.resume_writing()  # a response sent in parts stops waiting for the socket
@@ -272,33 +266,6 @@ class HttpProtocol(FlowControl):
         if keep_alive is not None:
             self._done(keep_alive)
 
-    def _send_answer(self, head: bytes, answer: SplicedAnswer, keep_alive: bool) -> bool:
-        """Splice an answer left in pipes into the client's socket; False: it was written
-        the ordinary way instead (read whole: something is still buffered ahead of it)."""
-        transport = self.transport
-        assert transport is not None
-        if self._splice is None and not transport.get_write_buffer_size():
-            try:
-                dst = os.dup(transport.get_extra_info("socket").fileno())
-            except OSError:
-                dst = -1
-            if dst >= 0:
-                self._sending = answer
-                self._keep_after_send = keep_alive
-                self.server.in_flight += 1  # until it is all sent: a shutdown waits for it
-                answer.send(dst, head, self._answer_sent)
-                return True
-        transport.writelines([head, *answer.read_all()])
-        return False
-
-    def _answer_sent(self, ok: bool) -> None:
-        self._sending = None
-        self.server.in_flight -= 1
-        if not ok or self.transport is None:
-            self.close()  # the client went away mid-answer
-            return
-        self._answered(self._keep_after_send)
-
     def _answered(self, keep_alive: bool) -> None:
         body = self._splice
         if body is None:
@@ -365,11 +332,9 @@ class HttpProtocol(FlowControl):
         answered = False
         tail = _KEEP if keep_alive else _CLOSE
 
-        def reply(head: bytes, payload: Payload | SplicedAnswer) -> None:
+        def reply(head: bytes, payload: Payload) -> None:
             nonlocal answered
             if answered:
-                if isinstance(payload, SplicedAnswer):
-                    payload.close()
                 return
             answered = True
             self.server.in_flight -= 1
@@ -378,17 +343,10 @@ class HttpProtocol(FlowControl):
                 if type(payload) is bytes and len(payload) <= JOIN_MAX:
                     framing = b"content-length: %d\r\n" % len(payload)
                     transport.write(b"".join((head, framing, tail, payload)))
-                elif isinstance(payload, SplicedAnswer):
-                    if self._send_answer(
-                        head + b"content-length: %d\r\n" % payload.size + tail, payload, keep_alive
-                    ):
-                        return  # answered once it is all sent (_answer_sent)
                 else:
                     parts = [payload] if isinstance(payload, bytes) else payload
                     framing = b"content-length: %d\r\n" % sum(map(len, parts))
                     transport.writelines([head + framing + tail, *parts])
-            elif isinstance(payload, SplicedAnswer):
-                payload.close()
             self._answered(keep_alive)
 
         self.server.in_flight += 1
@@ -442,11 +400,9 @@ class HttpProtocol(FlowControl):
             self.close()
 
     def _stalled(self, since: float) -> bool:
-        """A client that stopped sending its spliced body, or reading its spliced answer."""
-        body, answer = self._splice, self._sending
-        return (body is not None and body.last_moved < since) or (
-            answer is not None and answer.last_moved < since
-        )
+        """A client that stopped sending its spliced body."""
+        body = self._splice
+        return body is not None and body.last_moved < since
 
     def refuse_slow_head(self, started_before: float) -> None:
         """408 and close when a request head began arriving before ``started_before`` and is

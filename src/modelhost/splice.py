@@ -24,8 +24,9 @@ Every descriptor (two duplicates, two pipe ends) is closed when the body ends, e
 
 Memory per request: the pipe (at most ``PIPE_SIZE`` bytes of page references) and the prefix.
 
-A large 2xx answer takes the same road back (splice_answer.py): instance socket -> pipes,
-whole, then pipes -> client socket.
+Answers are not spliced: an instance's answer is read into memory and written to the client
+with ``writelines`` (splicing large answers cost the instance more CPU and the client more
+latency than the copies saved: docs/benchmarks.md, run K).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ import time
 from collections.abc import Callable
 
 AVAILABLE = hasattr(os, "splice")  # Linux; elsewhere nothing is spliced
-# Bodies (and answers) from this size are spliced, when the rest is not yet read. Below it the
+# Bodies from this size are spliced, when the rest is not yet read. Below it the
 # fixed costs (pipes, descriptors, waits) outweigh the copies saved: measured on a 2-vCPU VM
 # at c=8, the router's CPU per request went +15% at 200 KB, +30% at 512 KB, even at 1 MB,
-# -20% at 2 MB and -45% at 5 MB (docs/benchmarks.md, run H).
+# -20% at 2 MB and -45% at 5 MB (docs/benchmarks.md, run I).
 SPLICE_MIN = 1536 * 1024 if AVAILABLE else 1 << 62
 PIPE_SIZE = 1 << 20  # the pipe's capacity, when the kernel grants it
 SETPIPE_SZ = 1031  # fcntl's F_SETPIPE_SZ (Linux)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 LIMIT = 6 * 2**20
 PIECE = 64 * 1024
-BIG = 3 * 2**20  # spliced both ways
+BIG = 3 * 2**20  # spliced on the way in; the answer is read whole and written back
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +214,9 @@ def test_slow_senders_and_slow_models_keep_their_answers(own_server: LiveServer)
 
 
 def test_client_gone_before_reading_its_answer_leaks_nothing(server: LiveServer, echo: str) -> None:
-    """A client that sends a large body and leaves without reading the (spliced) answer: the
-    router's pipes and descriptors for it are all given back."""
+    """A client that sends a large body and leaves mid-answer (the answer is read whole and
+    written back, not spliced): the router's pipes and descriptors for it are all given back,
+    and it serves on."""
     pid = router_pid(server)
     with connect(server) as sock:
         assert invoke(sock, echo, b"x" * 300_000)[0] == 200

@@ -45,7 +45,6 @@ from modelhost.router.pipeline import DirectPool, last_container
 from modelhost.router.routing import RouteTable, VariantRoute, pick_target
 from modelhost.router.stream_relay import error_text, relay
 from modelhost.settings import Settings
-from modelhost.splice_answer import SplicedAnswer
 from modelhost.state.store import Store
 
 Scope = MutableMapping[str, Any]
@@ -119,9 +118,7 @@ class RuntimeApp:
             variant = await self._variant(name, variant_name)
         answer: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
-        def reply(head: bytes, payload: Payload | SplicedAnswer) -> None:
-            if isinstance(payload, SplicedAnswer):  # not asked for on this road; never left
-                payload = payload.read_all()
+        def reply(head: bytes, payload: Payload) -> None:
             if not answer.done():
                 body = payload if isinstance(payload, bytes) else b"".join(payload)
                 answer.set_result((head, body))

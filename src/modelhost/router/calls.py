@@ -38,7 +38,6 @@ class Call:
         "rid",
         "sent",
         "size",
-        "spliceable",
         "started",
         "variant",
     )
@@ -68,7 +67,6 @@ class Call:
         self.sent = started
         self.attempt = 0
         self.reply = reply
-        self.spliceable = False  # the reply can send an answer left in pipes (splice.py)
 
     def done(self, result: UpstreamResponse | UpstreamError) -> None:
         owner = self.owner
@@ -83,8 +81,6 @@ class Call:
             else:
                 owner.fail(self, result)
         except Exception:
-            if type(result) is UpstreamResponse and result.spliced is not None:
-                result.spliced.close()
             owner.internal(self)
 
     def error(self, err: ServiceError) -> None:

@@ -122,26 +122,16 @@ class UpstreamPool:
         parts.append(self.head_end(length))
         return b"".join(parts)
 
-    def send(
-        self,
-        head: bytes,
-        body: Payload | SplicedBody,
-        timeout: float,
-        on_done: Done,
-        splice_answer: bool = False,
-    ) -> None:
+    def send(self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done) -> None:
         """Send one request; ``on_done`` gets the whole response or an UpstreamError, exactly
         once, within ``timeout`` seconds. With an open pipelined or idle connection at hand
         (the hot path) no task or future is made. A spliced body (splice.py) goes on a
-        connection of its own and is retried only while none of it was taken.
-        ``splice_answer``: the caller can take a large 2xx answer left in pipes
-        (``UpstreamResponse.spliced``, splice.py), which it must then send or close."""
+        connection of its own and is retried only while none of it was taken."""
         if self.closed:
             on_done(UpstreamConnectError(f"pool for {self.address} is closed"))
             return
         self.in_flight += 1
         exchange = _Exchange(self, head, body, self._now() + timeout, timeout, on_done)
-        exchange.splice_answer = splice_answer
         if self.pipelined and type(body) is bytes and len(body) <= PIPE_BODY_MAX:
             pipe = self._pipe
             if pipe is not None and pipe.open and pipe.depth < PIPE_DEPTH:
@@ -153,7 +143,7 @@ class UpstreamPool:
             self._spawn(self._send_fresh(exchange))
             return
         exchange.conn = conn
-        conn.start(head, body, exchange.deadline, timeout, False, exchange.on_pooled, splice_answer)
+        conn.start(head, body, exchange.deadline, timeout, False, exchange.on_pooled)
 
     async def stream(
         self, head: bytes, body: bytes, timeout: float, first_byte_timeout: float
@@ -257,7 +247,6 @@ class UpstreamPool:
             exchange.timeout,
             False,
             exchange.on_fresh,
-            exchange.splice_answer,
         )
 
     async def _connect(self, deadline: float, timeout: float) -> UpstreamConnection:
@@ -365,16 +354,7 @@ class _Exchange:
     """One request sent with ``UpstreamPool.send``, until its outcome is passed on: the
     pool's retry rule and in-flight count, in one place for all three kinds of connection."""
 
-    __slots__ = (
-        "body",
-        "conn",
-        "deadline",
-        "head",
-        "on_done",
-        "pool",
-        "splice_answer",
-        "timeout",
-    )
+    __slots__ = ("body", "conn", "deadline", "head", "on_done", "pool", "timeout")
 
     def __init__(
         self,
@@ -392,7 +372,6 @@ class _Exchange:
         self.timeout = timeout
         self.on_done = on_done
         self.conn: UpstreamConnection | None = None
-        self.splice_answer = False
 
     def on_pooled(self, result: UpstreamResponse | UpstreamError) -> None:
         """On an idle connection: closed before any answer byte means the instance had

@@ -197,7 +197,6 @@ class InvokePath:
                 reply(*error_reply(err, rid))
                 return
         call = Call(self, route.name, variant, b"".join(lines), body, rid, started, reply)
-        call.spliceable = True  # the front server's reply: a large answer may stay in pipes
         self.send(call, variant)
 
     def _diverted(
@@ -339,8 +338,7 @@ class InvokePath:
             return
         call.variant = variant
         call.sent = perf_counter()
-        head = _POST + call.lines + pool.head_end(call.size)
-        pool.send(head, call.body, self.timeout, call.done, call.spliceable)
+        pool.send(_POST + call.lines + pool.head_end(call.size), call.body, self.timeout, call.done)
 
     def hold(self, call: Call, variant: VariantRoute) -> bool:
         """Hold a request for a variant that scaled to zero until an instance is ready (the
@@ -426,7 +424,7 @@ class InvokePath:
         for key, value in result.headers:
             if key in RETURNED:
                 parts += (key, b": ", value, b"\r\n")
-        call.reply(b"".join(parts), result.spliced or result.payload)
+        call.reply(b"".join(parts), result.payload)
         self.metrics.record_ok(
             call.name,
             variant.name,

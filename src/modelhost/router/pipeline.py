@@ -177,15 +177,7 @@ class SerialPool(MultiContainerPool):
     def last(self) -> str:
         return self.names[-1]
 
-    def send(
-        self,
-        head: bytes,
-        body: Payload | SplicedBody,
-        timeout: float,
-        on_done: Done,
-        splice_answer: bool = False,
-    ) -> None:
-        """``splice_answer`` is not followed: each answer goes whole, on to the next one."""
+    def send(self, head: bytes, body: Payload | SplicedBody, timeout: float, on_done: Done) -> None:
         if isinstance(body, SplicedBody):  # never chosen for one (InvokePath.splices)
             on_done(UpstreamProtocolError("a spliced body cannot go through a pipeline"))
             return

@@ -23,8 +23,7 @@ from modelhost.router.upstream_types import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from modelhost.splice import SPLICE_MIN, SplicedBody
-from modelhost.splice_answer import SplicedAnswer
+from modelhost.splice import SplicedBody
 
 Done = Callable[[UpstreamResponse | UpstreamError], None]
 
@@ -49,8 +48,6 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection; parses responses and resolves one waiter at a time."""
 
     __slots__ = (
-        "_answer",
-        "_answer_len",
         "_at_head",
         "_body_pump",
         "_chunks",
@@ -58,12 +55,10 @@ class UpstreamConnection(asyncio.Protocol):
         "_eof_body",
         "_framed",
         "_headers",
-        "_length",
         "_live",
         "_loop",
         "_on_done",
         "_parser",
-        "_splice_answer",
         "_status",
         "_timeout",
         "_timer",
@@ -98,10 +93,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._eof_body = False
         self._at_head = False
         self._body_pump: SplicedBody | None = None  # a body being spliced into this socket
-        self._splice_answer = False  # the request allows its answer to be left in pipes
-        self._length = 0  # the answer's Content-Length, when it has one
-        self._answer_len = 0  # set: the answer is to be spliced if its body is not all in
-        self._answer: SplicedAnswer | None = None  # an answer being moved into pipes
         self.body_sink: Callable[[bytes], None] | None = None
         self.head_sink: Callable[[int, list[tuple[bytes, bytes]]], None] | None = None
         self.chunk_done: Callable[[], None] | None = None
@@ -119,18 +110,15 @@ class UpstreamConnection(asyncio.Protocol):
         timeout: float,
         at_head: bool,
         on_done: Done,
-        splice_answer: bool = False,
     ) -> None:
         """Write one request (its head, through the blank line, and its body); ``on_done``
         gets its response or an UpstreamError, once.
 
         `at_head`: act once the head is parsed: hand it to `head_sink` when set (a stream; the
         body follows), else finish (a HEAD request, whose response has no body).
-        `splice_answer`: a large 2xx answer may come as ``UpstreamResponse.spliced``.
         """
         assert self.transport is not None
         self._on_done = on_done
-        self._splice_answer = splice_answer
         self._arm(deadline, timeout)
         self._at_head = at_head
         self.got_bytes = False
@@ -181,7 +169,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def fail(self, exc: UpstreamError) -> None:
         """Fail the pending request (if any) and drop the connection."""
-        self._drop_answer()
         self._resolve_error(exc)
         self.abort()
 
@@ -210,9 +197,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.fail(UpstreamProtocolError(f"malformed response from instance: {exc}"))
-            return
-        if self._answer_len:
-            self._start_answer()
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost settles the pending request
@@ -222,7 +206,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable = False
         self._live.discard(self)
         self._stop_pump()
-        self._drop_answer()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -245,8 +228,6 @@ class UpstreamConnection(asyncio.Protocol):
         name = name.lower()
         if name in _FRAMING_HEADERS:
             self._framed = True
-            if name == b"content-length" and value.isdigit():
-                self._length = int(value)
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -260,8 +241,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.head_sink(status, list(self._headers))
         if not self._framed and status >= 200 and status not in _NO_BODY_STATUSES:
             self._eof_body = True
-        elif self._splice_answer and self._length >= SPLICE_MIN and 200 <= status < 300:
-            self._answer_len = self._length
 
     def on_body(self, body: bytes) -> None:
         if self.body_sink is not None:
@@ -280,47 +259,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self._on_done is not None:
             self._finish()
-
-    # -- a large answer left in pipes (splice.py) ---------------------------------------
-
-    def _start_answer(self) -> None:
-        """The answer's head came and its body did not all come with it: stop reading, and
-        move the rest into pipes. A new parser takes this connection's next answer."""
-        length, self._answer_len = self._answer_len, 0
-        transport = self.transport
-        if transport is None or self._on_done is None:
-            return
-        try:
-            src = os.dup(transport.get_extra_info("socket").fileno())
-        except OSError:
-            return  # out of descriptors: the body is read the ordinary way
-        transport.pause_reading()
-        chunks, self._chunks = self._chunks, []
-        self._parser = httptools.HttpResponseParser(self)
-        self._answer = SplicedAnswer(self._loop, src, chunks, length, self._answer_filled)
-        self._answer.fill()
-
-    def _answer_filled(self, ok: bool) -> None:
-        answer, self._answer = self._answer, None
-        if not ok or answer is None:
-            self.fail(UpstreamProtocolError("connection closed mid-response"))
-            return
-        if self.transport is not None:
-            self.transport.resume_reading()
-        if self._body_pump is not None:
-            self._stop_pump()
-        response = UpstreamResponse(self._status, self._headers, [])
-        response.spliced = answer
-        on_done = self._take()
-        if on_done is None:
-            answer.close()
-        else:
-            on_done(response)
-
-    def _drop_answer(self) -> None:
-        answer, self._answer = self._answer, None
-        if answer is not None:
-            answer.close()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -350,7 +288,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []  # handed to the response, with the chunks
         self._chunks = []
         self._framed = self._eof_body = False
-        self._length = self._answer_len = 0
         return on_done
 
     def _arm(self, deadline: float, timeout: float) -> None:

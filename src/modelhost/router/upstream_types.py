@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from modelhost.splice_answer import SplicedAnswer
-
 
 class UpstreamError(Exception):
     """Base of every failure talking to an instance; `reason` says what happened."""
@@ -34,16 +32,13 @@ class UpstreamResponse:
     ``payload`` hands them on as they are, so a large answer reaches the caller without being
     joined; ``body`` joins them (once) for whoever needs one ``bytes``."""
 
-    __slots__ = ("_body", "headers", "parts", "spliced", "status")
+    __slots__ = ("_body", "headers", "parts", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], parts: list[bytes]) -> None:
         self.status = status
         self.headers = headers  # names lower-cased
         self.parts = parts
         self._body: bytes | None = None
-        # A large 2xx body left in pipes (splice.py), when the request allowed it: then
-        # ``parts`` is empty and whoever takes the response sends or closes this.
-        self.spliced: SplicedAnswer | None = None
 
     @property
     def body(self) -> bytes:

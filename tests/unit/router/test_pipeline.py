@@ -55,7 +55,7 @@ class Stub:
 def _stub_all(pool: SerialPool | DirectPool, answers: list[Any]) -> list[Stub]:
     stubs = [Stub(m, a) for m, a in zip(pool.members, answers, strict=True)]
     for stub in stubs[1:]:
-        stub.pool.send = stub.send  # type: ignore[method-assign, assignment]
+        stub.pool.send = stub.send  # type: ignore[method-assign]
 
     def member_send(index: int, head: bytes, body: Any, timeout: float, on_done: Any) -> None:
         stubs[index].send(head, body, timeout, on_done)
