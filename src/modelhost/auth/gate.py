@@ -8,13 +8,14 @@ before; any other server refuses every request (``serve`` does not even start th
 
 Three front doors use it: the InvokeEndpoint fast path (``check_invoke``, router/invoke.py),
 the ASGI app (``AuthMiddleware``, every other API and ``/metrics``) and the embedded S3 relay
-(``check_s3``, storage/s3front.py). ``/healthz`` and ``/ping`` stay open: they say only that
+(``s3_check``, storage/s3front.py, which gets the refusal framed as S3 answers it). ``/healthz`` and ``/ping`` stay open: they say only that
 the server is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,7 +24,7 @@ from modelhost.addresses import is_loopback as is_loopback
 from modelhost.addresses import is_wildcard as is_wildcard
 from modelhost.api.query import query_error
 from modelhost.api.rpc import rpc_error
-from modelhost.api.serialize import json_error, request_id, rest_error
+from modelhost.api.serialize import json_error, request_id, rest_error, s3_error
 from modelhost.auth.keys import AccessKey, KeyRing, keys_path
 from modelhost.auth.policy import Action, allows
 from modelhost.auth.sigv4 import Received, Verifier
@@ -36,6 +37,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+log = logging.getLogger(__name__)
 
 SCOPE_KEY = "modelhost.access_key"  # the verified AccessKey, in the ASGI scope
 OPEN_PATHS = frozenset({"/healthz", "/ping"})
@@ -124,13 +127,26 @@ class Gate:
         received = Received("POST", path.decode("latin-1"), "", headers, body)
         self.check(received, SAGEMAKER, Action("sagemaker", "InvokeEndpoint", endpoint))
 
-    def s3_check(self, method: str, target: str, headers: list[tuple[bytes, bytes]]) -> None:
-        """The embedded S3 relay's check (storage/s3front.py ``Check``)."""
+    def s3_check(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]]
+    ) -> Reply | None:
+        """The embedded S3 relay's check (storage/s3front.py ``Check``): the refusal as S3
+        answers it (XML with S3's code), or None to let the request through."""
         if not self.required():
-            return
+            return None
         path, _, query = target.partition("?")
         received = Received(method, path, query, headers, None)
-        self.check(received, S3_SERVICES, Action("s3", method), s3=True)
+        try:
+            try:
+                self.check(received, S3_SERVICES, Action("s3", method), s3=True)
+            except AuthFailure:
+                raise
+            except Exception:  # a bug in the check: refuse rather than let the request in
+                log.exception("checking an S3 request's signature failed")
+                raise AuthFailure("The request could not be checked.") from None
+        except AuthFailure as err:
+            return s3_error(err, request_id())
+        return None
 
 
 class AuthMiddleware:

@@ -27,15 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import threading
 from collections.abc import Callable
-
-from modelhost.api.serialize import request_id, s3_error
-from modelhost.errors import AuthFailure
-
-log = logging.getLogger(__name__)
 
 DROPPED = frozenset(
     {
@@ -53,8 +47,11 @@ MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 _CHUNK = 256 * 1024
-# (method, request target, headers with lower-case names): raises an AuthFailure to refuse.
-Check = Callable[[str, str, list[tuple[bytes, bytes]]], None]
+# (method, request target, headers with lower-case names) -> the refusal as S3 answers it
+# (status, headers, body; auth/gate.py ``Gate.s3_check`` frames it), or None to let it through.
+Check = Callable[
+    [str, str, list[tuple[bytes, bytes]]], tuple[int, list[tuple[bytes, bytes]], bytes] | None
+]
 
 
 # Presigned URLs (SigV4 and SigV2) carry their signature in the query string.
@@ -170,25 +167,18 @@ class S3Front:
         if self.check is None:
             return None
         method, target, headers = parse_head(head)
-        try:
-            try:
-                self.check(method, target, headers)
-            except AuthFailure:
-                raise
-            except Exception:  # a bug in the check: refuse rather than let the request in
-                log.exception("checking an S3 request's signature failed")
-                raise AuthFailure("The request could not be checked.") from None
-        except AuthFailure as err:
-            status, out, body = s3_error(err, request_id())
-            lines = b"".join(b"%s: %s\r\n" % pair for pair in out)
-            return b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
-                status,
-                _REASONS.get(status, b"Error"),
-                lines,
-                len(body),
-                body,
-            )
-        return None
+        refusal = self.check(method, target, headers)
+        if refusal is None:
+            return None
+        status, out, body = refusal
+        lines = b"".join(b"%s: %s\r\n" % pair for pair in out)
+        return b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+            status,
+            _REASONS.get(status, b"Error"),
+            lines,
+            len(body),
+            body,
+        )
 
 
 _REASONS = {400: b"Bad Request", 403: b"Forbidden"}
