@@ -8,8 +8,8 @@ before; any other server refuses every request (``serve`` does not even start th
 
 Three front doors use it: the InvokeEndpoint fast path (``check_invoke``, router/invoke.py),
 the ASGI app (``AuthMiddleware``, every other API and ``/metrics``) and the embedded S3 relay
-(``s3_check``, storage/s3front.py, which gets the refusal framed as S3 answers it). ``/healthz`` and ``/ping`` stay open: they say only that
-the server is up.
+(``s3_check``, storage/s3front.py, which gets the refusal framed as S3 answers it).
+``/healthz`` and ``/ping`` stay open: they say only that the server is up.
 """
 
 from __future__ import annotations
