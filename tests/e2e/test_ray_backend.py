@@ -320,9 +320,12 @@ def test_a_lost_node_is_replaced_on_the_other(
     worker = cluster.list_all_nodes()[1]  # type: ignore[no-untyped-call]  # [0] is the head, which holds the GCS
     cluster.remove_node(worker, allow_graceful=False)
     survivors = wait_for(lambda: alive_nodes() if len(alive_nodes()) == 1 else None, "node death")
-    # Both instances end up on the surviving node, and every call is answered there.
+    # Both instances end up on the surviving node, and every call is answered there. (The
+    # survivor answers as soon as one instance is replaced: wait for both actors too.)
     wait_for(
-        lambda: nodes_answering(ray_server, endpoint) == survivors,
+        lambda: (
+            nodes_answering(ray_server, endpoint) == survivors and len(actors_of(endpoint)) == 2
+        ),
         "instances replaced",
         server=ray_server,
     )
